@@ -1,0 +1,95 @@
+//! The berth manifest: one YAML document per container, as people write it
+//! (`schema`), checked and defaulted into what the runtime runs (`spec`), with
+//! every problem reported as `FILE:LINE:COLUMN: field: message`.
+
+mod discover;
+mod locate;
+mod parse;
+mod schema;
+mod spec;
+mod units;
+mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use discover::{is_manifest_name, manifest_files};
+pub use locate::Position;
+pub use parse::{MAX_FILE_BYTES, ParsedFile, parse_bytes, parse_file, parse_str};
+pub use schema::{API_VERSION, KIND, Manifest};
+pub use spec::{
+    Container, ContainerSpec, Mount, NetworkMode, Resources, RestartPolicy, RootfsSource, RunState,
+    SeccompPolicy, Security, Source,
+};
+pub use validate::check_name;
+
+/// One problem, printed as `FILE:LINE:COLUMN: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(file: &Path, at: Position, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_owned(),
+            line: at.line,
+            column: at.column,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// The JSON Schema of a manifest document, for editors and CI.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Manifest)).unwrap_or_default()
+}
+
+/// A name may be defined once across all files: every later definition is an
+/// error naming the first. The later container is dropped from its file.
+pub fn reject_duplicate_names(files: &mut [ParsedFile]) {
+    let mut first: HashMap<String, Source> = HashMap::new();
+    for file in files.iter_mut() {
+        let mut kept = Vec::with_capacity(file.containers.len());
+        for container in std::mem::take(&mut file.containers) {
+            match first.get(&container.name) {
+                Some(earlier) => file.diagnostics.push(Diagnostic::new(
+                    &container.source.file,
+                    Position {
+                        line: container.source.line,
+                        column: container.source.column,
+                    },
+                    format!(
+                        "metadata.name: {:?} is already defined at {}:{}:{}",
+                        container.name,
+                        earlier.file.display(),
+                        earlier.line,
+                        earlier.column
+                    ),
+                )),
+                None => {
+                    first.insert(container.name.clone(), container.source.clone());
+                    kept.push(container);
+                }
+            }
+        }
+        file.containers = kept;
+    }
+}

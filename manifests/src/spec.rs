@@ -1,0 +1,162 @@
+//! The resolved container: every default filled in, every value parsed. This is
+//! what the runtime creates from, what `config.json` records, and what the spec
+//! hash is computed over.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use crate::schema::{NetworkMode, RestartPolicy, RunState};
+
+/// A valid container document, with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The desired run state. Not part of the spec hash: stopping a container is
+    /// not a change of what it is.
+    pub state: RunState,
+    pub spec: ContainerSpec,
+    /// `sha256:` of the canonical serialization of `spec`.
+    pub hash: String,
+    pub source: Source,
+}
+
+/// The file and document a container was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    pub file: PathBuf,
+    /// Zero-based index of the YAML document in the file.
+    pub document: usize,
+    /// Where `metadata.name` stands, for "defined twice" messages.
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Field names and their meaning are part of the spec hash: renaming one, or adding
+/// one that is not skipped while it holds its default, restarts every workload on
+/// upgrade. Add new fields as `Option` with `skip_serializing_if = "Option::is_none"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    pub rootfs: RootfsSource,
+    /// Empty only when an OCI image supplies the command.
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: String,
+    pub hostname: String,
+    pub restart_policy: RestartPolicy,
+    /// Canonical name, e.g. `SIGTERM`.
+    pub stop_signal: String,
+    pub stop_timeout_ms: u64,
+    pub resources: Resources,
+    pub network: NetworkMode,
+    pub mounts: Vec<Mount>,
+    pub security: Security,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RootfsSource {
+    Host,
+    Busybox,
+    Script {
+        script: PathBuf,
+        args: Vec<String>,
+    },
+    Path(PathBuf),
+    Tarball(PathBuf),
+    Oci {
+        layout: PathBuf,
+        reference: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub millicpus: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Security {
+    pub read_only_rootfs: bool,
+    /// Canonical `CAP_*` names, or `ALL`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub seccomp: SeccompPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SeccompPolicy {
+    Default,
+    Unconfined,
+    Profile(PathBuf),
+}
+
+impl ContainerSpec {
+    /// `sha256:<hex>` of the canonical JSON of this spec: object keys sorted, no
+    /// whitespace. Independent of key order in the YAML and of serde_json features.
+    pub fn hash(&self) -> String {
+        let mut canonical = String::new();
+        match serde_json::to_value(self) {
+            Ok(value) => write_canonical(&value, &mut canonical),
+            // Serializing plain data to a Value cannot fail; hash the debug form
+            // rather than panic if it ever does.
+            Err(_) => canonical = format!("{self:?}"),
+        }
+        let digest = Sha256::digest(canonical.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}

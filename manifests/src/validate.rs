@@ -1,0 +1,433 @@
+//! From a `Manifest` as written to a `Container` as run: every problem found is
+//! reported with its field path and position, and every default is filled in.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use crate::Diagnostic;
+use crate::locate::{DocumentIndex, Position};
+use crate::schema::{self, Manifest, NetworkMode, RestartPolicy, RunState};
+use crate::spec::{
+    Container, ContainerSpec, Mount, Resources, RootfsSource, SeccompPolicy, Security, Source,
+};
+use crate::units;
+
+pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 10_000;
+const MAX_NAME: usize = 63;
+const MAX_HOSTNAME: usize = 64;
+
+struct Checker<'a> {
+    file: &'a Path,
+    index: &'a DocumentIndex,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, pos: Position, path: &str, message: impl std::fmt::Display) {
+        self.problems.push(Diagnostic::new(
+            self.file,
+            pos,
+            format!("{path}: {message}"),
+        ));
+    }
+
+    /// A problem with the value at `path`.
+    fn value(&mut self, path: &str, message: impl std::fmt::Display) {
+        let pos = self.index.value(path);
+        self.at(pos, path, message);
+    }
+
+    /// A problem with the field as a whole (e.g. it is missing).
+    fn key(&mut self, path: &str, message: impl std::fmt::Display) {
+        let pos = self.index.key(path);
+        self.at(pos, path, message);
+    }
+
+    /// Runs a parser and reports its error at `path`.
+    fn parse<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.value(path, message)).ok()
+    }
+
+    fn absolute(&mut self, path: &str, value: &str, what: &str) -> PathBuf {
+        if value.contains('\0') {
+            self.value(path, format!("{what} contains a NUL byte"));
+        } else if !value.starts_with('/') {
+            self.value(
+                path,
+                format!("{value:?} is not absolute; {what} must start with /"),
+            );
+        }
+        PathBuf::from(value)
+    }
+
+    /// An absolute path inside the container that cannot climb out of its root.
+    fn inside(&mut self, path: &str, value: &str, what: &str) -> PathBuf {
+        let target = self.absolute(path, value, what);
+        if target.components().any(|c| c == Component::ParentDir) {
+            self.value(
+                path,
+                format!("{value:?} contains '..'; {what} must stay inside the container"),
+            );
+        }
+        target
+    }
+
+    fn no_nul(&mut self, path: &str, value: &str) {
+        if value.contains('\0') {
+            self.value(path, "contains a NUL byte");
+        }
+    }
+}
+
+/// Check one document. `source` says where it came from.
+pub fn container(
+    manifest: Manifest,
+    index: &DocumentIndex,
+    source: Source,
+) -> Result<Container, Vec<Diagnostic>> {
+    let mut c = Checker {
+        file: &source.file,
+        index,
+        problems: Vec::new(),
+    };
+    let name = manifest.metadata.name;
+    if let Err(message) = check_name(&name) {
+        c.value("metadata.name", message);
+    }
+    for (key, value) in &manifest.metadata.labels {
+        if key.is_empty() || key.len() > 253 || key.chars().any(char::is_control) {
+            c.key(
+                &format!("metadata.labels.{key}"),
+                "label keys must be 1 to 253 printable characters",
+            );
+        }
+        c.no_nul(&format!("metadata.labels.{key}"), value);
+    }
+    let spec = manifest.spec;
+    let state = spec.state.unwrap_or(RunState::Running);
+    let rootfs = rootfs(&mut c, spec.rootfs.unwrap_or_default());
+    let command = command(&mut c, spec.command, &rootfs);
+    for (key, value) in &spec.env {
+        let path = format!("spec.env.{key}");
+        if key.is_empty() || key.contains(['=', '\0']) {
+            c.key(
+                &path,
+                format!("{key:?} is not a variable name; it may not be empty or contain '='"),
+            );
+        }
+        c.no_nul(&path, value);
+    }
+    let working_dir = spec.working_dir.unwrap_or_else(|| "/".to_owned());
+    c.inside("spec.workingDir", &working_dir, "workingDir");
+    // The default, the name, is checked as a name already.
+    let hostname = spec.hostname.unwrap_or_else(|| name.clone());
+    if let Err(message) = check_hostname(&hostname)
+        && hostname != name
+    {
+        c.value("spec.hostname", message);
+    }
+    let stop_signal = match spec.stop_signal {
+        Some(text) => c.parse("spec.stopSignal", units::parse_signal(&text)),
+        None => Some("SIGTERM".to_owned()),
+    };
+    let stop_timeout_ms = match spec.stop_timeout {
+        None => Some(DEFAULT_STOP_TIMEOUT_MS),
+        Some(schema::Seconds::Whole(secs)) => Some(secs.saturating_mul(1000)),
+        Some(schema::Seconds::Text(text)) => c
+            .parse("spec.stopTimeout", units::parse_duration(&text))
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let resources = resources(&mut c, spec.resources.unwrap_or_default());
+    let mounts = mounts(&mut c, spec.mounts);
+    let security = security(&mut c, spec.security.unwrap_or_default());
+
+    let (Some(stop_signal), Some(stop_timeout_ms), true) =
+        (stop_signal, stop_timeout_ms, c.problems.is_empty())
+    else {
+        return Err(c.problems);
+    };
+    let spec = ContainerSpec {
+        rootfs,
+        command,
+        env: spec.env,
+        working_dir,
+        hostname,
+        restart_policy: spec.restart_policy.unwrap_or(RestartPolicy::Always),
+        stop_signal,
+        stop_timeout_ms,
+        resources,
+        network: spec
+            .network
+            .and_then(|n| n.mode)
+            .unwrap_or(NetworkMode::None),
+        mounts,
+        security,
+    };
+    Ok(Container {
+        name,
+        labels: manifest.metadata.labels,
+        state,
+        hash: spec.hash(),
+        spec,
+        source,
+    })
+}
+
+/// A DNS-1123 label, with a reason for each way a name can be wrong.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let rule =
+        "a name is lower-case letters, digits and '-', starting and ending with a letter or digit";
+    if name.is_empty() {
+        return Err("the name is empty".to_owned());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!(
+            "{name:?} is {} characters long; the limit is {MAX_NAME}",
+            name.len()
+        ));
+    }
+    if name.contains(['/', '.']) {
+        return Err(format!("{name:?} contains '/' or '.'; {rule}"));
+    }
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("{name:?} has upper-case letters; {rule}"));
+    }
+    let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if !name.chars().all(valid_char) || name.starts_with('-') || name.ends_with('-') {
+        return Err(format!("{name:?} is not a valid name; {rule}"));
+    }
+    Ok(())
+}
+
+fn check_hostname(hostname: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= MAX_NAME
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if hostname.len() > MAX_HOSTNAME || !hostname.split('.').all(label_ok) {
+        return Err(format!(
+            "{hostname:?} is not a hostname; use letters, digits, '-' and '.', at most {MAX_HOSTNAME} characters"
+        ));
+    }
+    Ok(())
+}
+
+fn rootfs(c: &mut Checker, rootfs: schema::Rootfs) -> RootfsSource {
+    let set = [
+        rootfs.template.is_some(),
+        rootfs.path.is_some(),
+        rootfs.tarball.is_some(),
+        rootfs.oci.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() > 1 {
+        c.key(
+            "spec.rootfs",
+            "set only one of template, path, tarball and oci",
+        );
+    }
+    if let Some(path) = rootfs.path {
+        return RootfsSource::Path(c.absolute("spec.rootfs.path", &path, "rootfs.path"));
+    }
+    if let Some(tarball) = rootfs.tarball {
+        let file = c.absolute("spec.rootfs.tarball", &tarball, "rootfs.tarball");
+        let known = [".tar", ".tar.gz", ".tgz", ".tar.zst"];
+        if !known.iter().any(|ext| tarball.ends_with(ext)) {
+            c.value(
+                "spec.rootfs.tarball",
+                format!("{tarball:?} is not a .tar, .tar.gz, .tgz or .tar.zst archive"),
+            );
+        }
+        return RootfsSource::Tarball(file);
+    }
+    if let Some(oci) = rootfs.oci {
+        let layout = c.absolute("spec.rootfs.oci.layout", &oci.layout, "oci.layout");
+        if let Some(reference) = &oci.reference
+            && (reference.is_empty() || reference.contains(['\0', '/']))
+        {
+            c.value(
+                "spec.rootfs.oci.ref",
+                format!("{reference:?} is not an image tag"),
+            );
+        }
+        return RootfsSource::Oci {
+            layout,
+            reference: oci.reference,
+        };
+    }
+    match rootfs.template {
+        None => RootfsSource::Host,
+        Some(schema::Template::Builtin(name)) => match name.as_str() {
+            "host" => RootfsSource::Host,
+            "busybox" => RootfsSource::Busybox,
+            _ => {
+                c.value(
+                    "spec.rootfs.template",
+                    format!("unknown template {name:?}; use host, busybox or {{script: PATH}}"),
+                );
+                RootfsSource::Host
+            }
+        },
+        Some(schema::Template::Script(script)) => {
+            let path = c.absolute(
+                "spec.rootfs.template.script",
+                &script.script,
+                "a template script",
+            );
+            for (i, arg) in script.args.iter().enumerate() {
+                c.no_nul(&format!("spec.rootfs.template.args[{i}]"), arg);
+            }
+            RootfsSource::Script {
+                script: path,
+                args: script.args,
+            }
+        }
+    }
+}
+
+fn command(c: &mut Checker, command: Option<Vec<String>>, rootfs: &RootfsSource) -> Vec<String> {
+    let image_supplies_one = matches!(rootfs, RootfsSource::Oci { .. });
+    match command {
+        None if image_supplies_one => Vec::new(),
+        None => {
+            c.key(
+                "spec.command",
+                "is required (the program to run, e.g. [\"/bin/sh\", \"-c\", \"...\"])",
+            );
+            Vec::new()
+        }
+        Some(command) => {
+            match command.first() {
+                None => c.value("spec.command", "is empty; name the program to run"),
+                Some(program) if program.is_empty() => {
+                    c.value("spec.command[0]", "the program name is empty")
+                }
+                Some(_) => {}
+            }
+            for (i, arg) in command.iter().enumerate() {
+                c.no_nul(&format!("spec.command[{i}]"), arg);
+            }
+            command
+        }
+    }
+}
+
+fn resources(c: &mut Checker, resources: schema::Resources) -> Resources {
+    let memory_bytes = resources.memory.and_then(|memory| {
+        let bytes = match memory {
+            schema::NumberOrText::Number(n) => Ok(n),
+            schema::NumberOrText::Text(text) => units::parse_bytes(&text),
+        };
+        match c.parse("spec.resources.memory", bytes)? {
+            0 => {
+                c.value("spec.resources.memory", "must be more than 0");
+                None
+            }
+            bytes => Some(bytes),
+        }
+    });
+    if resources.pids == Some(0) {
+        c.value(
+            "spec.resources.pids",
+            "must be at least 1 (the command itself)",
+        );
+    }
+    let millicpus = resources.cpus.and_then(|cpus| {
+        let text = match cpus {
+            schema::Cpus::Number(n) => n.to_string(),
+            schema::Cpus::Text(text) => text,
+        };
+        c.parse("spec.resources.cpus", units::parse_millicpus(&text))
+    });
+    Resources {
+        memory_bytes,
+        pids: resources.pids,
+        millicpus,
+    }
+}
+
+fn mounts(c: &mut Checker, mounts: Vec<schema::Mount>) -> Vec<Mount> {
+    let mut targets = BTreeSet::new();
+    let mut resolved = Vec::with_capacity(mounts.len());
+    for (i, mount) in mounts.into_iter().enumerate() {
+        let source = c.absolute(
+            &format!("spec.mounts[{i}].source"),
+            &mount.source,
+            "a mount source",
+        );
+        let path = format!("spec.mounts[{i}].target");
+        let target = c.inside(&path, &mount.target, "a mount target");
+        if target.components().all(|part| part == Component::RootDir) {
+            c.value(&path, "cannot mount over the container's root");
+        }
+        let normal: PathBuf = target.components().collect();
+        if !targets.insert(normal) {
+            c.value(&path, format!("{:?} is mounted twice", mount.target));
+        }
+        resolved.push(Mount {
+            source,
+            target,
+            read_only: mount.read_only,
+        });
+    }
+    resolved
+}
+
+fn security(c: &mut Checker, security: schema::Security) -> Security {
+    let caps = security.capabilities.unwrap_or_default();
+    let cap_add = capabilities(c, "spec.security.capabilities.add", caps.add);
+    let cap_drop = capabilities(c, "spec.security.capabilities.drop", caps.drop);
+    let seccomp = match security.seccomp {
+        None => SeccompPolicy::Default,
+        Some(schema::Seccomp::Named(name)) => match name.as_str() {
+            "default" => SeccompPolicy::Default,
+            "unconfined" => SeccompPolicy::Unconfined,
+            _ => {
+                c.value(
+                    "spec.security.seccomp",
+                    format!("{name:?} is not a seccomp policy; use default, unconfined or {{profile: FILE}}"),
+                );
+                SeccompPolicy::Default
+            }
+        },
+        Some(schema::Seccomp::Profile(p)) => SeccompPolicy::Profile(c.absolute(
+            "spec.security.seccomp.profile",
+            &p.profile,
+            "a seccomp profile",
+        )),
+    };
+    Security {
+        read_only_rootfs: security.read_only_rootfs,
+        cap_add,
+        cap_drop,
+        seccomp,
+    }
+}
+
+/// `net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` all become `CAP_NET_ADMIN`.
+fn capabilities(c: &mut Checker, path: &str, names: Vec<String>) -> Vec<String> {
+    let mut canonical = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        let upper = name.to_ascii_uppercase();
+        if upper == "ALL" {
+            canonical.push(upper);
+            continue;
+        }
+        let full = if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
+        match caps::Capability::from_str(&full) {
+            Ok(cap) => canonical.push(cap.to_string()),
+            Err(_) => c.value(
+                &format!("{path}[{i}]"),
+                format!("{name:?} is not a capability; use a name such as NET_ADMIN, or ALL"),
+            ),
+        }
+    }
+    canonical
+}

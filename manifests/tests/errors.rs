@@ -1,0 +1,438 @@
+//! Every class of manifest error is reported at FILE:LINE:COLUMN with the field
+//! path and a message that says what to write instead.
+
+use std::path::Path;
+
+use berth_manifests::{ParsedFile, parse_bytes, parse_str, reject_duplicate_names};
+
+const HEAD: &str = "apiVersion: berth.dev/v1\nkind: Container\n";
+
+fn check(text: &str) -> ParsedFile {
+    parse_str(Path::new("m.yaml"), text)
+}
+
+/// The diagnostics of `text`, printed as the CLI prints them.
+fn errors(text: &str) -> Vec<String> {
+    check(text)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// A valid document with `spec_extra` appended to its spec (two-space indented).
+fn with_spec(name: &str, spec_extra: &str) -> String {
+    format!("{HEAD}metadata:\n  name: {name}\nspec:\n  command: [/bin/true]\n{spec_extra}")
+}
+
+fn assert_one(text: &str, expected: &str) {
+    let errors = errors(text);
+    assert_eq!(errors, [expected], "for:\n{text}");
+}
+
+#[test]
+fn a_minimal_manifest_is_valid_and_defaulted() {
+    let parsed = check(&with_spec("web", ""));
+    assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+    let c = &parsed.containers[0];
+    assert_eq!(c.name, "web");
+    assert_eq!(c.spec.hostname, "web");
+    assert_eq!(c.spec.working_dir, "/");
+    assert_eq!(c.spec.stop_signal, "SIGTERM");
+    assert_eq!(c.spec.stop_timeout_ms, 10_000);
+    assert_eq!(c.spec.rootfs, berth_manifests::RootfsSource::Host);
+    assert_eq!(c.spec.network, berth_manifests::NetworkMode::None);
+    assert_eq!(c.state, berth_manifests::RunState::Running);
+    assert_eq!(
+        c.spec.restart_policy,
+        berth_manifests::RestartPolicy::Always
+    );
+    assert_eq!(
+        c.spec.security.seccomp,
+        berth_manifests::SeccompPolicy::Default
+    );
+    assert_eq!((c.source.line, c.source.column), (4, 9));
+}
+
+#[test]
+fn yaml_syntax_errors_point_at_the_broken_line() {
+    assert_one(
+        &format!("{HEAD}metadata:\n  name: web\n spec: x\n"),
+        "m.yaml:5:2: did not find expected key, while parsing a block mapping",
+    );
+    let tab = errors(&format!("{HEAD}metadata:\n\tname: web\n"));
+    assert!(tab[0].starts_with("m.yaml:4:1: "), "{tab:?}");
+}
+
+#[test]
+fn other_api_versions_and_kinds_are_named() {
+    assert_one(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n",
+        "m.yaml:1:13: apiVersion: \"v1\" is not supported; use berth.dev/v1",
+    );
+    assert_one(
+        "apiVersion: berth.dev/v1\nkind: Pod\nmetadata: {name: web}\n",
+        "m.yaml:2:7: kind: \"Pod\" is not supported; use Container",
+    );
+}
+
+#[test]
+fn unknown_fields_are_errors_with_a_suggestion() {
+    assert_one(
+        &with_spec("web", "  restartPolcy: Always\n"),
+        "m.yaml:7:3: spec: unknown field `restartPolcy`, expected one of `rootfs`, `command`, `env`, \
+         `workingDir`, `hostname`, `state`, `restartPolicy`, `stopSignal`, `stopTimeout`, `resources`, \
+         `network`, `mounts`, `security`; did you mean `restartPolicy`?",
+    );
+    let nested = errors(&with_spec("web", "  resources: {memroy: 64Mi}\n"));
+    assert!(
+        nested[0].starts_with("m.yaml:7:15: spec.resources: unknown field `memroy`"),
+        "{nested:?}"
+    );
+    assert!(nested[0].ends_with("did you mean `memory`?"), "{nested:?}");
+}
+
+#[test]
+fn wrong_types_and_enum_values_name_the_field() {
+    assert_one(
+        &with_spec("web", "  state: Runing\n"),
+        "m.yaml:7:10: spec.state: unknown variant `Runing`, expected `Running` or `Stopped`",
+    );
+    assert_one(
+        &with_spec("web", "  resources:\n    memory: true\n"),
+        "m.yaml:8:13: spec.resources.memory: invalid type: boolean `true`, expected a number or a string such as \"64Mi\"",
+    );
+    assert_one(
+        &with_spec("web", "  rootfs: {template: 3}\n"),
+        "m.yaml:7:22: spec.rootfs.template: invalid type: integer `3`, expected a template name (host or busybox) or {script: PATH, args: [...]}",
+    );
+    assert_one(
+        &with_spec("web", "  env: {PORT: [8080]}\n"),
+        "m.yaml:7:15: spec.env.PORT: invalid type: sequence, expected a string",
+    );
+    // Scalars keep the text as written: PORT: 8080 and DEBUG: true are strings.
+    let parsed = check(&with_spec(
+        "web",
+        "  env: {PORT: 8080, RATIO: 1.50, DEBUG: true}\n",
+    ));
+    let env = &parsed.containers[0].spec.env;
+    assert_eq!(
+        (
+            env["PORT"].as_str(),
+            env["RATIO"].as_str(),
+            env["DEBUG"].as_str()
+        ),
+        ("8080", "1.50", "true")
+    );
+}
+
+#[test]
+fn missing_required_fields_are_named() {
+    assert_one(
+        &format!("{HEAD}metadata:\n  name: web\n"),
+        "m.yaml:1:1: missing field `spec`",
+    );
+    assert_one(
+        &format!("{HEAD}metadata:\n  name: web\nspec:\n  hostname: web\n"),
+        "m.yaml:5:1: spec.command: is required (the program to run, e.g. [\"/bin/sh\", \"-c\", \"...\"])",
+    );
+}
+
+#[test]
+fn bad_names_say_why() {
+    let cases = [
+        (
+            "Web",
+            "m.yaml:4:9: metadata.name: \"Web\" has upper-case letters",
+        ),
+        (
+            "..",
+            "m.yaml:4:9: metadata.name: \"..\" contains '/' or '.'",
+        ),
+        (
+            "a/b",
+            "m.yaml:4:9: metadata.name: \"a/b\" contains '/' or '.'",
+        ),
+        ("''", "m.yaml:4:9: metadata.name: the name is empty"),
+        (
+            "-web",
+            "m.yaml:4:9: metadata.name: \"-web\" is not a valid name",
+        ),
+        (
+            "web_1",
+            "m.yaml:4:9: metadata.name: \"web_1\" is not a valid name",
+        ),
+    ];
+    for (name, expected) in cases {
+        let errors = errors(&with_spec(name, ""));
+        assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+        assert!(errors[0].starts_with(expected), "{name}: {errors:?}");
+    }
+    let long = "a".repeat(64);
+    let errors = errors(&with_spec(&long, ""));
+    assert!(
+        errors[0].ends_with("is 64 characters long; the limit is 63"),
+        "{errors:?}"
+    );
+    assert!(check(&with_spec(&"a".repeat(63), "")).is_valid());
+}
+
+#[test]
+fn duplicate_names_name_both_places() {
+    let two = format!("{}---\n{}", with_spec("web", ""), with_spec("web", ""));
+    let mut files = vec![check(&two)];
+    reject_duplicate_names(&mut files);
+    let errors: Vec<String> = files[0]
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        ["m.yaml:11:9: metadata.name: \"web\" is already defined at m.yaml:4:9"]
+    );
+    assert_eq!(files[0].containers.len(), 1);
+
+    let mut files = vec![
+        parse_str(Path::new("a.yaml"), &with_spec("web", "")),
+        parse_str(
+            Path::new("b.yaml"),
+            &format!("# comment\n{}", with_spec("web", "")),
+        ),
+    ];
+    reject_duplicate_names(&mut files);
+    assert!(files[0].is_valid());
+    let errors: Vec<String> = files[1]
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        ["b.yaml:5:9: metadata.name: \"web\" is already defined at a.yaml:4:9"]
+    );
+}
+
+#[test]
+fn bad_quantities_durations_and_signals_say_how_to_write_them() {
+    assert_one(
+        &with_spec("web", "  resources: {memory: 64MB}\n"),
+        "m.yaml:7:23: spec.resources.memory: \"64MB\" is not a quantity; use e.g. 64Mi or 67108864",
+    );
+    assert_one(
+        &with_spec("web", "  resources: {cpus: lots}\n"),
+        "m.yaml:7:21: spec.resources.cpus: \"lots\" is not a CPU count; use e.g. 0.5, 2 or 500m",
+    );
+    assert_one(
+        &with_spec("web", "  resources: {pids: 0}\n"),
+        "m.yaml:7:21: spec.resources.pids: must be at least 1 (the command itself)",
+    );
+    assert_one(
+        &with_spec("web", "  stopTimeout: ten\n"),
+        "m.yaml:7:16: spec.stopTimeout: \"ten\" is not a duration; use e.g. 10s, 1m30s or 500ms",
+    );
+    assert_one(
+        &with_spec("web", "  stopSignal: SIGSTOPP\n"),
+        "m.yaml:7:15: spec.stopSignal: \"SIGSTOPP\" is not a signal; use a name such as SIGTERM or SIGINT",
+    );
+}
+
+#[test]
+fn mount_targets_must_be_absolute_and_stay_inside() {
+    let mounts = "  mounts:\n    - {source: /srv, target: data}\n    - {source: /srv, target: /data/../../etc}\n";
+    assert_eq!(
+        errors(&with_spec("web", mounts)),
+        [
+            "m.yaml:8:30: spec.mounts[0].target: \"data\" is not absolute; a mount target must start with /",
+            "m.yaml:9:30: spec.mounts[1].target: \"/data/../../etc\" contains '..'; a mount target must stay inside the container",
+        ]
+    );
+    assert_one(
+        &with_spec("web", "  mounts: [{source: /srv, target: /}]\n"),
+        "m.yaml:7:35: spec.mounts[0].target: cannot mount over the container's root",
+    );
+    assert_one(
+        &with_spec(
+            "web",
+            "  mounts: [{source: /a, target: /d}, {source: /b, target: /d/}]\n",
+        ),
+        "m.yaml:7:59: spec.mounts[1].target: \"/d/\" is mounted twice",
+    );
+}
+
+#[test]
+fn host_paths_must_be_absolute() {
+    let cases = [
+        (
+            "  mounts: [{source: srv, target: /srv}]\n",
+            "spec.mounts[0].source: \"srv\" is not absolute",
+        ),
+        (
+            "  rootfs: {path: rootfs}\n",
+            "spec.rootfs.path: \"rootfs\" is not absolute",
+        ),
+        (
+            "  rootfs: {tarball: r.tar}\n",
+            "spec.rootfs.tarball: \"r.tar\" is not absolute",
+        ),
+        (
+            "  rootfs: {oci: {layout: img}}\n",
+            "spec.rootfs.oci.layout: \"img\" is not absolute",
+        ),
+        (
+            "  rootfs: {template: {script: ./t.sh}}\n",
+            "spec.rootfs.template.script: \"./t.sh\" is not absolute",
+        ),
+        (
+            "  security: {seccomp: {profile: p.json}}\n",
+            "spec.security.seccomp.profile: \"p.json\" is not absolute",
+        ),
+        (
+            "  workingDir: srv\n",
+            "spec.workingDir: \"srv\" is not absolute",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let errors = errors(&with_spec("web", extra));
+        assert_eq!(errors.len(), 1, "{extra}: {errors:?}");
+        assert!(errors[0].starts_with("m.yaml:7:"), "{errors:?}");
+        assert!(errors[0].contains(expected), "{errors:?}");
+    }
+}
+
+#[test]
+fn rootfs_sources_are_checked() {
+    assert_one(
+        &with_spec("web", "  rootfs: {template: alpine}\n"),
+        "m.yaml:7:22: spec.rootfs.template: unknown template \"alpine\"; use host, busybox or {script: PATH}",
+    );
+    assert_one(
+        &with_spec("web", "  rootfs: {template: host, path: /srv}\n"),
+        "m.yaml:7:3: spec.rootfs: set only one of template, path, tarball and oci",
+    );
+    let oci = format!(
+        "{HEAD}metadata: {{name: img}}\nspec:\n  rootfs: {{oci: {{layout: /srv/img, ref: v1}}}}\n"
+    );
+    assert!(
+        check(&oci).is_valid(),
+        "an OCI image may supply the command"
+    );
+}
+
+#[test]
+fn empty_commands_are_errors() {
+    assert_one(
+        &with_spec("web", "").replace("[/bin/true]", "[]"),
+        "m.yaml:6:12: spec.command: is empty; name the program to run",
+    );
+    assert_one(
+        &with_spec("web", "").replace("[/bin/true]", "['', x]"),
+        "m.yaml:6:13: spec.command[0]: the program name is empty",
+    );
+}
+
+#[test]
+fn every_problem_in_a_document_is_reported() {
+    let text = format!(
+        "{HEAD}metadata:\n  name: Web\nspec:\n  command: []\n  resources: {{memory: 1X}}\n  stopSignal: NOPE\n"
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 4, "{errors:?}");
+}
+
+#[test]
+fn capabilities_and_seccomp_are_checked() {
+    let parsed = check(&with_spec(
+        "web",
+        "  security: {capabilities: {add: [net_admin, CAP_SYS_TIME], drop: [ALL]}}\n",
+    ));
+    assert!(parsed.is_valid(), "{:?}", parsed.diagnostics);
+    assert_eq!(
+        parsed.containers[0].spec.security.cap_add,
+        ["CAP_NET_ADMIN", "CAP_SYS_TIME"]
+    );
+    assert_one(
+        &with_spec("web", "  security: {capabilities: {add: [SUPERPOWER]}}\n"),
+        "m.yaml:7:35: spec.security.capabilities.add[0]: \"SUPERPOWER\" is not a capability; use a name such as NET_ADMIN, or ALL",
+    );
+    assert_one(
+        &with_spec("web", "  security: {seccomp: strict}\n"),
+        "m.yaml:7:23: spec.security.seccomp: \"strict\" is not a seccomp policy; use default, unconfined or {profile: FILE}",
+    );
+}
+
+#[test]
+fn files_that_are_not_utf8_are_refused_with_a_position() {
+    let mut bytes = with_spec("web", "").into_bytes();
+    bytes.extend_from_slice(b"  hostname: caf\xe9\n");
+    let parsed = parse_bytes(Path::new("m.yaml"), &bytes);
+    let errors: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(errors, ["m.yaml:7:16: the file is not UTF-8 text"]);
+}
+
+#[test]
+fn files_over_one_mebibyte_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.yaml");
+    let mut text = with_spec("web", "");
+    text.push_str(&format!("# {}\n", "x".repeat(1 << 20)));
+    std::fs::write(&path, text).unwrap();
+    let parsed = berth_manifests::parse_file(&path);
+    assert_eq!(parsed.diagnostics.len(), 1);
+    assert_eq!(
+        parsed.diagnostics[0].to_string(),
+        format!(
+            "{}:1:1: the file is larger than 1024 KiB, the limit for a manifest",
+            path.display()
+        )
+    );
+    assert!(parsed.containers.is_empty());
+}
+
+#[test]
+fn empty_files_and_documents_desire_nothing() {
+    for text in ["", "\n", "# only a comment\n", "---\n", "---\n---\n...\n"] {
+        let parsed = check(text);
+        assert!(parsed.is_valid(), "{text:?}: {:?}", parsed.diagnostics);
+        assert!(parsed.containers.is_empty());
+    }
+}
+
+#[test]
+fn a_bad_document_does_not_hide_a_good_one() {
+    let text = format!("hello\n---\n{}", with_spec("web", ""));
+    let parsed = check(&text);
+    assert_eq!(parsed.containers.len(), 1);
+    assert_eq!(
+        parsed.diagnostics[0].to_string(),
+        "m.yaml:1:1: invalid type: string \"hello\", expected struct Manifest"
+    );
+}
+
+#[test]
+fn unreadable_files_are_reported_not_skipped() {
+    let parsed = berth_manifests::parse_file(Path::new("/nonexistent/berth/m.yaml"));
+    assert_eq!(parsed.diagnostics.len(), 1);
+    assert!(
+        parsed.diagnostics[0]
+            .to_string()
+            .starts_with("/nonexistent/berth/m.yaml:1:1: cannot read: ")
+    );
+}
+
+#[test]
+fn unknown_aliases_and_alias_bombs_are_errors_not_crashes() {
+    // serde_yaml panics on the remains of a document with an unknown alias if asked to go on.
+    let text = format!(
+        "{}  hostname: *nowhere\n---\n{}",
+        with_spec("a", ""),
+        with_spec("b", "")
+    );
+    let found = errors(&text);
+    assert_eq!(found, ["m.yaml:7:13: unknown anchor"]);
+    let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n\
+                g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n";
+    assert_eq!(errors(bomb).len(), 1);
+}

@@ -1,0 +1,39 @@
+//! `berth`: one binary for the daemon, the CLI and the per-container monitor.
+
+mod cli;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("berth: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        cli::Command::Validate { paths } => Ok(validate::run(&paths)),
+        cli::Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&berth_manifests::json_schema())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

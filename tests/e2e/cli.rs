@@ -1,0 +1,48 @@
+//! The command line itself: version, help, the global --state-dir, the schema.
+
+use crate::{berth, stderr, stdout};
+
+#[test]
+fn version_and_help_are_there() {
+    let out = berth().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("berth {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = berth().arg("help").output().unwrap();
+    assert!(out.status.success());
+    for command in ["validate", "schema"] {
+        assert!(stdout(&out).contains(command), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn state_dir_is_accepted_before_or_after_the_subcommand() {
+    for args in [
+        vec!["--state-dir", "/tmp/x", "schema"],
+        vec!["schema", "--state-dir", "/tmp/x"],
+    ] {
+        let out = berth()
+            .args(&args)
+            .env_remove("BERTH_STATE_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let out = berth().args(["--bogus", "schema"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn schema_prints_a_json_schema_of_the_manifest() {
+    let out = berth().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(schema["title"], "berth Container manifest");
+    assert_eq!(schema["additionalProperties"], false);
+    let required = schema["required"].as_array().unwrap();
+    for field in ["apiVersion", "kind", "metadata", "spec"] {
+        assert!(required.contains(&serde_json::json!(field)), "{field}");
+    }
+}
