@@ -1,6 +1,8 @@
 //! Every class of manifest error is reported at FILE:LINE:COLUMN with the field
 //! path and a message that says what to write instead.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::path::Path;
 
 use berth_manifests::{ParsedFile, parse_bytes, parse_str, reject_duplicate_names};

@@ -1,5 +1,7 @@
 //! The shipped examples validate, keep their spec hash, and match `berth schema`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::path::{Path, PathBuf};
 
 use berth_manifests::{manifest_files, parse_file, reject_duplicate_names};

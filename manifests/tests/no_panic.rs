@@ -1,6 +1,8 @@
 //! No input makes the parser panic: arbitrary bytes, arbitrary YAML built from
 //! the manifest's own field names, and random edits of a real manifest.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::path::Path;
 
 use proptest::prelude::*;

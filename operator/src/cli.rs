@@ -37,4 +37,19 @@ pub enum Command {
     },
     /// Print the JSON Schema of a manifest, for editors and the YAML language server.
     Schema,
+    /// Create the containers of a manifest file (without starting them).
+    ///
+    /// Containers created by hand are never pruned by the daemon.
+    Create {
+        /// The manifest file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Remove a container's directory and rootfs. A container that does not exist is not an error.
+    Destroy {
+        /// The container's name.
+        name: String,
+    },
+    /// Clean up creates that were interrupted (power loss, kill -9).
+    Gc,
 }

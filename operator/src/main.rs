@@ -1,6 +1,7 @@
 //! `berth`: one binary for the daemon, the CLI and the per-container monitor.
 
 mod cli;
+mod lifecycle;
 mod validate;
 
 use std::process::ExitCode;
@@ -35,5 +36,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        cli::Command::Create { file } => lifecycle::create(&cli.state_dir, &file),
+        cli::Command::Destroy { name } => lifecycle::destroy(&cli.state_dir, &name),
+        cli::Command::Gc => lifecycle::gc(&cli.state_dir),
     }
 }

@@ -1,3 +1,112 @@
-//! berth's engine, modelled on LXC's `lxcapi_create`, `lxcapi_start`,
-//! `__lxc_start` and `lxc_spawn`: create, start, monitor, reboot, stop, destroy.
-//! Empty until the create issue lands.
+//! berth's engine, modelled on LXC: create (`lxcapi_create`) and destroy now;
+//! start, monitor, reboot and stop (`lxcapi_start`, `__lxc_start`, `lxc_spawn`)
+//! next. Everything of a container lives in `<state-dir>/containers/<name>/`.
+
+mod config;
+mod create;
+mod error;
+mod layout;
+mod partial;
+mod remove;
+mod templates;
+
+use std::path::{Path, PathBuf};
+
+pub use config::{Header, ImageDefaults, Origin, SavedConfig};
+pub use error::{Error, Result};
+pub use layout::ContainerDir;
+
+use partial::{PartialLock, Probe};
+
+/// The engine, rooted at a state directory.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    state_dir: PathBuf,
+}
+
+impl Runtime {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Runtime {
+        Runtime {
+            state_dir: state_dir.into(),
+        }
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    fn containers_dir(&self) -> PathBuf {
+        self.state_dir.join("containers")
+    }
+
+    pub fn dir(&self, name: &str) -> Result<ContainerDir> {
+        ContainerDir::new(&self.containers_dir(), name)
+    }
+
+    /// The saved config of a container.
+    pub fn config(&self, name: &str) -> Result<SavedConfig> {
+        let dir = self.dir(name)?;
+        if !dir.path.is_dir() {
+            return Err(Error::NotFound(name.to_owned()));
+        }
+        SavedConfig::load(&dir.config())
+    }
+
+    /// Names of every container directory, sorted; entries that are not valid
+    /// names are skipped (berth never made them).
+    pub fn list(&self) -> Result<Vec<String>> {
+        let containers = self.containers_dir();
+        let entries = match std::fs::read_dir(&containers) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(error::io("read", &containers)(e)),
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| berth_manifests::check_name(name).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Remove a container's directory and rootfs. A `path:` rootfs, outside the
+    /// directory, is never touched. Destroying what does not exist is not an error:
+    /// returns whether there was anything.
+    pub fn destroy(&self, name: &str) -> Result<bool> {
+        let dir = self.dir(name)?;
+        if std::fs::symlink_metadata(&dir.path).is_err() {
+            return Ok(false);
+        }
+        // Never pull a rootfs from under a running create.
+        let _lock: Option<PartialLock> = match PartialLock::probe(&dir.partial())? {
+            Probe::Held => return Err(Error::Busy(name.to_owned())),
+            Probe::Stale(lock) => Some(lock),
+            Probe::Absent => None,
+        };
+        remove::remove_tree(&dir.path)?;
+        tracing::info!(container = name, "destroyed");
+        Ok(true)
+    }
+
+    /// Find creates that died half way (a `partial` nobody holds the lock on) and
+    /// destroy what they left. Creates still running are left alone. Returns the
+    /// names cleaned up.
+    pub fn recover(&self) -> Result<Vec<String>> {
+        let mut recovered = Vec::new();
+        for name in self.list()? {
+            let dir = self.dir(&name)?;
+            match PartialLock::probe(&dir.partial())? {
+                Probe::Absent => {}
+                Probe::Held => tracing::info!(container = %name, "create in progress; left alone"),
+                Probe::Stale(_lock) => {
+                    remove::remove_tree(&dir.path)?;
+                    tracing::warn!(container = %name, "removed the remains of an interrupted create");
+                    recovered.push(name);
+                }
+            }
+        }
+        Ok(recovered)
+    }
+}

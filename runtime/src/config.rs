@@ -1,0 +1,96 @@
+//! `config.json`: the resolved spec a container was created from, written
+//! atomically (temp file, fsync, rename, fsync of the directory).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use berth_manifests::Container;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, io};
+
+/// LXC prepends a comment naming the template to its config; JSON has no comments,
+/// so the header is the first field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    /// `host`, `busybox`, the script path, `tarball` or `oci`.
+    pub template: String,
+    pub args: Vec<String>,
+    pub berth_version: String,
+    /// Who asked for it: `cli` (by hand) or `manifest` (the daemon).
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Origin {
+    Cli,
+    Manifest,
+}
+
+/// What an OCI image says to run when the manifest does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageDefaults {
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedConfig {
+    /// Absent until the template has run (step 6 of the create path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<Header>,
+    pub container: Container,
+    /// Where the root filesystem is: `<dir>/rootfs`, or a `path:` used in place.
+    pub rootfs: PathBuf,
+    /// Host directories the `host` template binds read-only at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_binds: Vec<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageDefaults>,
+}
+
+impl SavedConfig {
+    pub fn load(path: &Path) -> Result<SavedConfig> {
+        let bytes = std::fs::read(path).map_err(io("read", path))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        write_atomic(path, &json)
+    }
+}
+
+/// Replace `path` with `bytes` so that a crash leaves the old or the new file, never
+/// a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    file.write_all(bytes).map_err(io("write", &tmp))?;
+    file.sync_all().map_err(io("fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("rename", path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))
+}

@@ -1,0 +1,114 @@
+//! The create path, step by step as in LXC's `lxcapi_create`.
+
+use std::os::unix::fs::DirBuilderExt;
+
+use berth_manifests::Container;
+
+use crate::config::{Header, Origin, SavedConfig};
+use crate::error::{Error, Result, io};
+use crate::layout::ContainerDir;
+use crate::partial::{PartialLock, Probe};
+use crate::templates::{self, Context};
+use crate::{Runtime, remove};
+
+impl Runtime {
+    /// Create `container` from its rootfs source. On failure nothing is left behind.
+    pub fn create(&self, container: &Container, origin: Origin) -> Result<SavedConfig> {
+        // 1. Resolve the template: a missing tool fails before anything is made.
+        let template = templates::resolve(&container.spec.rootfs)?;
+        // 2-3. The directory, and the `partial` lock held for the whole create.
+        let dir = self.dir(&container.name)?;
+        let partial = self.make_dir_and_lock(&dir)?;
+        match self.fill(&dir, container, &template, origin) {
+            Ok(config) => {
+                // 7. Done: the marker goes, then the lock.
+                partial.finish()?;
+                tracing::info!(container = %container.name, template = %config.header.as_ref().map_or("", |h| h.template.as_str()), "created");
+                Ok(config)
+            }
+            Err(err) => {
+                if let Err(cleanup) = remove::remove_tree(&dir.path) {
+                    tracing::error!(container = %container.name, "failed create left files behind: {cleanup}");
+                }
+                drop(partial);
+                Err(err)
+            }
+        }
+    }
+
+    fn make_dir_and_lock(&self, dir: &ContainerDir) -> Result<PartialLock> {
+        let containers = self.containers_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&containers)
+            .map_err(io("create", &containers))?;
+        for _ in 0..2 {
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir.path) {
+                Ok(()) => return PartialLock::create(&dir.partial(), &dir.name),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io("create", &dir.path)(e)),
+            }
+            match PartialLock::probe(&dir.partial())? {
+                Probe::Held => return Err(Error::Busy(dir.name.clone())),
+                Probe::Absent => return Err(Error::Exists(dir.name.clone())),
+                // A create that died: clear it away and try once more.
+                Probe::Stale(_lock) => {
+                    tracing::warn!(container = %dir.name, "removing the remains of an interrupted create");
+                    remove::remove_tree(&dir.path)?;
+                }
+            }
+        }
+        Err(Error::Busy(dir.name.clone()))
+    }
+
+    /// Steps 4-6, under the lock.
+    fn fill(
+        &self,
+        dir: &ContainerDir,
+        container: &Container,
+        template: &templates::Resolved,
+        origin: Origin,
+    ) -> Result<SavedConfig> {
+        let rootfs = match &container.spec.rootfs {
+            berth_manifests::RootfsSource::Path(path) => path.clone(),
+            _ => dir.rootfs(),
+        };
+        let mut config = SavedConfig {
+            header: None,
+            container: container.clone(),
+            rootfs: rootfs.clone(),
+            host_binds: Vec::new(),
+            image: None,
+        };
+        // 4. The storage. A plain directory needs no forked child (LXC forks for
+        // storage such as zfs that mounts only in the initial namespace).
+        if template.owns_rootfs() {
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&rootfs)
+                .map_err(io("create", &rootfs))?;
+        }
+        config.save(&dir.config())?;
+        // 5. The template.
+        let built = template.run(&Context {
+            name: &container.name,
+            hostname: &container.spec.hostname,
+            dir: &dir.path,
+            rootfs: &rootfs,
+            log: &dir.template_log(),
+        })?;
+        // 6. The header naming the template, with what it leaves for start.
+        let (name, args) = template.header();
+        config.header = Some(Header {
+            template: name,
+            args,
+            berth_version: env!("CARGO_PKG_VERSION").to_owned(),
+            origin,
+        });
+        config.host_binds = built.host_binds;
+        config.image = built.image;
+        config.save(&dir.config())?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,62 @@
+//! The runtime's one error type. Each variant carries what the user needs to act:
+//! the container, the path, the step.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("container {0} is being created")]
+    Busy(String),
+    #[error("container {0} already exists")]
+    Exists(String),
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    #[error("{0:?} is not a valid container name: {1}")]
+    BadName(String, String),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Destroy or unpack met something it must not touch.
+    #[error("refusing to {action} {}: {reason}", path.display())]
+    Refused {
+        action: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("template {template}: {message}")]
+    Template { template: String, message: String },
+    #[error("{}: {message}", path.display())]
+    Archive { path: PathBuf, message: String },
+    #[error("OCI layout {}: {message}", layout.display())]
+    Oci { layout: PathBuf, message: String },
+    #[error("config {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `io_err("create", path)` for `map_err`.
+pub(crate) fn io(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { op, path, source }
+}
+
+/// The same for nix's and rustix's errno types.
+pub(crate) fn errno(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(nix::errno::Errno) -> Error {
+    let path = path.into();
+    move |e| Error::Io {
+        op,
+        path,
+        source: std::io::Error::from(e),
+    }
+}

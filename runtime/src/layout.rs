@@ -1,0 +1,44 @@
+//! Where a container's files live: `<state-dir>/containers/<name>/`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const CONFIG: &str = "config.json";
+pub const ROOTFS: &str = "rootfs";
+pub const PARTIAL: &str = "partial";
+pub const TEMPLATE_LOG: &str = "template.log";
+
+#[derive(Debug, Clone)]
+pub struct ContainerDir {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl ContainerDir {
+    /// The directory of `name`, refusing names that could resolve anywhere but
+    /// directly inside `containers/`.
+    pub fn new(containers: &Path, name: &str) -> Result<ContainerDir> {
+        berth_manifests::check_name(name).map_err(|why| Error::BadName(name.to_owned(), why))?;
+        Ok(ContainerDir {
+            name: name.to_owned(),
+            path: containers.join(name),
+        })
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path.join(CONFIG)
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.path.join(ROOTFS)
+    }
+
+    pub fn partial(&self) -> PathBuf {
+        self.path.join(PARTIAL)
+    }
+
+    pub fn template_log(&self) -> PathBuf {
+        self.path.join(TEMPLATE_LOG)
+    }
+}

@@ -1,0 +1,154 @@
+//! `template: host`: the host's own /usr, /bin, /lib*, /sbin, bound read-only at
+//! start (in the spirit of systemd-nspawn and LXC's sshd template), plus a small
+//! writable /etc, /tmp, /var, /run of the container's own. Nothing is copied but
+//! a few small /etc files, so it takes milliseconds.
+
+use std::path::{Path, PathBuf};
+
+use super::{Built, Context, etc};
+use crate::error::{Result, io};
+
+/// Host directories shared read-only. Where the host has a symlink instead
+/// (merged /usr: /bin -> usr/bin), the rootfs gets the same symlink.
+const SHARED: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+pub fn build(ctx: &Context) -> Result<Built> {
+    build_from(Path::new("/"), ctx)
+}
+
+fn build_from(host: &Path, ctx: &Context) -> Result<Built> {
+    let rootfs = ctx.rootfs;
+    let mut host_binds = Vec::new();
+    for dir in SHARED {
+        let on_host = host.join(dir);
+        let inside = rootfs.join(dir);
+        match std::fs::symlink_metadata(&on_host) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&on_host).map_err(io("read link", &on_host))?;
+                std::os::unix::fs::symlink(&target, &inside)
+                    .map_err(io("create symlink", &inside))?;
+            }
+            Ok(meta) if meta.is_dir() => {
+                etc::dirs(rootfs, &[(dir, 0o755)])?;
+                host_binds.push(PathBuf::from("/").join(dir));
+            }
+            _ => {}
+        }
+    }
+    etc::dirs(
+        rootfs,
+        &[
+            ("etc", 0o755),
+            ("tmp", 0o1777),
+            ("var/tmp", 0o1777),
+            ("var/log", 0o755),
+            ("run", 0o755),
+            ("root", 0o700),
+            ("home", 0o755),
+            ("proc", 0o555),
+            ("sys", 0o555),
+            ("dev", 0o755),
+            ("srv", 0o755),
+            ("mnt", 0o755),
+        ],
+    )?;
+    etc::minimal(rootfs, ctx.hostname, "/bin/sh")?;
+    let os = std::fs::read_to_string(host.join("etc/os-release")).unwrap_or_default();
+    etc::write(
+        rootfs,
+        "etc/os-release",
+        &format!("{os}VARIANT=\"berth host template\"\nVARIANT_ID=berth-host\n"),
+        0o644,
+    )?;
+    copy_host_links(host, rootfs)?;
+    Ok(Built {
+        host_binds,
+        image: None,
+    })
+}
+
+/// The parts of the host's /etc that its /usr depends on: the dynamic linker's
+/// cache and Debian's alternatives (/usr/bin/awk -> /etc/alternatives/awk), and
+/// the time zone. Symlinks are copied as symlinks; nothing else is followed.
+fn copy_host_links(host: &Path, rootfs: &Path) -> Result<()> {
+    let etc_host = host.join("etc");
+    for file in ["ld.so.cache", "ld.so.conf"] {
+        let from = etc_host.join(file);
+        if std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
+            let to = rootfs.join("etc").join(file);
+            std::fs::copy(&from, &to).map_err(io("copy", &to))?;
+        }
+    }
+    let localtime = etc_host.join("localtime");
+    if let Ok(target) = std::fs::read_link(&localtime) {
+        let to = rootfs.join("etc/localtime");
+        std::os::unix::fs::symlink(target, &to).map_err(io("create symlink", &to))?;
+    }
+    let alternatives = etc_host.join("alternatives");
+    if let Ok(entries) = std::fs::read_dir(&alternatives) {
+        etc::dirs(rootfs, &[("etc/alternatives", 0o755)])?;
+        for entry in entries.flatten() {
+            if let Ok(target) = std::fs::read_link(entry.path()) {
+                let to = rootfs.join("etc/alternatives").join(entry.file_name());
+                std::os::unix::fs::symlink(target, &to).map_err(io("create symlink", &to))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_merged_usr_links_and_marks_bind_points() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(host.path().join("usr/bin")).unwrap();
+        std::fs::create_dir_all(host.path().join("lib64")).unwrap();
+        std::fs::create_dir_all(host.path().join("etc/alternatives")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", host.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/mawk", host.path().join("etc/alternatives/awk"))
+            .unwrap();
+        std::fs::write(host.path().join("etc/os-release"), "ID=debian\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        let ctx = Context {
+            name: "web",
+            hostname: "web",
+            dir: dir.path(),
+            rootfs: &rootfs,
+            log: &dir.path().join("log"),
+        };
+        let built = build_from(host.path(), &ctx).unwrap();
+        assert_eq!(
+            built.host_binds,
+            [PathBuf::from("/usr"), PathBuf::from("/lib64")]
+        );
+        assert_eq!(
+            std::fs::read_link(rootfs.join("bin")).unwrap(),
+            PathBuf::from("usr/bin")
+        );
+        assert!(rootfs.join("usr").is_dir() && rootfs.join("lib64").is_dir());
+        assert!(!rootfs.join("sbin").exists());
+        assert_eq!(
+            std::fs::read_link(rootfs.join("etc/alternatives/awk")).unwrap(),
+            PathBuf::from("/usr/bin/mawk")
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("etc/hostname")).unwrap(),
+            "web\n"
+        );
+        assert!(
+            std::fs::read_to_string(rootfs.join("etc/os-release"))
+                .unwrap()
+                .starts_with("ID=debian\n")
+        );
+        let tmp = std::fs::metadata(rootfs.join("tmp")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&tmp.permissions()) & 0o7777,
+            0o1777
+        );
+    }
+}

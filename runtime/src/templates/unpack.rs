@@ -1,0 +1,319 @@
+//! Unpacking rootfs archives: tar, tar.gz and tar.zst (told apart by their magic
+//! bytes, not their names), refusing any entry that would land outside the rootfs,
+//! and applying OCI whiteouts when asked to.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use crate::error::{Error, Result};
+use crate::remove;
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+fn archive_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Archive {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// `tarball:` sources.
+pub fn tarball(archive: &Path, rootfs: &Path) -> Result<()> {
+    let progress = Progress::new(archive)?;
+    unpack_layer(archive, rootfs, false, &progress)?;
+    progress.finish();
+    Ok(())
+}
+
+/// One OCI layer, with whiteouts. `progress` spans all layers.
+pub fn layer(blob: &Path, rootfs: &Path, progress: &Progress) -> Result<()> {
+    unpack_layer(blob, rootfs, true, progress)
+}
+
+/// Opens `path`, undoing gzip or zstd compression found by magic bytes.
+fn open_decompressed(path: &Path, progress: &Progress) -> Result<Box<dyn Read>> {
+    let mut file =
+        File::open(path).map_err(|e| archive_error(path, format!("cannot open: {e}")))?;
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut file, &mut magic)
+        .map_err(|e| archive_error(path, format!("cannot read: {e}")))?;
+    let file = File::open(path).map_err(|e| archive_error(path, format!("cannot open: {e}")))?;
+    let counted = BufReader::new(progress.wrap(file));
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(counted)),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(
+            zstd::stream::read::Decoder::with_buffer(counted)
+                .map_err(|e| archive_error(path, format!("not a zstd stream: {e}")))?,
+        ),
+        _ => Box::new(counted),
+    })
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            read => n += read,
+        }
+    }
+    Ok(n)
+}
+
+/// An error with its causes: tar's own messages leave out the errno.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// A relative path of plain components, or why not.
+fn checked_path(path: &Path) -> std::result::Result<PathBuf, &'static str> {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("it contains '..'"),
+            Component::RootDir | Component::Prefix(_) => return Err("it is an absolute path"),
+        }
+    }
+    Ok(clean)
+}
+
+fn unpack_layer(archive: &Path, rootfs: &Path, whiteouts: bool, progress: &Progress) -> Result<()> {
+    if whiteouts {
+        // Whiteouts hide what lower layers made; apply them before this layer's own
+        // files, which an opaque directory keeps. So: one pass for them first.
+        apply_whiteouts(archive, rootfs)?;
+    }
+    let mut tar = tar::Archive::new(open_decompressed(archive, progress)?);
+    tar.set_preserve_permissions(true);
+    tar.set_preserve_ownerships(true);
+    tar.set_preserve_mtime(true);
+    tar.set_unpack_xattrs(true);
+    tar.set_overwrite(true);
+    let entries = tar
+        .entries()
+        .map_err(|e| archive_error(archive, format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| archive_error(archive, format!("corrupt archive: {e}")))?;
+        let raw = entry
+            .path()
+            .map_err(|e| archive_error(archive, format!("bad entry name: {e}")))?
+            .into_owned();
+        let path = checked_path(&raw).map_err(|why| {
+            archive_error(
+                archive,
+                format!(
+                    "entry {} would be unpacked outside the rootfs: {why}",
+                    raw.display()
+                ),
+            )
+        })?;
+        if path.as_os_str().is_empty() {
+            continue;
+        }
+        if whiteouts
+            && path
+                .file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|name| name.starts_with(WHITEOUT))
+        {
+            continue;
+        }
+        // unpack_in refuses (returns false) when a symlink in the way would take the
+        // entry outside `rootfs`.
+        let inside = entry.unpack_in(rootfs).map_err(|e| {
+            archive_error(
+                archive,
+                format!("cannot unpack {}: {}", raw.display(), chain(&e)),
+            )
+        })?;
+        if !inside {
+            return Err(archive_error(
+                archive,
+                format!(
+                    "entry {} would be unpacked outside the rootfs through a symlink",
+                    raw.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn apply_whiteouts(archive: &Path, rootfs: &Path) -> Result<()> {
+    // This pass reads the layer a second time; only the unpacking pass counts.
+    let silent = Progress::hidden();
+    let mut tar = tar::Archive::new(open_decompressed(archive, &silent)?);
+    let entries = tar
+        .entries()
+        .map_err(|e| archive_error(archive, format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| archive_error(archive, format!("corrupt archive: {e}")))?;
+        let raw = entry
+            .path()
+            .map_err(|e| archive_error(archive, format!("bad entry name: {e}")))?
+            .into_owned();
+        let Some(name) = raw.file_name().and_then(OsStr::to_str) else {
+            continue;
+        };
+        if !name.starts_with(WHITEOUT) {
+            continue;
+        }
+        let path = checked_path(&raw).map_err(|why| {
+            archive_error(
+                archive,
+                format!("whiteout {} escapes the rootfs: {why}", raw.display()),
+            )
+        })?;
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let Some(dir) = open_in_root(rootfs, parent)? else {
+            continue; // nothing below to hide
+        };
+        let shown = rootfs.join(parent);
+        if name == OPAQUE {
+            remove::remove_contents_of(&dir, &shown)?;
+        } else {
+            remove::remove_entry(&dir, &shown, OsStr::new(&name[WHITEOUT.len()..]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens `rootfs/relative` as a directory, resolving every symlink as if `rootfs`
+/// were `/` (openat2 RESOLVE_IN_ROOT), so an image's `a -> /` can never reach the host.
+fn open_in_root(rootfs: &Path, relative: &Path) -> Result<Option<OwnedFd>> {
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::RDONLY,
+        Mode::empty(),
+    )
+    .map_err(|e| archive_error(rootfs, format!("cannot open: {e}")))?;
+    let target = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    match rustix::fs::openat2(
+        &root,
+        target,
+        OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::RDONLY,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(archive_error(
+            &rootfs.join(relative),
+            format!("cannot open: {e}"),
+        )),
+    }
+}
+
+/// A progress bar that appears only on a terminal, and only once unpacking has
+/// taken more than a moment.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    bar: ProgressBar,
+    started: Instant,
+}
+
+const SHOW_AFTER: Duration = Duration::from_millis(700);
+
+impl Progress {
+    pub fn new(first: &Path) -> Result<Progress> {
+        let total = std::fs::metadata(first).map(|m| m.len()).unwrap_or(0);
+        Ok(Self::with_total(total))
+    }
+
+    pub fn with_total(total: u64) -> Progress {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+        bar.set_style(
+            ProgressStyle::with_template("unpacking {bar:30} {bytes}/{total_bytes} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Progress {
+            bar,
+            started: Instant::now(),
+        }
+    }
+
+    fn hidden() -> Progress {
+        Self::with_total(0)
+    }
+
+    fn wrap<R: Read>(&self, reader: R) -> Counted<R> {
+        Counted {
+            inner: reader,
+            progress: self.clone(),
+        }
+    }
+
+    fn advance(&self, n: usize) {
+        self.bar.inc(n as u64);
+        if self.bar.is_hidden()
+            && self.started.elapsed() > SHOW_AFTER
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && self.bar.length().unwrap_or(0) > 0
+        {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+struct Counted<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_must_stay_relative_and_downward() {
+        assert_eq!(
+            checked_path(Path::new("./usr/bin/sh")),
+            Ok(PathBuf::from("usr/bin/sh"))
+        );
+        assert_eq!(
+            checked_path(Path::new("../etc/passwd")),
+            Err("it contains '..'")
+        );
+        assert_eq!(
+            checked_path(Path::new("a/../../b")),
+            Err("it contains '..'")
+        );
+        assert_eq!(
+            checked_path(Path::new("/etc/passwd")),
+            Err("it is an absolute path")
+        );
+    }
+}
