@@ -340,6 +340,53 @@ fn a_tarball_entry_with_dotdot_is_refused_and_nothing_escapes() {
     );
 }
 
+#[test]
+fn a_tarball_cannot_write_through_its_own_symlink_to_the_host() {
+    let state = StateDir::new();
+    let name = unique("symlinked");
+    let outside = tempfile::Builder::new()
+        .prefix("berth-outside-")
+        .tempdir()
+        .unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    link.set_uid(0);
+    link.set_gid(0);
+    link.set_mtime(1_700_000_000);
+    builder
+        .append_link(&mut link, "out", outside.path())
+        .unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_size(5);
+    file.set_mode(0o644);
+    file.set_uid(0);
+    file.set_gid(0);
+    file.set_mtime(1_700_000_000);
+    builder
+        .append_data(&mut file, "out/pwned", "pwned".as_bytes())
+        .unwrap();
+    let archive = state.path().join("links.tar");
+    std::fs::write(&archive, builder.into_inner().unwrap()).unwrap();
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{tarball: {}}}\n  command: [/bin/true]\n",
+            archive.display()
+        ),
+    );
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("out/pwned"), "{}", stderr(&out));
+    assert!(
+        !outside.path().join("pwned").exists(),
+        "the archive wrote outside its rootfs"
+    );
+    assert!(state.leftovers().is_empty());
+}
+
 /// Writes `bytes` as a blob of the layout and returns its descriptor.
 fn blob(layout: &Path, media_type: &str, bytes: &[u8]) -> serde_json::Value {
     let hex: String = Sha256::digest(bytes)
@@ -653,7 +700,18 @@ fn destroy_refuses_to_cross_a_bind_mount_and_the_mounted_files_survive() {
         std::fs::read_to_string(precious.path().join("file")).unwrap(),
         "must survive"
     );
-    // Outside that namespace there is no mount, and destroy goes through.
+    // Outside that namespace there is no mount, and destroy goes through, without
+    // following a symlink out of the rootfs either.
+    std::os::unix::fs::symlink(
+        precious.path(),
+        state.container_dir(&name).join("rootfs/escape"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        precious.path().join("file"),
+        state.container_dir(&name).join("rootfs/etc/file"),
+    )
+    .unwrap();
     destroy_leaves_nothing(&state, &name);
     assert_eq!(
         std::fs::read_to_string(precious.path().join("file")).unwrap(),
