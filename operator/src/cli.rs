@@ -20,6 +20,16 @@ pub struct Cli {
     )]
     pub state_dir: PathBuf,
 
+    /// The cgroup under which containers get `<name>/monitor` and `<name>/payload`,
+    /// in every hierarchy berth uses.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_CGROUP_PARENT",
+        default_value = "berth"
+    )]
+    pub cgroup_parent: String,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,4 +62,24 @@ pub enum Command {
     },
     /// Clean up creates that were interrupted (power loss, kill -9).
     Gc,
+    /// Start a created container; returns once its command runs, or with its error.
+    ///
+    /// A monitor process per container (`[berth monitor] STATE-DIR NAME` in ps)
+    /// keeps it running, independent of the caller and of the daemon.
+    Start { name: String },
+    /// Stop a running container: its stop signal, then SIGKILL after the timeout.
+    Stop {
+        name: String,
+        /// Default: the manifest's stopTimeout (e.g. 10s, 500ms).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Restart a running container the way a reboot inside it does.
+    Reboot { name: String },
+    /// Print a container's status as JSON (phase, init pid, reboots, last exit).
+    Status { name: String },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    berth_manifests::parse_duration(text)
 }

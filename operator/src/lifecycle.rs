@@ -1,4 +1,5 @@
-//! `berth create`, `destroy` and `gc`: the runtime's calls, by hand.
+//! `berth create`, `destroy`, `gc`, `start`, `stop`, `reboot`, `status`: the
+//! runtime's calls, by hand.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use berth_runtime::{Origin, Runtime};
 
-pub fn create(state_dir: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+pub fn create(runtime: &Runtime, file: &Path) -> anyhow::Result<ExitCode> {
     let parsed = berth_manifests::parse_file(file);
     if !parsed.is_valid() {
         for diagnostic in &parsed.diagnostics {
@@ -17,7 +18,6 @@ pub fn create(state_dir: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     if parsed.containers.is_empty() {
         anyhow::bail!("{} holds no container", file.display());
     }
-    let runtime = Runtime::new(state_dir);
     for container in &parsed.containers {
         runtime
             .create(container, Origin::Cli)
@@ -27,8 +27,7 @@ pub fn create(state_dir: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn destroy(state_dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(state_dir);
+pub fn destroy(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
     if runtime
         .destroy(name)
         .with_context(|| format!("cannot destroy {name}"))?
@@ -40,8 +39,7 @@ pub fn destroy(state_dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn gc(state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(state_dir);
+pub fn gc(runtime: &Runtime) -> anyhow::Result<ExitCode> {
     let recovered = runtime
         .recover()
         .context("cannot clean up interrupted creates")?;
@@ -52,4 +50,52 @@ pub fn gc(state_dir: &Path) -> anyhow::Result<ExitCode> {
         println!("nothing to clean up");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn start(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+    let pid = runtime.start(name)?;
+    println!("started {name} (init pid {pid})");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stop(
+    runtime: &Runtime,
+    name: &str,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
+    match runtime
+        .stop(name, timeout)
+        .with_context(|| format!("cannot stop {name}"))?
+    {
+        Some(status) => println!("stopped {name} ({})", describe_exit(&status)),
+        None => println!("{name} is not running"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reboot(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+    runtime
+        .reboot(name)
+        .with_context(|| format!("cannot reboot {name}"))?;
+    println!("rebooting {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+    match runtime.status(name)? {
+        Some(status) => println!("{}", serde_json::to_string_pretty(&status)?),
+        None => println!("{{\"phase\": \"Created\"}}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_exit(status: &berth_runtime::Status) -> String {
+    match &status.last_exit {
+        Some(exit) => match (&exit.code, &exit.signal) {
+            (Some(code), _) => format!("{:?}, exit code {code}", exit.reason),
+            (None, Some(signal)) => format!("{:?}, {signal}", exit.reason),
+            (None, None) => format!("{:?}", exit.reason),
+        },
+        None => format!("{:?}", status.phase),
+    }
 }

@@ -11,6 +11,15 @@ pub enum Error {
     Exists(String),
     #[error("container {0} does not exist")]
     NotFound(String),
+    #[error("container {0} is running; stop it first")]
+    Running(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// The start failed; the message is the container's own setup error.
+    #[error("{0}")]
+    Start(String),
+    #[error("monitor of {name}: {message}")]
+    Monitor { name: String, message: String },
     #[error("{0:?} is not a valid container name: {1}")]
     BadName(String, String),
     #[error("{op} {}: {source}", path.display())]
@@ -35,6 +44,9 @@ pub enum Error {
     Oci { layout: PathBuf, message: String },
     #[error("config {}: {message}", path.display())]
     Config { path: PathBuf, message: String },
+    /// A cgroup the host cannot provide, or a cgroup file that refused a value.
+    #[error("cgroups: {0}")]
+    Cgroup(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -8,6 +8,9 @@ pub const CONFIG: &str = "config.json";
 pub const ROOTFS: &str = "rootfs";
 pub const PARTIAL: &str = "partial";
 pub const TEMPLATE_LOG: &str = "template.log";
+pub const STATUS: &str = "status";
+pub const MONITOR_SOCKET: &str = "monitor.sock";
+pub const CONSOLE_LOG: &str = "console.log";
 
 #[derive(Debug, Clone)]
 pub struct ContainerDir {
@@ -40,5 +43,17 @@ impl ContainerDir {
 
     pub fn template_log(&self) -> PathBuf {
         self.path.join(TEMPLATE_LOG)
+    }
+
+    pub fn status(&self) -> PathBuf {
+        self.path.join(STATUS)
+    }
+
+    pub fn monitor_socket(&self) -> PathBuf {
+        self.path.join(MONITOR_SOCKET)
+    }
+
+    pub fn console_log(&self) -> PathBuf {
+        self.path.join(CONSOLE_LOG)
     }
 }

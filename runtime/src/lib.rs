@@ -2,12 +2,19 @@
 //! start, monitor, reboot and stop (`lxcapi_start`, `__lxc_start`, `lxc_spawn`)
 //! next. Everything of a container lives in `<state-dir>/containers/<name>/`.
 
+pub mod cgroup;
 mod config;
 mod create;
 mod error;
+mod init;
 mod layout;
+mod lifecycle;
+pub mod monitor;
 mod partial;
 mod remove;
+mod spawn;
+mod status;
+mod sync;
 mod templates;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +22,7 @@ use std::path::{Path, PathBuf};
 pub use config::{Header, ImageDefaults, Origin, SavedConfig};
 pub use error::{Error, Result};
 pub use layout::ContainerDir;
+pub use status::{ExitReason, LastExit, Phase, Status};
 
 use partial::{PartialLock, Probe};
 
@@ -22,13 +30,25 @@ use partial::{PartialLock, Probe};
 #[derive(Debug, Clone)]
 pub struct Runtime {
     state_dir: PathBuf,
+    /// Cgroups go to `<parent>/<name>/{monitor,payload}` in each hierarchy used.
+    cgroup_parent: String,
+    /// The binary run as the monitor: this one, re-executed (never a fork of a
+    /// possibly multi-threaded caller).
+    monitor_exe: PathBuf,
 }
 
 impl Runtime {
     pub fn new(state_dir: impl Into<PathBuf>) -> Runtime {
         Runtime {
             state_dir: state_dir.into(),
+            cgroup_parent: "berth".to_owned(),
+            monitor_exe: PathBuf::from("/proc/self/exe"),
         }
+    }
+
+    pub fn with_cgroup_parent(mut self, parent: impl Into<String>) -> Runtime {
+        self.cgroup_parent = parent.into();
+        self
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -78,6 +98,9 @@ impl Runtime {
         let dir = self.dir(name)?;
         if std::fs::symlink_metadata(&dir.path).is_err() {
             return Ok(false);
+        }
+        if self.connect(name)?.is_some() {
+            return Err(Error::Running(name.to_owned()));
         }
         // Never pull a rootfs from under a running create.
         let _lock: Option<PartialLock> = match PartialLock::probe(&dir.partial())? {

@@ -1,0 +1,352 @@
+//! The cgroups of one container: `PARENT/NAME/monitor` for berth's monitor and
+//! `PARENT/NAME/payload` for the container's processes, at the root of each
+//! hierarchy berth uses. Which hierarchies those are is decided once, from
+//! `/proc/self/mountinfo`, and saved with the container (`Cgroups` is
+//! serializable) so any later process can find, kill and remove them.
+//!
+//! One file per backend, as in crun: `v1.rs` and `v2.rs`; `choose.rs` picks
+//! the hierarchies from what `mountinfo.rs` finds.
+
+mod choose;
+mod mountinfo;
+mod v1;
+mod v2;
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_manifests::Resources;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, io};
+use choose::{choose, required};
+
+/// How long `kill_payload` keeps killing before it reports what is left.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+/// One hierarchy berth uses for a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Hierarchy {
+    /// Where the hierarchy is mounted: its root cgroup.
+    mount: PathBuf,
+    /// v1: the controllers attached to the hierarchy; v2: those berth enables
+    /// down to the container.
+    controllers: Vec<String>,
+    /// `mount/PARENT`.
+    parent: PathBuf,
+    /// `mount/PARENT/NAME`, holding `monitor` and `payload`.
+    dir: PathBuf,
+}
+
+impl Hierarchy {
+    fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+
+    fn monitor(&self) -> PathBuf {
+        self.dir.join("monitor")
+    }
+
+    fn payload(&self) -> PathBuf {
+        self.dir.join("payload")
+    }
+
+    /// The cgroups from the root down to `PARENT/NAME`, root first.
+    fn levels(&self) -> Vec<PathBuf> {
+        let mut level = self.mount.clone();
+        let mut levels = vec![level.clone()];
+        for part in self.dir.strip_prefix(&self.mount).unwrap_or(Path::new("")) {
+            level.push(part);
+            levels.push(level.clone());
+        }
+        levels
+    }
+}
+
+/// The cgroups of one container in every hierarchy berth uses on this host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Cgroups {
+    version: CgroupVersion,
+    /// The first tracks the container's processes: it is the one `payload_pids`
+    /// and `kill_payload` read (v1: `pids` if the host has it).
+    hierarchies: Vec<Hierarchy>,
+}
+
+impl Cgroups {
+    /// Detect the layout from /proc/self/mountinfo and choose hierarchies for these resources.
+    pub fn new(parent: &str, name: &str, resources: &Resources) -> Result<Cgroups> {
+        let path = "/proc/self/mountinfo";
+        let text = std::fs::read_to_string(path).map_err(io("read", path))?;
+        Cgroups::from_mountinfo(&text, parent, name, resources)
+    }
+
+    /// Same, from a given mountinfo text. A cgroup2 mount's controllers are read
+    /// from `cgroup.controllers` under its mount point.
+    pub fn from_mountinfo(
+        mountinfo: &str,
+        parent: &str,
+        name: &str,
+        resources: &Resources,
+    ) -> Result<Cgroups> {
+        let relative = relative_dir(parent, name)?;
+        let (version, chosen) = choose(&mountinfo::cgroup_mounts(mountinfo), resources)?;
+        let hierarchies = chosen
+            .into_iter()
+            .map(|(mount, controllers)| Hierarchy {
+                parent: mount.join(parent_path(parent)),
+                dir: mount.join(&relative),
+                mount,
+                controllers,
+            })
+            .collect();
+        Ok(Cgroups {
+            version,
+            hierarchies,
+        })
+    }
+
+    pub fn version(&self) -> CgroupVersion {
+        self.version
+    }
+
+    /// mkdir -p PARENT/NAME/{monitor,payload} in each hierarchy (enabling v2
+    /// controllers along the way); idempotent.
+    pub fn create(&self) -> Result<()> {
+        for h in &self.hierarchies {
+            match self.version {
+                CgroupVersion::V1 => v1::create(h)?,
+                CgroupVersion::V2 => v2::create(h)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Write pid to cgroup.procs of monitor in every hierarchy.
+    pub fn enter_monitor(&self, pid: i32) -> Result<()> {
+        for h in &self.hierarchies {
+            write_value(&h.monitor().join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Write pid to cgroup.procs of payload in every hierarchy.
+    pub fn enter_payload(&self, pid: i32) -> Result<()> {
+        for h in &self.hierarchies {
+            write_value(&h.payload().join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Apply the limits to payload. Errors name the file written and the value.
+    /// A limit whose controller these cgroups were not chosen with is an error.
+    pub fn apply_limits(&self, resources: &Resources) -> Result<()> {
+        for (controller, limit) in required(resources) {
+            if self.payload_dir(controller).is_none() {
+                return Err(Error::Cgroup(format!(
+                    "the {limit} needs the {controller} controller, which these cgroups \
+                     were not chosen with (give Cgroups::new the same resources)"
+                )));
+            }
+        }
+        let files = match self.version {
+            CgroupVersion::V1 => v1::limit_files(resources),
+            CgroupVersion::V2 => v2::limit_files(resources),
+        };
+        for (controller, file, value) in files {
+            if let Some(payload) = self.payload_dir(controller) {
+                write_value(&payload.join(file), &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pids in payload, from the tracking hierarchy's cgroup.procs.
+    pub fn payload_pids(&self) -> Result<Vec<i32>> {
+        read_pids(&self.tracking()?.payload().join("cgroup.procs"))
+    }
+
+    /// SIGKILL everything in payload until it is empty: `cgroup.kill` on v2
+    /// where the kernel has it, else each pid of `cgroup.procs` in a loop (which
+    /// also catches processes forked meanwhile). Gives up after 5 s naming the
+    /// pids left. A payload that does not exist is empty.
+    pub fn kill_payload(&self) -> Result<()> {
+        let payload = self.tracking()?.payload();
+        if !payload.is_dir() {
+            return Ok(());
+        }
+        let kill_file = payload.join("cgroup.kill");
+        let use_kill_file = self.version == CgroupVersion::V2 && kill_file.exists();
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let pids = self.payload_pids()?;
+            if pids.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Cgroup(format!(
+                    "processes {pids:?} are still in {} after {} s of SIGKILL",
+                    payload.display(),
+                    KILL_TIMEOUT.as_secs()
+                )));
+            }
+            if use_kill_file {
+                write_value(&kill_file, "1")?;
+            } else {
+                for pid in pids {
+                    match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                        Ok(()) | Err(Errno::ESRCH) => {}
+                        Err(e) => {
+                            return Err(Error::Cgroup(format!(
+                                "kill {pid} in {}: {e}",
+                                payload.display()
+                            )));
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Move the calling process out of monitor (into the root cgroup of each
+    /// hierarchy) if it is there, then rmdir payload, monitor and NAME (not
+    /// PARENT) in every hierarchy. Missing dirs are fine; a cgroup that still
+    /// holds processes is an error naming them. Every hierarchy is tried; the
+    /// first error is returned.
+    pub fn remove(&self) -> Result<()> {
+        let me = i32::try_from(std::process::id())
+            .map_err(|_| Error::Cgroup("own pid does not fit in an i32".to_owned()))?;
+        let mut first_error = None;
+        for h in &self.hierarchies {
+            let result = leave(h, me)
+                .and_then(|()| rmdir(&h.payload()))
+                .and_then(|()| rmdir(&h.monitor()))
+                .and_then(|()| rmdir(&h.dir));
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The payload directory in the hierarchy that holds `controller` ("memory",
+    /// "pids", "cpu"). On v2 that is the controllers berth enables: `memory` and
+    /// `cpu` only with a limit of theirs.
+    pub fn payload_dir(&self, controller: &str) -> Option<PathBuf> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.has(controller))
+            .map(Hierarchy::payload)
+    }
+
+    /// The dirs of PARENT in every hierarchy used.
+    pub fn parent_dirs(&self) -> Vec<PathBuf> {
+        self.hierarchies.iter().map(|h| h.parent.clone()).collect()
+    }
+
+    fn tracking(&self) -> Result<&Hierarchy> {
+        self.hierarchies
+            .first()
+            .ok_or_else(|| Error::Cgroup("no cgroup hierarchy recorded".to_owned()))
+    }
+}
+
+/// `PARENT/NAME`, refusing anything that could leave the hierarchy or name
+/// more than one cgroup.
+fn relative_dir(parent: &str, name: &str) -> Result<PathBuf> {
+    berth_manifests::check_name(name).map_err(|why| Error::BadName(name.to_owned(), why))?;
+    let parent_ok = !parent.is_empty()
+        && Path::new(parent)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if !parent_ok {
+        return Err(Error::Cgroup(format!(
+            "cgroup parent {parent:?} must be a relative path without '.' or '..'"
+        )));
+    }
+    Ok(parent_path(parent).join(name))
+}
+
+fn parent_path(parent: &str) -> PathBuf {
+    Path::new(parent).components().collect()
+}
+
+/// Write one value to a cgroup file in one write(2), as the kernel wants.
+fn write_value(path: &Path, value: &str) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(|e| Error::Cgroup(format!("write {value:?} to {}: {e}", path.display())))
+}
+
+fn read_pids(path: &Path) -> Result<Vec<i32>> {
+    let text = std::fs::read_to_string(path).map_err(io("read", path))?;
+    text.split_whitespace()
+        .map(|p| {
+            p.parse()
+                .map_err(|_| Error::Cgroup(format!("{}: {p:?} is not a pid", path.display())))
+        })
+        .collect()
+}
+
+/// Move `me` to the root cgroup if it is in monitor or payload, which could
+/// not be removed with it inside.
+fn leave(h: &Hierarchy, me: i32) -> Result<()> {
+    for leaf in [h.monitor(), h.payload()] {
+        let procs = leaf.join("cgroup.procs");
+        if procs.exists() && read_pids(&procs)?.contains(&me) {
+            write_value(&h.mount.join("cgroup.procs"), &me.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// rmdir(2) a cgroup; a missing one is fine. Processes that were just killed
+/// may take a moment to leave, so EBUSY is retried for about a second.
+fn rmdir(dir: &Path) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => {
+                let pids = read_pids(&dir.join("cgroup.procs")).unwrap_or_default();
+                return Err(Error::Cgroup(format!(
+                    "cannot remove {}: {e} (processes in it: {pids:?})",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(io("remove", dir)(e)),
+        }
+    }
+}
+
+/// Make a cgroup directory unless it exists; returns whether it was made.
+fn make_dir(dir: &Path) -> Result<bool> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io("create", dir)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,527 @@
+//! The container side of the spawn: what the child does between clone and exec
+//! (the part of LXC's `do_start` that runs in the new namespaces). It runs in a
+//! fork-like child of the single-threaded monitor, so allocating is safe; every
+//! failure is sent to the monitor as a `SetupError` before exiting.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Component, Path, PathBuf};
+
+use berth_manifests::NetworkMode;
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use rustix::fs::{OFlags, ResolveFlags};
+
+use crate::sync::{self, FromInit, SetupError, ToInit};
+
+/// Everything the child needs, prepared by the monitor before the clone.
+#[derive(Debug)]
+pub struct Plan {
+    pub rootfs: PathBuf,
+    /// Host directories bound read-only at the same place (the host template).
+    pub host_binds: Vec<PathBuf>,
+    pub mounts: Vec<berth_manifests::Mount>,
+    pub hostname: String,
+    pub command: Vec<String>,
+    /// `KEY=VALUE`, final.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub network: NetworkMode,
+}
+
+type Step<T = ()> = Result<T, SetupError>;
+
+fn fail(step: &str, errno: Errno, path: impl Into<Option<String>>) -> SetupError {
+    SetupError {
+        step: step.to_owned(),
+        errno: errno as i32,
+        path: path.into(),
+    }
+}
+
+fn shown(path: &Path) -> Option<String> {
+    Some(path.display().to_string())
+}
+
+/// The child's whole life: wait for the go-ahead, set up, exec. Never returns.
+pub fn run(plan: &Plan, mut sync: UnixStream, console: OwnedFd) -> ! {
+    let result = match sync::receive::<ToInit>(&mut sync) {
+        Ok(Some(ToInit::Configure)) => setup_and_exec(plan, &sync, console),
+        _ => Err(fail("wait for the monitor", Errno::EPIPE, None)),
+    };
+    if let Err(error) = result {
+        let _ = sync::send(&sync, &FromInit::Failed(error));
+    }
+    // Not exit(): nothing of the monitor's (atexit handlers, buffers) may run twice.
+    // SAFETY: _exit ends this process only and is always safe to call.
+    unsafe { nix::libc::_exit(1) }
+}
+
+fn setup_and_exec(plan: &Plan, sync: &UnixStream, console: OwnedFd) -> Step {
+    // The cgroup namespace only now, with the monitor having put us into the payload
+    // cgroup: /proc/self/cgroup inside then shows "/".
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| fail("unshare the cgroup namespace", e, None))?;
+    // Before anything else: no mount of ours may propagate back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| fail("make / private", e, shown(Path::new("/"))))?;
+    build_root(plan)?;
+    enter_root(&plan.rootfs)?;
+    nix::unistd::sethostname(&plan.hostname)
+        .map_err(|e| fail("set the hostname", e, Some(plan.hostname.clone())))?;
+    if plan.network == NetworkMode::None {
+        loopback_up().map_err(|e| fail("bring up loopback", e, Some("lo".to_owned())))?;
+    }
+    redirect_stdio(&console)?;
+    drop(console);
+    nix::unistd::setsid().map_err(|e| fail("setsid", e, None))?;
+    nix::unistd::chdir(Path::new(&plan.working_dir))
+        .map_err(|e| fail("enter workingDir", e, Some(plan.working_dir.clone())))?;
+    exec(plan, sync)
+}
+
+/// The new root: the rootfs as a mount point, the host's binds, spec.mounts,
+/// /proc, /sys, /dev.
+fn build_root(plan: &Plan) -> Step {
+    let rootfs = &plan.rootfs;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| fail("bind the rootfs", e, shown(rootfs)))?;
+    for dir in &plan.host_binds {
+        bind(dir, rootfs, dir, true)?;
+    }
+    for m in &plan.mounts {
+        bind(&m.source, rootfs, &m.target, m.read_only)?;
+    }
+    let at = |p: &str| rootfs.join(p);
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    ensure_dir(&at("proc"))?;
+    mount(
+        Some("proc"),
+        &at("proc"),
+        Some("proc"),
+        nosuid_noexec_nodev,
+        None::<&str>,
+    )
+    .map_err(|e| fail("mount /proc", e, shown(&at("proc"))))?;
+    ensure_dir(&at("sys"))?;
+    mount(
+        Some("sysfs"),
+        &at("sys"),
+        Some("sysfs"),
+        nosuid_noexec_nodev | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .or_else(|_| {
+        // Sharing the host's network namespace, sysfs may refuse a new mount: bind it.
+        mount(
+            Some("/sys"),
+            &at("sys"),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .and_then(|()| {
+            mount(
+                None::<&str>,
+                &at("sys"),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_noexec_nodev,
+                None::<&str>,
+            )
+        })
+    })
+    .map_err(|e| fail("mount /sys", e, shown(&at("sys"))))?;
+    build_dev(&at("dev"))
+}
+
+fn ensure_dir(path: &Path) -> Step {
+    match std::fs::create_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(fail(
+            "create the mount point",
+            Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            shown(path),
+        )),
+    }
+}
+
+/// Bind `source` at `target` inside `rootfs`, resolving `target` as if `rootfs`
+/// were `/` so that a symlink in the image cannot point the mount at the host.
+fn bind(source: &Path, rootfs: &Path, target: &Path, read_only: bool) -> Step {
+    let is_dir = std::fs::metadata(source)
+        .map_err(|e| {
+            fail(
+                "find the mount source",
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                shown(source),
+            )
+        })?
+        .is_dir();
+    let fd = open_in_root(rootfs, target, is_dir)?;
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let shown_target = shown(&rootfs.join(target.strip_prefix("/").unwrap_or(target)));
+    mount(
+        Some(source),
+        proc_path.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| fail("bind mount", e, shown_target.clone()))?;
+    if read_only {
+        // The remount goes to the new mount on top, which the old fd does not see:
+        // resolve the target again.
+        drop(fd);
+        let fd = open_in_root(rootfs, target, is_dir)?;
+        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        mount(
+            None::<&str>,
+            proc_path.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| fail("remount read-only", e, shown_target))?;
+    }
+    Ok(())
+}
+
+/// An `O_PATH` fd of `rootfs/target`, creating it (a directory, or an empty file
+/// for a file source) where missing; every step resolved inside `rootfs`.
+fn open_in_root(rootfs: &Path, target: &Path, is_dir: bool) -> Step<OwnedFd> {
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::PATH,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        fail(
+            "open the rootfs",
+            Errno::from_raw(e.raw_os_error()),
+            shown(rootfs),
+        )
+    })?;
+    let relative: PathBuf = target
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let open = |path: &Path, flags: OFlags| {
+        rustix::fs::openat2(
+            &root,
+            path,
+            flags | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            resolve,
+        )
+    };
+    if let Ok(fd) = open(&relative, OFlags::PATH) {
+        return Ok(fd);
+    }
+    // Create what is missing, one component at a time, each inside the root.
+    let mut so_far = PathBuf::new();
+    let parts: Vec<&OsStr> = relative.iter().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let parent = open(
+            if so_far.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                &so_far
+            },
+            OFlags::DIRECTORY | OFlags::PATH,
+        )
+        .map_err(|e| {
+            fail(
+                "open the mount target",
+                Errno::from_raw(e.raw_os_error()),
+                shown(&rootfs.join(&so_far)),
+            )
+        })?;
+        so_far.push(part);
+        let last = i + 1 == parts.len();
+        let made = if last && !is_dir {
+            rustix::fs::openat(
+                &reopen_dir(&parent, rootfs, &so_far)?,
+                *part,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                rustix::fs::Mode::from_raw_mode(0o644),
+            )
+            .map(drop)
+        } else {
+            rustix::fs::mkdirat(
+                &reopen_dir(&parent, rootfs, &so_far)?,
+                *part,
+                rustix::fs::Mode::from_raw_mode(0o755),
+            )
+        };
+        match made {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => {
+                return Err(fail(
+                    "create the mount target",
+                    Errno::from_raw(e.raw_os_error()),
+                    shown(&rootfs.join(&so_far)),
+                ));
+            }
+        }
+    }
+    open(&relative, OFlags::PATH).map_err(|e| {
+        fail(
+            "open the mount target",
+            Errno::from_raw(e.raw_os_error()),
+            shown(&rootfs.join(&relative)),
+        )
+    })
+}
+
+/// mkdirat/openat need a real directory fd, not O_PATH.
+fn reopen_dir(parent: &OwnedFd, rootfs: &Path, for_path: &Path) -> Step<OwnedFd> {
+    rustix::fs::openat(
+        parent,
+        ".",
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        fail(
+            "open the mount target",
+            Errno::from_raw(e.raw_os_error()),
+            shown(&rootfs.join(for_path)),
+        )
+    })
+}
+
+/// A tmpfs /dev with the usual nodes, a private devpts, /dev/shm and /dev/mqueue.
+fn build_dev(dev: &Path) -> Step {
+    ensure_dir(dev)?;
+    mount(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(|e| fail("mount /dev", e, shown(dev)))?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let node = dev.join(name);
+        mknod(
+            &node,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| fail("create device", e, shown(&node)))?;
+        // mknod applies the umask; the nodes must be 0666 whatever it is.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &node,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| fail("chmod device", e, shown(&node)))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| {
+            fail(
+                "create symlink",
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                shown(&dev.join(link)),
+            )
+        })?;
+    }
+    let pts = dev.join("pts");
+    ensure_dir(&pts)?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| fail("mount /dev/pts", e, shown(&pts)))?;
+    let shm = dev.join("shm");
+    ensure_dir(&shm)?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|e| fail("mount /dev/shm", e, shown(&shm)))?;
+    let mqueue = dev.join("mqueue");
+    ensure_dir(&mqueue)?;
+    mount(
+        Some("mqueue"),
+        &mqueue,
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| fail("mount /dev/mqueue", e, shown(&mqueue)))
+}
+
+/// pivot_root into the rootfs and detach the old root (runc's pivot_root(".", ".")
+/// trick: no put_old directory needed).
+fn enter_root(rootfs: &Path) -> Step {
+    nix::unistd::chdir(rootfs).map_err(|e| fail("enter the rootfs", e, shown(rootfs)))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root", e, shown(rootfs)))?;
+    // The old root is now on top of "."; make it private, then detach it.
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| fail("make the old root a slave", e, None))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail("detach the old root", e, None))?;
+    nix::unistd::chdir("/").map_err(|e| fail("enter /", e, None))
+}
+
+fn loopback_up() -> Result<(), Errno> {
+    use nix::libc;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value. The ioctls read and write
+    // only the struct passed, which lives across both calls.
+    unsafe {
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(Errno::last());
+        }
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// stdin from /dev/null, stdout and stderr to the monitor's console pipe.
+fn redirect_stdio(console: &OwnedFd) -> Step {
+    let null = rustix::fs::open(
+        "/dev/null",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        fail(
+            "open",
+            Errno::from_raw(e.raw_os_error()),
+            Some("/dev/null".to_owned()),
+        )
+    })?;
+    let mut stdin = unsafe_stdio(0);
+    let mut stdout = unsafe_stdio(1);
+    let mut stderr = unsafe_stdio(2);
+    let dup = |from: &dyn AsFd, to: &mut OwnedFd| {
+        rustix::io::dup2(from, to)
+            .map_err(|e| fail("redirect stdio", Errno::from_raw(e.raw_os_error()), None))
+    };
+    let result = dup(&null, &mut stdin)
+        .and_then(|()| dup(console, &mut stdout))
+        .and_then(|()| dup(console, &mut stderr));
+    // The standard fds stay open: forget the owners without closing them.
+    std::mem::forget(stdin);
+    std::mem::forget(stdout);
+    std::mem::forget(stderr);
+    result
+}
+
+fn unsafe_stdio(fd: i32) -> OwnedFd {
+    // SAFETY: 0, 1 and 2 are open in the child (the monitor points them at
+    // /dev/null); the OwnedFd is forgotten, never closed.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+}
+
+/// execve the command, looked up on the container's PATH like execvp.
+fn exec(plan: &Plan, sync: &UnixStream) -> Step {
+    let program = plan
+        .command
+        .first()
+        .ok_or_else(|| fail("exec", Errno::ENOENT, Some(String::new())))?;
+    let cstring = |s: &str| {
+        CString::new(s.as_bytes()).map_err(|_| fail("exec", Errno::EINVAL, Some(s.to_owned())))
+    };
+    let args = plan
+        .command
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Step<Vec<_>>>()?;
+    let env = plan
+        .env
+        .iter()
+        .map(|e| cstring(e))
+        .collect::<Step<Vec<_>>>()?;
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        let path = plan
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(crate::spawn::DEFAULT_PATH);
+        std::env::split_paths(OsStr::new(path))
+            .map(|dir| dir.join(program))
+            .collect()
+    };
+    let mut last = Errno::ENOENT;
+    // Told before the attempt: after a successful execve there is no one left to tell.
+    let _ = sync::send(sync, &FromInit::Exec);
+    for candidate in candidates {
+        let Ok(path) = CString::new(candidate.as_os_str().as_bytes()) else {
+            continue;
+        };
+        match nix::unistd::execve(&path, &args, &env) {
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
+            Err(e) => {
+                last = e;
+                if e != Errno::EACCES {
+                    break;
+                }
+            }
+            Ok(never) => match never {},
+        }
+    }
+    Err(fail("exec", last, Some(program.clone())))
+}

@@ -1,0 +1,156 @@
+//! Start, stop, reboot and status: `berth start` launches a monitor and waits for
+//! its report; the others talk to the monitor over `monitor.sock`.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::Runtime;
+use crate::error::{Error, Result};
+use crate::monitor::{CGROUP_PARENT_ENV, REPORT_FD_ENV, TITLE};
+use crate::status::{Phase, Status};
+use crate::sync::{self, Report, Request};
+
+/// The fd number the report pipe gets in the monitor.
+const REPORT_FD: i32 = 3;
+
+impl Runtime {
+    /// Start a created container: launch its monitor and wait until the command
+    /// was exec'd (returns init's host pid) or the container's own setup error.
+    pub fn start(&self, name: &str) -> Result<i32> {
+        let dir = self.dir(name)?;
+        if !dir.config().is_file() {
+            return Err(Error::NotFound(name.to_owned()));
+        }
+        if self.connect(name)?.is_some() {
+            return Err(Error::Running(name.to_owned()));
+        }
+        let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(crate::error::errno("create a pipe for", dir.path.clone()))?;
+        let write_fd = report_write.as_raw_fd();
+        let mut command = Command::new(&self.monitor_exe);
+        command
+            .arg0(format!("{TITLE}{} {name}", self.state_dir.display()))
+            .env_clear()
+            .env(REPORT_FD_ENV, REPORT_FD.to_string())
+            .env(CGROUP_PARENT_ENV, &self.cgroup_parent)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on fd 3.
+        unsafe {
+            command.pre_exec(move || {
+                if nix::libc::dup2(write_fd, REPORT_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut first = command.spawn().map_err(crate::error::io(
+            "run the monitor",
+            self.monitor_exe.clone(),
+        ))?;
+        drop(report_write);
+        let report = sync::receive::<Report>(std::fs::File::from(report_read));
+        let _ = first.wait();
+        match report {
+            Ok(Some(Report::Started { init_pid })) => Ok(init_pid),
+            Ok(Some(Report::Failed { message })) => Err(Error::Start(message)),
+            Ok(None) | Err(_) => Err(Error::Start(format!(
+                "cannot start {name}: its monitor exited before reporting"
+            ))),
+        }
+    }
+
+    /// Stop a running container: its stop signal, then SIGKILL after `timeout`
+    /// (default: the manifest's `stopTimeout`). Returns once it is gone and its
+    /// cgroups are removed, with its final status; `None` if it was not running.
+    pub fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<Option<Status>> {
+        let Some(stream) = self.connect(name)? else {
+            return Ok(None);
+        };
+        let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let wait = timeout.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(30);
+        self.ask(name, stream, &Request::Stop { timeout_ms }, Some(wait))
+            .map(Some)
+    }
+
+    /// Restart a running container through its monitor, as a reboot from inside.
+    pub fn reboot(&self, name: &str) -> Result<()> {
+        let stream = self
+            .connect(name)?
+            .ok_or_else(|| Error::NotRunning(name.to_owned()))?;
+        self.ask(
+            name,
+            stream,
+            &Request::Reboot,
+            Some(Duration::from_secs(10)),
+        )
+        .map(drop)
+    }
+
+    /// Wait until a running container stops for good (not on reboot).
+    pub fn wait(&self, name: &str) -> Result<Option<Status>> {
+        let Some(stream) = self.connect(name)? else {
+            return Ok(None);
+        };
+        self.ask(name, stream, &Request::Wait, None).map(Some)
+    }
+
+    /// The live status from the monitor, else the last one it wrote.
+    pub fn status(&self, name: &str) -> Result<Option<Status>> {
+        if let Some(stream) = self.connect(name)? {
+            return self
+                .ask(name, stream, &Request::State, Some(Duration::from_secs(10)))
+                .map(Some);
+        }
+        let dir = self.dir(name)?;
+        if !dir.path.is_dir() {
+            return Err(Error::NotFound(name.to_owned()));
+        }
+        let mut status = Status::load(&dir.status())?;
+        // Written by a monitor that is gone without finishing (killed, power cut).
+        if let Some(s) = &mut status
+            && s.monitor_pid.is_some()
+        {
+            s.phase = Phase::Failed;
+            s.monitor_pid = None;
+            s.error
+                .get_or_insert_with(|| "its monitor is gone".to_owned());
+        }
+        Ok(status)
+    }
+
+    /// A connection to the container's monitor, if one is listening.
+    pub(crate) fn connect(&self, name: &str) -> Result<Option<UnixStream>> {
+        let socket = self.dir(name)?.monitor_socket();
+        match UnixStream::connect(&socket) {
+            Ok(stream) => Ok(Some(stream)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn ask(
+        &self,
+        name: &str,
+        stream: UnixStream,
+        request: &Request,
+        wait: Option<Duration>,
+    ) -> Result<Status> {
+        let failed = |message: String| Error::Monitor {
+            name: name.to_owned(),
+            message,
+        };
+        stream
+            .set_read_timeout(wait)
+            .map_err(|e| failed(e.to_string()))?;
+        sync::send(&stream, request).map_err(|e| failed(format!("cannot send: {e}")))?;
+        match sync::receive::<Status>(&stream) {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err(failed("closed the connection without answering".to_owned())),
+            Err(e) => Err(failed(format!("no answer: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! The per-container monitor: a small single-threaded process (no async runtime)
+//! that outlives the daemon. It starts the container, serves `monitor.sock`,
+//! forwards the console to `console.log`, and reads init's exit the way LXC's
+//! `lxc_poll` does: reboot, halt, seccomp violation, or an ordinary exit.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+
+use crate::cgroup::Cgroups;
+use crate::config::SavedConfig;
+use crate::init::Plan;
+use crate::layout::ContainerDir;
+use crate::spawn::{self, DEFAULT_PATH, Payload};
+use crate::status::{ExitReason, LastExit, Phase, Status, now};
+use crate::sync::{self, Report, Request};
+
+/// argv[0] of a monitor: `ps` shows `[berth monitor] <state-dir> <name>`.
+pub const TITLE: &str = "[berth monitor] ";
+/// The fd on which a monitor reports to the `berth start` that launched it.
+pub const REPORT_FD_ENV: &str = "BERTH_REPORT_FD";
+pub const CGROUP_PARENT_ENV: &str = "BERTH_CGROUP_PARENT";
+/// console.log is rotated to console.log.1 past this size.
+const CONSOLE_MAX: u64 = 1 << 20;
+
+/// Entry point when the binary runs as a monitor (argv[0] starts with `TITLE`).
+/// Returns the exit code of the first process; the monitor itself runs on in a
+/// grandchild.
+pub fn main(argv0: &str) -> i32 {
+    let Some((state_dir, name)) = argv0
+        .strip_prefix(TITLE)
+        .and_then(|rest| rest.rsplit_once(' '))
+    else {
+        return 2;
+    };
+    let report = std::env::var(REPORT_FD_ENV)
+        .ok()
+        .and_then(|fd| fd.parse::<i32>().ok())
+        // SAFETY: `berth start` put the pipe at this fd for us alone.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let cgroup_parent = std::env::var(CGROUP_PARENT_ENV).unwrap_or_else(|_| "berth".to_owned());
+    if let Some(report) = &report {
+        // The container must never inherit it, or `berth start` would wait forever.
+        let _ = nix::fcntl::fcntl(
+            report,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    // Daemonize like LXC: fork; the first parent waits for the second, which forks
+    // the monitor and exits, so the monitor is reparented to init.
+    // SAFETY: this process was just exec'd and has a single thread.
+    match unsafe { fork() } {
+        Err(_) => return 1,
+        Ok(ForkResult::Parent { child }) => {
+            return match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, 0)) => 0,
+                _ => 1,
+            };
+        }
+        Ok(ForkResult::Child) => {}
+    }
+    if nix::unistd::setsid().is_err() {
+        // SAFETY: _exit is always safe.
+        unsafe { nix::libc::_exit(1) }
+    }
+    // SAFETY: still single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {}
+        // SAFETY: _exit is always safe; the intermediate process has nothing to flush.
+        Ok(ForkResult::Parent { .. }) => unsafe { nix::libc::_exit(0) },
+        Err(_) => unsafe { nix::libc::_exit(1) },
+    }
+    let _ = nix::unistd::chdir("/");
+    detach_stdio();
+    close_inherited_fds(report.as_ref().map(AsRawFd::as_raw_fd));
+    let _ = nix::sys::prctl::set_name(c"berth-monitor");
+    let code = Monitor::run(Path::new(state_dir), name, &cgroup_parent, report);
+    // SAFETY: _exit is always safe.
+    unsafe { nix::libc::_exit(code) }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds, which this process owns.
+            unsafe { nix::libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Keep only stdio and the report pipe: an fd inherited from whoever ran
+/// `berth start` (a test harness's pipe, a terminal) must not be held for the
+/// monitor's whole life, nor reach the container.
+fn close_inherited_fds(keep: Option<i32>) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|fd| *fd > 2 && Some(*fd) != keep)
+        .collect();
+    for fd in fds {
+        // The fd of the read_dir itself is already closed and fails harmlessly.
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+struct Monitor {
+    dir: ContainerDir,
+    config: SavedConfig,
+    cgroups: Cgroups,
+    status: Status,
+    plan: Plan,
+    listener: UnixListener,
+    console_in: OwnedFd,
+    console_out: OwnedFd,
+    console: Console,
+    /// Clients waiting for the container to stop for good.
+    waiting: Vec<UnixStream>,
+    /// What to do when init next exits, and when to SIGKILL it.
+    stopping: Option<Stopping>,
+}
+
+#[derive(Clone, Copy)]
+struct Stopping {
+    reboot: bool,
+    kill_at: Instant,
+    killed: bool,
+}
+
+impl Monitor {
+    fn run(state_dir: &Path, name: &str, cgroup_parent: &str, report: Option<OwnedFd>) -> i32 {
+        let report_to = |report: Option<OwnedFd>, message: &Report| {
+            if let Some(fd) = report {
+                let _ = sync::send(std::fs::File::from(fd), message);
+            }
+        };
+        let mut monitor = match Monitor::prepare(state_dir, name, cgroup_parent) {
+            Ok(monitor) => monitor,
+            Err(message) => {
+                report_to(report, &Report::Failed { message });
+                return 1;
+            }
+        };
+        match monitor.start_payload() {
+            Ok(payload) => {
+                report_to(
+                    report,
+                    &Report::Started {
+                        init_pid: payload.pid,
+                    },
+                );
+                monitor.watch(payload);
+                0
+            }
+            Err(message) => {
+                monitor.status.phase = Phase::Failed;
+                monitor.status.error = Some(message.clone());
+                monitor.finish();
+                report_to(report, &Report::Failed { message });
+                1
+            }
+        }
+    }
+
+    fn prepare(state_dir: &Path, name: &str, cgroup_parent: &str) -> Result<Monitor, String> {
+        let dir =
+            ContainerDir::new(&state_dir.join("containers"), name).map_err(|e| e.to_string())?;
+        let config = SavedConfig::load(&dir.config()).map_err(|e| e.to_string())?;
+        let resources = &config.container.spec.resources;
+        let cgroups = Cgroups::new(cgroup_parent, name, resources).map_err(|e| e.to_string())?;
+        cgroups.create().map_err(|e| e.to_string())?;
+        cgroups
+            .enter_monitor(std::process::id() as i32)
+            .map_err(|e| e.to_string())?;
+        cgroups.apply_limits(resources).map_err(|e| e.to_string())?;
+        let listener = bind_socket(&dir.monitor_socket())?;
+        let (console_in, console_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("console pipe: {e}"))?;
+        // Our end only: the container's stdout stays blocking, as programs expect.
+        nix::fcntl::fcntl(
+            &console_in,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| format!("console pipe: {e}"))?;
+        let console = Console::open(dir.console_log())?;
+        let status = Status {
+            phase: Phase::Starting,
+            monitor_pid: Some(std::process::id() as i32),
+            init_pid: None,
+            init_start_time: None,
+            started_at: None,
+            reboots: 0,
+            last_exit: None,
+            error: None,
+            hash: config.container.hash.clone(),
+            cgroups: Some(cgroups.clone()),
+        };
+        let plan = plan(&config);
+        Ok(Monitor {
+            dir,
+            config,
+            cgroups,
+            status,
+            plan,
+            listener,
+            console_in,
+            console_out,
+            console,
+            waiting: Vec::new(),
+            stopping: None,
+        })
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.status.save(&self.dir.status()) {
+            tracing::error!(container = %self.dir.name, "cannot save status: {e}");
+        }
+    }
+
+    fn start_payload(&mut self) -> Result<Payload, String> {
+        self.status.phase = Phase::Starting;
+        self.save();
+        let payload = spawn::spawn(&self.plan, &self.cgroups, &self.console_out)
+            .map_err(|e| format!("cannot start {}: {e}", self.dir.name))?;
+        self.status.phase = Phase::Running;
+        self.status.init_pid = Some(payload.pid);
+        self.status.init_start_time = payload.start_time;
+        self.status.started_at = Some(now());
+        self.status.error = None;
+        self.save();
+        Ok(payload)
+    }
+
+    /// The poll loop: init's pidfd, the command socket, the console pipe.
+    fn watch(&mut self, mut payload: Payload) {
+        loop {
+            let timeout = match self.stopping {
+                Some(s) if !s.killed => {
+                    let left = s.kill_at.saturating_duration_since(Instant::now());
+                    PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                        .unwrap_or(PollTimeout::MAX)
+                }
+                _ => PollTimeout::NONE,
+            };
+            let mut fds = [
+                PollFd::new(payload.pidfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.console_in.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::error!("poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let (exited, client, console) = (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]));
+            if console {
+                self.forward_console();
+            }
+            if client && let Ok((stream, _)) = self.listener.accept() {
+                self.serve(stream, &payload);
+            }
+            if let Some(s) = self.stopping
+                && !s.killed
+                && Instant::now() >= s.kill_at
+            {
+                let _ = pidfd_signal(&payload.pidfd, Signal::SIGKILL);
+                self.stopping = Some(Stopping { killed: true, ..s });
+            }
+            if exited {
+                let status = waitpid(Pid::from_raw(payload.pid), None);
+                self.forward_console();
+                match self.on_exit(status) {
+                    Some(next) => payload = next,
+                    None => return,
+                }
+            }
+        }
+    }
+
+    /// LXC's reading of the wait status. Returns the new payload after a reboot.
+    fn on_exit(&mut self, status: nix::Result<WaitStatus>) -> Option<Payload> {
+        let stop = self.stopping.take();
+        let (reason, code, signal) = match status {
+            Ok(WaitStatus::Exited(_, code)) => (ExitReason::Exited, Some(code), None),
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                let reason = match signal {
+                    _ if stop.is_some_and(|s| s.reboot) => ExitReason::Reboot,
+                    _ if stop.is_some() => ExitReason::StopRequested,
+                    Signal::SIGHUP => ExitReason::Reboot,
+                    Signal::SIGINT => ExitReason::Halt,
+                    Signal::SIGSYS => ExitReason::SeccompViolation,
+                    _ => ExitReason::Signaled,
+                };
+                (reason, None, Some(signal.as_str().to_owned()))
+            }
+            _ => (ExitReason::Signaled, None, None),
+        };
+        let reason = match reason {
+            ExitReason::Exited if stop.is_some_and(|s| s.reboot) => ExitReason::Reboot,
+            ExitReason::Exited if stop.is_some() => ExitReason::StopRequested,
+            other => other,
+        };
+        self.status.last_exit = Some(LastExit {
+            reason,
+            code,
+            signal,
+            at: now(),
+        });
+        self.status.init_pid = None;
+        self.status.init_start_time = None;
+        // The PID namespace went with its init; the cgroup may still hold strays.
+        if let Err(e) = self.cgroups.kill_payload() {
+            tracing::error!(container = %self.dir.name, "{e}");
+        }
+        if reason == ExitReason::Reboot {
+            self.status.reboots += 1;
+            match self.start_payload() {
+                Ok(payload) => return Some(payload),
+                Err(message) => {
+                    self.status.phase = Phase::Failed;
+                    self.status.error = Some(message);
+                }
+            }
+        } else {
+            self.status.phase = match (reason, code) {
+                (ExitReason::Exited, Some(0))
+                | (ExitReason::Halt | ExitReason::StopRequested, _) => Phase::Stopped,
+                _ => Phase::Failed,
+            };
+        }
+        self.finish();
+        None
+    }
+
+    /// Remove cgroups and the socket, record the final status, answer the waiters.
+    fn finish(&mut self) {
+        if let Err(e) = self
+            .cgroups
+            .kill_payload()
+            .and_then(|()| self.cgroups.remove())
+        {
+            tracing::error!(container = %self.dir.name, "{e}");
+        }
+        let _ = std::fs::remove_file(self.dir.monitor_socket());
+        self.status.monitor_pid = None;
+        self.status.cgroups = None;
+        self.save();
+        for client in std::mem::take(&mut self.waiting) {
+            let _ = sync::send(&client, &self.status);
+        }
+    }
+
+    fn serve(&mut self, stream: UnixStream, payload: &Payload) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let request = match sync::receive::<Request>(&stream) {
+            Ok(Some(request)) => request,
+            _ => return,
+        };
+        match request {
+            Request::State => {
+                let _ = sync::send(&stream, &self.status);
+            }
+            Request::Wait => self.waiting.push(stream),
+            Request::Stop { timeout_ms } => {
+                let timeout = timeout_ms.unwrap_or(self.config.container.spec.stop_timeout_ms);
+                self.begin_stop(payload, false, Duration::from_millis(timeout));
+                self.waiting.push(stream);
+            }
+            Request::Reboot => {
+                let timeout = self.config.container.spec.stop_timeout_ms;
+                self.begin_stop(payload, true, Duration::from_millis(timeout));
+                let _ = sync::send(&stream, &self.status);
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, payload: &Payload, reboot: bool, timeout: Duration) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.status.phase = Phase::Stopping;
+        self.save();
+        let signal = self
+            .config
+            .container
+            .spec
+            .stop_signal
+            .parse::<Signal>()
+            .unwrap_or(Signal::SIGTERM);
+        let _ = pidfd_signal(&payload.pidfd, signal);
+        let killed = timeout.is_zero();
+        if killed {
+            let _ = pidfd_signal(&payload.pidfd, Signal::SIGKILL);
+        }
+        self.stopping = Some(Stopping {
+            reboot,
+            kill_at: Instant::now() + timeout,
+            killed,
+        });
+    }
+
+    fn forward_console(&mut self) {
+        let mut buf = [0u8; 16 * 1024];
+        // The read end is non-blocking: drain what is there.
+        for _ in 0..64 {
+            match nix::unistd::read(&self.console_in, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.console.write(&buf[..n]),
+            }
+        }
+    }
+}
+
+fn pidfd_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo, no flags.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as nix::libc::c_int,
+            std::ptr::null::<nix::libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener, String> {
+    // A socket left by a monitor that died: nobody answers on it.
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!("a monitor already serves {}", path.display()));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// What the child will do, from the saved config (image defaults filled in).
+fn plan(config: &SavedConfig) -> Plan {
+    let spec = &config.container.spec;
+    let image = config.image.clone().unwrap_or_default();
+    let command = if spec.command.is_empty() {
+        image.command
+    } else {
+        spec.command.clone()
+    };
+    let working_dir = match (&image.working_dir, spec.working_dir.as_str()) {
+        (Some(dir), "/") => dir.clone(),
+        _ => spec.working_dir.clone(),
+    };
+    // Image env, then the manifest's, then container=berth, then defaults.
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set =
+        |key: &str, value: &str, replace: bool| match env.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) if replace => entry.1 = value.to_owned(),
+            Some(_) => {}
+            None => env.push((key.to_owned(), value.to_owned())),
+        };
+    for pair in &image.env {
+        if let Some((k, v)) = pair.split_once('=') {
+            set(k, v, true);
+        }
+    }
+    for (k, v) in &spec.env {
+        set(k, v, true);
+    }
+    set("container", "berth", true);
+    set("PATH", DEFAULT_PATH, false);
+    set("HOME", "/root", false);
+    set("TERM", "xterm", false);
+    Plan {
+        rootfs: config.rootfs.clone(),
+        host_binds: config.host_binds.clone(),
+        mounts: spec.mounts.clone(),
+        hostname: spec.hostname.clone(),
+        command,
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        working_dir,
+        network: spec.network,
+    }
+}
+
+/// console.log, capped at CONSOLE_MAX and rotated once.
+struct Console {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    size: u64,
+}
+
+impl Console {
+    fn open(path: PathBuf) -> Result<Console, String> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Console {
+            path,
+            file: Some(file),
+            size,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.size + bytes.len() as u64 > CONSOLE_MAX {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            let _ = std::fs::rename(&self.path, old);
+            if let Ok(fresh) = Console::open(self.path.clone()) {
+                *self = fresh;
+            }
+        }
+        if let Some(file) = &mut self.file
+            && file.write_all(bytes).is_ok()
+        {
+            self.size += bytes.len() as u64;
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The monitor's side of starting a container (LXC's `lxc_spawn`): clone the
+//! child into its namespaces, put it into the payload cgroup, let it configure
+//! itself, and learn whether its command was exec'd.
+
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use berth_manifests::NetworkMode;
+use nix::libc;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::cgroup::Cgroups;
+use crate::init::{self, Plan};
+use crate::sync::{self, FromInit, ToInit};
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A running container init, as the monitor holds it.
+#[derive(Debug)]
+pub struct Payload {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub start_time: Option<u64>,
+}
+
+/// `struct clone_args` up to `tls` (CLONE_ARGS_SIZE_VER0); libc has no binding
+/// for it on every target.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// Start the container's init. The error is the message `berth start` prints.
+pub fn spawn(plan: &Plan, cgroups: &Cgroups, console: &OwnedFd) -> Result<Payload, String> {
+    let (mut parent_end, child_end) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let console = console
+        .try_clone()
+        .map_err(|e| format!("console pipe: {e}"))?;
+
+    let mut flags = libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_PIDFD;
+    if plan.network != NetworkMode::Host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: flags as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM or a stack behaves like fork(). The monitor is
+    // single-threaded, so the child may go on running Rust code (and allocate).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        return Err(format!(
+            "clone3 into new namespaces: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if pid == 0 {
+        drop(parent_end);
+        init::run(plan, child_end, console);
+    }
+    drop(child_end);
+    drop(console);
+    let pid = i32::try_from(pid).map_err(|_| "clone3 returned an impossible pid".to_owned())?;
+    // SAFETY: the kernel wrote a fresh pidfd for the child; nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+
+    let abort = |message: String| {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
+        message
+    };
+    // Into its cgroups before it may do anything.
+    if let Err(e) = cgroups.enter_payload(pid) {
+        return Err(abort(format!("cgroups: {e}")));
+    }
+    if let Err(e) = sync::send(&parent_end, &ToInit::Configure) {
+        return Err(abort(format!(
+            "the container's init did not take its go-ahead: {e}"
+        )));
+    }
+    // Everything until EOF: a `Failed`, or `Exec` followed by the close-on-exec EOF.
+    let mut replies = Vec::new();
+    if let Err(e) = (&mut parent_end).take(1 << 20).read_to_end(&mut replies) {
+        return Err(abort(format!("reading from the container's init: {e}")));
+    }
+    let mut exec_sent = false;
+    for line in replies.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<FromInit>(line) {
+            Ok(FromInit::Failed(error)) => return Err(abort(error.to_string())),
+            Ok(FromInit::Exec) => exec_sent = true,
+            Err(_) => {
+                return Err(abort(
+                    "garbled message from the container's init".to_owned(),
+                ));
+            }
+        }
+    }
+    if !exec_sent {
+        return Err(abort("the container's init died during setup".to_owned()));
+    }
+    Ok(Payload {
+        pid,
+        pidfd,
+        start_time: crate::status::process_start_time(pid),
+    })
+}
