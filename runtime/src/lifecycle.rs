@@ -53,7 +53,11 @@ impl Runtime {
             self.monitor_exe.clone(),
         ))?;
         drop(report_write);
-        let report = sync::receive::<Report>(std::fs::File::from(report_read));
+        // Read to EOF: the monitor holds its end until it has reported and, after a
+        // failed start, until it has cleaned up and exited.
+        let mut bytes = Vec::new();
+        let read = std::io::Read::read_to_end(&mut std::fs::File::from(report_read), &mut bytes);
+        let report = read.and_then(|_| sync::receive::<Report>(bytes.as_slice()));
         let _ = first.wait();
         match report {
             Ok(Some(Report::Started { init_pid })) => Ok(init_pid),
@@ -73,8 +77,11 @@ impl Runtime {
         };
         let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         let wait = timeout.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(30);
-        self.ask(name, stream, &Request::Stop { timeout_ms }, Some(wait))
-            .map(Some)
+        {
+            let status = self.ask(name, &stream, &Request::Stop { timeout_ms }, Some(wait))?;
+            wait_for_exit(&stream);
+            Ok(Some(status))
+        }
     }
 
     /// Restart a running container through its monitor, as a reboot from inside.
@@ -84,7 +91,7 @@ impl Runtime {
             .ok_or_else(|| Error::NotRunning(name.to_owned()))?;
         self.ask(
             name,
-            stream,
+            &stream,
             &Request::Reboot,
             Some(Duration::from_secs(10)),
         )
@@ -96,16 +103,26 @@ impl Runtime {
         let Some(stream) = self.connect(name)? else {
             return Ok(None);
         };
-        self.ask(name, stream, &Request::Wait, None).map(Some)
+        {
+            let status = self.ask(name, &stream, &Request::Wait, None)?;
+            wait_for_exit(&stream);
+            Ok(Some(status))
+        }
     }
 
     /// The live status from the monitor, else the last one it wrote.
     pub fn status(&self, name: &str) -> Result<Option<Status>> {
-        if let Some(stream) = self.connect(name)? {
-            return self
-                .ask(name, stream, &Request::State, Some(Duration::from_secs(10)))
-                .map(Some);
+        if let Some(stream) = self.connect(name)?
+            && let Ok(status) = self.ask(
+                name,
+                &stream,
+                &Request::State,
+                Some(Duration::from_secs(10)),
+            )
+        {
+            return Ok(Some(status));
         }
+        // No monitor, or one that exited while we asked: its last word is on disk.
         let dir = self.dir(name)?;
         if !dir.path.is_dir() {
             return Err(Error::NotFound(name.to_owned()));
@@ -135,7 +152,7 @@ impl Runtime {
     fn ask(
         &self,
         name: &str,
-        stream: UnixStream,
+        stream: &UnixStream,
         request: &Request,
         wait: Option<Duration>,
     ) -> Result<Status> {
@@ -146,11 +163,18 @@ impl Runtime {
         stream
             .set_read_timeout(wait)
             .map_err(|e| failed(e.to_string()))?;
-        sync::send(&stream, request).map_err(|e| failed(format!("cannot send: {e}")))?;
-        match sync::receive::<Status>(&stream) {
+        sync::send(stream, request).map_err(|e| failed(format!("cannot send: {e}")))?;
+        match sync::receive::<Status>(stream) {
             Ok(Some(status)) => Ok(status),
             Ok(None) => Err(failed("closed the connection without answering".to_owned())),
             Err(e) => Err(failed(format!("no answer: {e}"))),
         }
     }
+}
+
+/// The monitor closes its end only by exiting: wait for that (bounded).
+fn wait_for_exit(stream: &UnixStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut &*stream, &mut rest);
 }

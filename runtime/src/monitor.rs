@@ -143,9 +143,15 @@ struct Stopping {
 
 impl Monitor {
     fn run(state_dir: &Path, name: &str, cgroup_parent: &str, report: Option<OwnedFd>) -> i32 {
+        // After a failure the pipe is left for _exit to close, so that `berth start`
+        // returns only once this monitor is gone; after a start it closes at once.
         let report_to = |report: Option<OwnedFd>, message: &Report| {
             if let Some(fd) = report {
-                let _ = sync::send(std::fs::File::from(fd), message);
+                let file = std::fs::File::from(fd);
+                let _ = sync::send(&file, message);
+                if matches!(message, Report::Failed { .. }) {
+                    std::mem::forget(file);
+                }
             }
         };
         let mut monitor = match Monitor::prepare(state_dir, name, cgroup_parent) {

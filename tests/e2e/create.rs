@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::{StateDir, stderr, stdout, unique};
+use crate::{StateDir, process_gone, stderr, stdout, unique};
 
 fn create_ok(state: &StateDir, manifest: &Path) {
     let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
@@ -576,26 +576,6 @@ impl Drop for SlowCreate {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-}
-
-fn process_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        // A zombie still has /proc/PID; its state says Z.
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return true,
-            Ok(stat)
-                if stat
-                    .rsplit(')')
-                    .next()
-                    .is_some_and(|rest| rest.trim_start().starts_with('Z')) =>
-            {
-                return true;
-            }
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    false
 }
 
 #[test]

@@ -4,10 +4,12 @@
 
 mod cli;
 mod create;
+mod start;
 mod validate;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The `berth` binary cargo built for this test run.
 pub fn berth() -> Command {
@@ -30,6 +32,8 @@ pub fn stderr(output: &Output) -> String {
 #[derive(Debug)]
 pub struct StateDir {
     pub dir: tempfile::TempDir,
+    /// A cgroup parent of this test's own, removed on drop.
+    pub cgroup_parent: String,
 }
 
 impl StateDir {
@@ -39,11 +43,14 @@ impl StateDir {
             nix::unistd::Uid::effective().is_root(),
             "this test creates containers and must run as root (sudo -E cargo test --workspace)"
         );
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         StateDir {
             dir: tempfile::Builder::new()
                 .prefix("berth-test-")
                 .tempdir()
                 .unwrap(),
+            cgroup_parent: format!("berth-test-{}-{n}", std::process::id()),
         }
     }
 
@@ -54,7 +61,11 @@ impl StateDir {
     /// `berth --state-dir <this> ARGS...`
     pub fn berth(&self, args: &[&str]) -> Command {
         let mut cmd = berth();
-        cmd.arg("--state-dir").arg(self.path()).args(args);
+        cmd.arg("--state-dir")
+            .arg(self.path())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(args);
         cmd
     }
 
@@ -91,4 +102,51 @@ impl StateDir {
 /// A unique container name for this test process.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
+}
+
+impl Drop for StateDir {
+    /// Stop every container this test left running, then remove its cgroup parent
+    /// in every hierarchy (rmdir only: the monitors removed their own cgroups).
+    fn drop(&mut self) {
+        for name in self.leftovers() {
+            let _ = self.berth(&["stop", &name, "--timeout", "0s"]).output();
+        }
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            roots.extend(entries.flatten().map(|e| e.path()));
+        }
+        for root in roots {
+            let parent = root.join(&self.cgroup_parent);
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path().join("payload"));
+                    let _ = std::fs::remove_dir(child.path().join("monitor"));
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
+/// Waits (up to 5 s) for `pid` to be gone; a zombie waiting for the host's init
+/// to reap it counts as gone.
+pub fn process_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        // A zombie still has /proc/PID; its state says Z.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z')) =>
+            {
+                return true;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    false
 }
