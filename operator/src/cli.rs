@@ -78,6 +78,49 @@ pub enum Command {
     Reboot { name: String },
     /// Print a container's status as JSON (phase, init pid, reboots, last exit).
     Status { name: String },
+    /// Run the daemon: watch a manifest directory and converge the host to it.
+    Daemon {
+        /// The watched directory of manifests.
+        #[arg(long, default_value = "/etc/berth/manifests")]
+        manifests: PathBuf,
+        /// Full rescan interval, besides inotify (e.g. 5m).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        resync: std::time::Duration,
+        /// Reconciles at once (default: the number of CPUs).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// First crash-loop back-off delay; doubles to 5m.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        crash_backoff: std::time::Duration,
+        /// Log format: text (human-readable) or json (JSON lines).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
+    /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
+    Get {
+        name: Option<String>,
+        /// wide, json or yaml.
+        #[arg(short = 'o', long = "output", default_value = "", value_parser = ["", "wide", "json", "yaml"])]
+        output: String,
+    },
+    /// Show a container's spec, conditions, recent events and cgroup usage.
+    Describe { name: String },
+    /// Print a container's console output.
+    Logs {
+        name: String,
+        /// Keep printing what it writes.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// Print the daemon's events (JSON lines).
+    Events {
+        /// Keep printing new events.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

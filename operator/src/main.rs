@@ -1,8 +1,15 @@
 //! `berth`: one binary for the daemon, the CLI and the per-container monitor.
 
+mod api;
 mod cli;
+mod client;
+mod daemon;
+mod desired;
 mod lifecycle;
+mod reconcile;
+mod scheduler;
 mod validate;
+mod watcher;
 
 use std::process::ExitCode;
 
@@ -16,20 +23,32 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(berth_runtime::monitor::main(&argv0)).unwrap_or(1));
     }
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // Commands by hand report on stdout; logs are for problems (BERTH_LOG=info for more).
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cli.command);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("berth: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The daemon logs what it does (text on a terminal, or JSON lines); commands run
+/// by hand report on stdout and log only problems. BERTH_LOG overrides the level.
+fn init_logging(command: &cli::Command) {
+    let (level, json) = match command {
+        cli::Command::Daemon { log_format, .. } => ("info", log_format == "json"),
+        _ => ("warn", false),
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| level.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
@@ -52,5 +71,37 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Stop { name, timeout } => lifecycle::stop(&runtime, &name, timeout),
         cli::Command::Reboot { name } => lifecycle::reboot(&runtime, &name),
         cli::Command::Status { name } => lifecycle::status(&runtime, &name),
+        cli::Command::Daemon {
+            manifests,
+            resync,
+            concurrency,
+            crash_backoff,
+            log_format: _,
+        } => {
+            let concurrency = concurrency
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            daemon::run(
+                runtime,
+                daemon::Options {
+                    manifests,
+                    resync,
+                    concurrency,
+                    backoff_base: crash_backoff,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Get { name, output } => {
+            client::get(&cli.state_dir, name.as_deref(), &output).map(|()| ExitCode::SUCCESS)
+        }
+        cli::Command::Describe { name } => {
+            client::describe(&cli.state_dir, &name).map(|()| ExitCode::SUCCESS)
+        }
+        cli::Command::Logs { name, follow, tail } => {
+            client::logs(&cli.state_dir, &name, follow, tail).map(|()| ExitCode::SUCCESS)
+        }
+        cli::Command::Events { follow } => {
+            client::events(&cli.state_dir, follow).map(|()| ExitCode::SUCCESS)
+        }
     }
 }

@@ -101,12 +101,38 @@ impl Runtime {
     /// Wait until a running container stops for good (not on reboot).
     pub fn wait(&self, name: &str) -> Result<Option<Status>> {
         let Some(stream) = self.connect(name)? else {
-            return Ok(None);
+            // Perhaps a monitor still cleaning up: that too ends soon.
+            self.wait_for_monitor_exit(name);
+            return self.status(name);
         };
-        {
-            let status = self.ask(name, &stream, &Request::Wait, None)?;
-            wait_for_exit(&stream);
-            Ok(Some(status))
+        let status = self.ask(name, &stream, &Request::Wait, None)?;
+        wait_for_exit(&stream);
+        Ok(Some(status))
+    }
+
+    /// Is the monitor named in `status` still alive (it may be past closing its
+    /// socket, finishing its clean-up)? Its pid must carry its title, so a reused
+    /// pid is not taken for it.
+    fn monitor_alive(&self, name: &str, status: &Status) -> bool {
+        let Some(pid) = status.monitor_pid else {
+            return false;
+        };
+        let title = format!("{TITLE}{} {name}", self.state_dir.display());
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            cmdline.strip_suffix(b"\0").unwrap_or(&cmdline) == title.as_bytes()
+        })
+    }
+
+    fn wait_for_monitor_exit(&self, name: &str) {
+        let Ok(dir) = self.dir(name) else { return };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            match Status::load(&dir.status()) {
+                Ok(Some(status)) if self.monitor_alive(name, &status) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => return,
+            }
         }
     }
 
@@ -131,6 +157,7 @@ impl Runtime {
         // Written by a monitor that is gone without finishing (killed, power cut).
         if let Some(s) = &mut status
             && s.monitor_pid.is_some()
+            && !self.monitor_alive(name, s)
         {
             s.phase = Phase::Failed;
             s.monitor_pid = None;
@@ -177,4 +204,42 @@ fn wait_for_exit(stream: &UnixStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut &*stream, &mut rest);
+}
+
+impl Runtime {
+    /// Is a monitor serving this container?
+    pub fn is_running(&self, name: &str) -> Result<bool> {
+        if self.connect(name)?.is_some() {
+            return Ok(true);
+        }
+        let dir = self.dir(name)?;
+        Ok(Status::load(&dir.status())
+            .ok()
+            .flatten()
+            .is_some_and(|s| self.monitor_alive(name, &s)))
+    }
+
+    /// Does a complete container (a config, no create under way) exist?
+    pub fn exists(&self, name: &str) -> Result<bool> {
+        let dir = self.dir(name)?;
+        Ok(dir.config().is_file() && !dir.partial().exists())
+    }
+
+    /// Replace the spec of a stopped container whose rootfs source is unchanged, so
+    /// that the next start runs the new command, env, limits...
+    pub fn reconfigure(&self, container: &berth_manifests::Container) -> Result<()> {
+        if self.is_running(&container.name)? {
+            return Err(Error::Running(container.name.clone()));
+        }
+        let dir = self.dir(&container.name)?;
+        let mut config = crate::config::SavedConfig::load(&dir.config())?;
+        if config.container.spec.rootfs != container.spec.rootfs {
+            return Err(Error::Config {
+                path: dir.config(),
+                message: "the rootfs source changed: destroy and create it instead".to_owned(),
+            });
+        }
+        config.container = container.clone();
+        config.save(&dir.config())
+    }
 }

@@ -350,6 +350,9 @@ impl Monitor {
                 | (ExitReason::Halt | ExitReason::StopRequested, _) => Phase::Stopped,
                 _ => Phase::Failed,
             };
+            // The verdict first, while this monitor is still alive to vouch for it:
+            // whoever reads `status` during the clean-up sees how it ended.
+            self.save();
         }
         self.finish();
         None

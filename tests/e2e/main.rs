@@ -4,6 +4,7 @@
 
 mod cli;
 mod create;
+mod daemon;
 mod start;
 mod validate;
 

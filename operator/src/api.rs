@@ -1,0 +1,337 @@
+//! The daemon's HTTP/JSON API on `<state-dir>/berth.sock`, Docker/LXD-style so
+//! that `curl --unix-socket /var/lib/berth/berth.sock http://berth/v1/containers`
+//! works. Also the types the CLI reads back.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_state::{Condition, Event, Record};
+use serde::{Deserialize, Serialize};
+
+use crate::reconcile::Context;
+
+/// One container as `berth get` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub name: String,
+    pub phase: String,
+    /// Host pid of the container's init.
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    pub reboots: u32,
+    pub message: Option<String>,
+    /// `FILE#DOCUMENT`.
+    pub source: Option<String>,
+    pub spec_hash: Option<String>,
+    pub created_at: u64,
+    pub conditions: Vec<Condition>,
+    pub last_exit: Option<serde_json::Value>,
+}
+
+/// `berth describe`: the item, its spec, recent events and cgroup usage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Detail {
+    pub item: Item,
+    pub spec: Option<berth_manifests::ContainerSpec>,
+    pub events: Vec<Event>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+impl From<&Record> for Item {
+    fn from(r: &Record) -> Item {
+        Item {
+            name: r.name.clone(),
+            phase: r.phase.clone(),
+            pid: r.init_pid,
+            restarts: r.restarts,
+            reboots: r.reboots,
+            message: r
+                .message
+                .clone()
+                .or_else(|| r.conditions.first().map(|c| c.message.clone())),
+            source: r
+                .source
+                .as_ref()
+                .map(|s| format!("{}#{}", s.file.display(), s.document)),
+            spec_hash: r.spec_hash.clone(),
+            created_at: r.created_at,
+            conditions: r.conditions.clone(),
+            last_exit: r.last_exit.clone(),
+        }
+    }
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<berth_state::Error> for ApiError {
+    fn from(e: berth_state::Error) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+pub fn router(ctx: Context) -> Router {
+    Router::new()
+        .route("/v1/containers", get(list))
+        .route("/v1/containers/{name}", get(describe))
+        .route("/v1/containers/{name}/logs", get(logs))
+        .route("/v1/containers/{name}/reboot", post(reboot))
+        .route("/v1/events", get(events))
+        .with_state(ctx)
+}
+
+/// Bind the socket: mode 0660, group `berth` where that group exists.
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("another daemon serves {}", path.display()),
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("berth") {
+        nix::unistd::chown(path, None, Some(group.gid)).map_err(std::io::Error::from)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
+    let mut items: Vec<Item> = ctx.store.list()?.iter().map(Item::from).collect();
+    // Containers made by hand are shown too, from their status.
+    for name in ctx.runtime.list().unwrap_or_default() {
+        if items.iter().any(|i| i.name == name) {
+            continue;
+        }
+        let status = ctx.runtime.status(&name).ok().flatten();
+        items.push(Item {
+            name: name.clone(),
+            phase: status
+                .as_ref()
+                .map_or("Created".to_owned(), |s| format!("{:?}", s.phase)),
+            pid: status.as_ref().and_then(|s| s.init_pid),
+            restarts: 0,
+            reboots: status.as_ref().map_or(0, |s| s.reboots),
+            message: Some("created by hand (not managed)".to_owned()),
+            source: None,
+            spec_hash: status.as_ref().map(|s| s.hash.clone()),
+            created_at: 0,
+            conditions: Vec::new(),
+            last_exit: status
+                .and_then(|s| s.last_exit)
+                .and_then(|e| serde_json::to_value(e).ok()),
+        });
+    }
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(items)
+}
+
+async fn list(State(ctx): State<Context>) -> Result<Json<Vec<Item>>, ApiError> {
+    Ok(Json(all_items(&ctx)?))
+}
+
+async fn describe(
+    State(ctx): State<Context>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Detail>, ApiError> {
+    let item = all_items(&ctx)?
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no container {name}")))?;
+    let spec = crate::reconcile::desired_container(&ctx, &name)
+        .map(|c| c.spec)
+        .or_else(|| ctx.runtime.config(&name).ok().map(|c| c.container.spec));
+    let events = ctx.store.events(Some(&name), 20)?;
+    let status = ctx.runtime.status(&name).ok().flatten();
+    let cgroups = status.and_then(|s| s.cgroups);
+    let read = |controller: &str, files: &[&str]| {
+        let dir = cgroups.as_ref()?.payload_dir(controller)?;
+        files
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Ok(Json(Detail {
+        item,
+        spec,
+        events,
+        memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
+        pids: read("pids", &["pids.current"]),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State(ctx): State<Context>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let dir = ctx
+        .runtime
+        .dir(&name)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if !dir.path.is_dir() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no container {name}"),
+        ));
+    }
+    let path = dir.console_log();
+    let text = tokio::fs::read(&path).await.unwrap_or_default();
+    let start = match q.tail {
+        Some(n) => tail_start(&text, n),
+        None => 0,
+    };
+    let first = Bytes::copy_from_slice(&text[start..]);
+    let offset = text.len() as u64;
+    if !q.follow {
+        return Ok(Body::from(first).into_response());
+    }
+    // Follow: poll for growth; a rotation (smaller file) starts from its beginning.
+    let stream = futures::stream::unfold(
+        (Some(first), offset, path),
+        |(pending, mut offset, path)| async move {
+            if let Some(chunk) = pending {
+                return Some((Ok::<_, std::io::Error>(chunk), (None, offset, path)));
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let Ok(bytes) = tokio::fs::read(&path).await else {
+                    continue;
+                };
+                let len = bytes.len() as u64;
+                if len < offset {
+                    offset = 0;
+                }
+                if len > offset {
+                    let chunk =
+                        Bytes::copy_from_slice(&bytes[usize::try_from(offset).unwrap_or(0)..]);
+                    return Some((Ok(chunk), (None, len, path)));
+                }
+            }
+        },
+    );
+    Ok(Body::from_stream(stream).into_response())
+}
+
+/// Where the last `n` lines of `text` begin.
+fn tail_start(text: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return text.len();
+    }
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+#[derive(Debug, Deserialize)]
+struct EventQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn events(
+    State(ctx): State<Context>,
+    Query(q): Query<EventQuery>,
+) -> Result<Response, ApiError> {
+    let existing = ctx.store.events(None, 1000)?;
+    let last = existing.last().map_or(0, |e| e.seq);
+    let mut text = String::new();
+    for event in &existing {
+        text.push_str(&serde_json::to_string(event).unwrap_or_default());
+        text.push('\n');
+    }
+    if !q.follow {
+        return Ok(Body::from(text).into_response());
+    }
+    let store = ctx.store.clone();
+    let stream = futures::stream::unfold(
+        (Some(text), last, store),
+        |(pending, last, store)| async move {
+            if let Some(text) = pending {
+                return Some((
+                    Ok::<_, std::io::Error>(Bytes::from(text)),
+                    (None, last, store),
+                ));
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let newer = store.events_since(last).unwrap_or_default();
+                if let Some(latest) = newer.last().map(|e| e.seq) {
+                    let mut text = String::new();
+                    for event in &newer {
+                        text.push_str(&serde_json::to_string(event).unwrap_or_default());
+                        text.push('\n');
+                    }
+                    return Some((Ok(Bytes::from(text)), (None, latest, store)));
+                }
+            }
+        },
+    );
+    Ok(Body::from_stream(stream).into_response())
+}
+
+async fn reboot(
+    State(ctx): State<Context>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let runtime = ctx.runtime.clone();
+    let n = name.clone();
+    let result = tokio::task::spawn_blocking(move || runtime.reboot(&n))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match result {
+        Ok(()) => {
+            ctx.event(&name, "Rebooting", "reboot requested through the API");
+            Ok(Json(serde_json::json!({ "rebooting": name })))
+        }
+        Err(e @ berth_runtime::Error::NotRunning(_)) => {
+            Err(ApiError(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_start;
+
+    #[test]
+    fn tail_finds_the_last_lines() {
+        let text = b"a\nb\nc\n";
+        assert_eq!(&text[tail_start(text, 2)..], b"b\nc\n");
+        assert_eq!(&text[tail_start(text, 5)..], b"a\nb\nc\n");
+        assert_eq!(&text[tail_start(text, 0)..], b"");
+        assert_eq!(&b"x"[tail_start(b"x", 1)..], b"x");
+    }
+}

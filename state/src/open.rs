@@ -1,0 +1,324 @@
+//! Opening the database: sled settings for a small device, the schema check,
+//! and setting an unreadable database aside.
+
+use std::io::ErrorKind;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::record::unix_now;
+use crate::{Error, Store};
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const DB_DIR: &str = "state.db";
+const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Page cache size: the whole database is a few hundred records and events.
+const CACHE_BYTES: u64 = 1024 * 1024;
+
+/// Why one attempt to open failed.
+enum Failure {
+    /// The database is unreadable: set it aside and start afresh.
+    Corrupt(Error),
+    /// Anything else (permissions, a full disk, the lock held by another
+    /// process, a foreign schema): report it and leave the database alone.
+    Fatal(Error),
+}
+
+impl Store {
+    /// Opens `<state_dir>/state.db`, creating it if missing. A database that
+    /// cannot be read is renamed to `state.db.corrupt-<unix-secs>` (with a
+    /// warning) and replaced by an empty one. A database of another schema
+    /// version is refused with [`Error::Schema`].
+    pub fn open(state_dir: &Path) -> Result<Store, Error> {
+        std::fs::create_dir_all(state_dir).map_err(|source| Error::Io {
+            context: "creating state directory",
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DB_DIR);
+        let reason = match attempt(&path) {
+            Ok(store) => return Ok(store),
+            Err(Failure::Fatal(error)) => return Err(error),
+            Err(Failure::Corrupt(reason)) => reason,
+        };
+        let aside = set_aside(&path)?;
+        tracing::warn!(
+            db = %path.display(),
+            moved_to = %aside.display(),
+            %reason,
+            "state database is unreadable: moved it aside and starting with an \
+             empty one; the daemon rebuilds state from the containers"
+        );
+        attempt(&path).map_err(|(Failure::Corrupt(error) | Failure::Fatal(error))| error)
+    }
+}
+
+fn attempt(path: &Path) -> Result<Store, Failure> {
+    // sled asserts on some damage it finds during recovery; a panic there
+    // means the same as an error: the database cannot be read.
+    let opened = panic::catch_unwind(AssertUnwindSafe(|| open_trees(path)));
+    let store = match opened {
+        Ok(Ok(store)) => store,
+        Ok(Err(error)) => return Err(classify(error)),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            return Err(Failure::Corrupt(Error::Sled {
+                path: path.to_owned(),
+                context: "opening".to_owned(),
+                source: sled::Error::ReportableBug(format!("sled panicked: {message}")),
+            }));
+        }
+    };
+    check_schema(&store)?;
+    Ok(store)
+}
+
+fn open_trees(path: &Path) -> Result<Store, Error> {
+    let fail = |context: &str| {
+        let context = context.to_owned();
+        move |source| Error::Sled {
+            path: path.to_owned(),
+            context,
+            source,
+        }
+    };
+    // No background flusher: sled's default flushes every 500 ms, so a power
+    // cut (routine on edge devices) loses whatever the last interval wrote.
+    // Every write that matters calls `flush()` itself, which is durable when
+    // it returns, and nothing depends on a timer. A small cache and LowSpace
+    // mode keep memory and disk use down on small devices.
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .mode(sled::Mode::LowSpace)
+        .flush_every_ms(None)
+        .open()
+        .map_err(fail("opening"))?;
+    Ok(Store {
+        path: path.to_owned(),
+        containers: db
+            .open_tree("containers")
+            .map_err(fail("opening tree containers"))?,
+        events: db
+            .open_tree("events")
+            .map_err(fail("opening tree events"))?,
+        meta: db.open_tree("meta").map_err(fail("opening tree meta"))?,
+        db,
+        event_writes: Arc::new(Mutex::new(())),
+    })
+}
+
+/// Damage to the files means corrupt; trouble in the environment does not.
+fn classify(error: Error) -> Failure {
+    let corrupt = match &error {
+        Error::Sled { source, .. } => match source {
+            sled::Error::Corruption { .. }
+            | sled::Error::Unsupported(_)
+            | sled::Error::ReportableBug(_)
+            | sled::Error::CollectionNotFound(_) => true,
+            sled::Error::Io(io) => matches!(
+                io.kind(),
+                ErrorKind::NotADirectory
+                    | ErrorKind::IsADirectory
+                    | ErrorKind::InvalidData
+                    | ErrorKind::UnexpectedEof
+            ),
+        },
+        Error::Decode { .. } => true,
+        _ => false,
+    };
+    if corrupt {
+        Failure::Corrupt(error)
+    } else {
+        Failure::Fatal(error)
+    }
+}
+
+fn check_schema(store: &Store) -> Result<(), Failure> {
+    let sled_failure = |context: &str, source| classify(store.sled_error(context, source));
+    let stored = store
+        .meta
+        .get(SCHEMA_KEY)
+        .map_err(|e| sled_failure("reading schema version", e))?;
+    let Some(bytes) = stored else {
+        if !(store.containers.is_empty() && store.events.is_empty()) {
+            return Err(Failure::Corrupt(Error::Decode {
+                key: "meta/schema_version".to_owned(),
+                message: "missing, but the database holds data".to_owned(),
+            }));
+        }
+        store
+            .meta
+            .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+            .map_err(|e| sled_failure("writing schema version", e))?;
+        return store.flush().map_err(classify);
+    };
+    let found = <[u8; 8]>::try_from(bytes.as_ref())
+        .map(u64::from_be_bytes)
+        .map_err(|_| {
+            Failure::Corrupt(Error::Decode {
+                key: "meta/schema_version".to_owned(),
+                message: format!("expected 8 bytes, found {}", bytes.len()),
+            })
+        })?;
+    migrate(store, found).map_err(Failure::Fatal)
+}
+
+/// Brings a database of schema `found` up to [`SCHEMA_VERSION`]. There are no
+/// migrations yet; a newer schema (from a downgrade) is refused rather than
+/// guessed at.
+fn migrate(store: &Store, found: u64) -> Result<(), Error> {
+    match found {
+        SCHEMA_VERSION => Ok(()),
+        // e.g. `1 => { rewrite the records; store 2 as schema_version; flush }`
+        other => Err(Error::Schema {
+            path: store.path.clone(),
+            found: other,
+            expected: SCHEMA_VERSION,
+        }),
+    }
+}
+
+/// Renames the database to `state.db.corrupt-<unix-secs>` (plus `.N` if that
+/// is taken) and returns the new name.
+fn set_aside(path: &Path) -> Result<PathBuf, Error> {
+    let base = format!("{}.corrupt-{}", path.display(), unix_now());
+    let mut aside = PathBuf::from(&base);
+    let mut n = 1;
+    while aside.symlink_metadata().is_ok() {
+        aside = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside).map_err(|source| Error::Io {
+        context: "moving aside the unreadable state database",
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Record;
+
+    fn corrupt_copies(state_dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("state.db.corrupt-")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn missing_database_is_created_with_the_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("var/lib/berth");
+        let store = Store::open(&state_dir).unwrap();
+        assert!(state_dir.join("state.db").is_dir());
+        let version = store.meta.get(SCHEMA_KEY).unwrap().unwrap();
+        assert_eq!(version.as_ref(), &SCHEMA_VERSION.to_be_bytes());
+    }
+
+    #[test]
+    fn other_schema_version_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put(&Record::new("web")).unwrap();
+            store.meta.insert(SCHEMA_KEY, &7u64.to_be_bytes()).unwrap();
+            store.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Schema {
+                    found: 7,
+                    expected: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("version 7"), "{message}");
+        assert!(message.contains("version 1"), "{message}");
+        // Refused, not destroyed.
+        assert!(corrupt_copies(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn garbage_file_in_place_of_the_database_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.db"), b"\x00garbage\xff").unwrap();
+
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        let aside = corrupt_copies(dir.path());
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read(&aside[0]).unwrap(), b"\x00garbage\xff");
+        // The fresh database works.
+        store.put(&Record::new("web")).unwrap();
+        assert!(store.get("web").unwrap().is_some());
+    }
+
+    #[test]
+    fn database_with_garbage_files_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_dir = dir.path().join("state.db");
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put(&Record::new("web")).unwrap();
+        }
+        for entry in std::fs::read_dir(&db_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let len = std::fs::metadata(&path).unwrap().len().max(64);
+                std::fs::write(&path, vec![0xab; len as usize]).unwrap();
+            }
+        }
+
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(corrupt_copies(dir.path()).len(), 1);
+        assert!(db_dir.is_dir());
+    }
+
+    #[test]
+    fn data_without_a_schema_version_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put(&Record::new("web")).unwrap();
+            store.meta.remove(SCHEMA_KEY).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(corrupt_copies(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn a_second_open_while_held_fails_without_touching_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put(&Record::new("web")).unwrap();
+
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Sled { .. }), "{err:?}");
+        assert!(corrupt_copies(dir.path()).is_empty());
+        assert!(store.get("web").unwrap().is_some());
+    }
+}

@@ -1,0 +1,614 @@
+//! Start latency: `berth start` (host and busybox templates) beside two baselines,
+//! bare namespaces (`unshare`) and `crun run` of the same busybox rootfs.
+//!
+//! `cargo bench -p berth-operator --bench start` (as root). Each row is timed from
+//! spawn to exit of one command, N times after warm-ups; the untimed `berth stop`
+//! (or `crun delete`) runs between iterations. Everything lives in a fresh temp
+//! state dir and under the cgroup parent `berth-bench-<pid>`; a guard stops and
+//! destroys the containers and rmdirs those cgroup parents, also on failure or
+//! Ctrl-C. Run without `--bench` (as `cargo test --benches` does), every row is
+//! measured once, without warm-ups, as a smoke test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
+use nix::unistd::Pid;
+
+const ITERATIONS: usize = 20;
+const WARMUPS: usize = 2;
+
+/// The longest any one command may take before it is killed (by pid).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
+
+const HOST: &str = "bench-host";
+const BUSYBOX: &str = "bench-busybox";
+
+/// Set by SIGINT/SIGTERM; the loops stop at the next command and the guard cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupted() -> Result<(), String> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        Err("interrupted".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// What one row came to.
+#[derive(Debug)]
+enum Outcome {
+    Measured(Vec<Duration>),
+    Skipped(String),
+    Failed(String),
+}
+
+impl From<Result<Vec<Duration>, String>> for Outcome {
+    fn from(result: Result<Vec<Duration>, String>) -> Outcome {
+        match result {
+            Ok(times) => Outcome::Measured(times),
+            Err(message) => Outcome::Failed(message),
+        }
+    }
+}
+
+/// One finished command.
+#[derive(Debug)]
+struct Run {
+    elapsed: Duration,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self, what: &str) -> Result<Run, String> {
+        if self.status.success() {
+            Ok(self)
+        } else {
+            Err(format!("{what}: {}", self.first_error_line()))
+        }
+    }
+
+    fn first_error_line(&self) -> String {
+        self.stderr
+            .lines()
+            .chain(self.stdout.lines())
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .map_or_else(|| format!("exited with {}", self.status), str::to_owned)
+    }
+}
+
+/// Block until `pid` (a child of ours) has exited, without reaping it, so its pid
+/// cannot be reused while the watchdog may still look at it.
+fn wait_exited(pid: u32) -> std::io::Result<()> {
+    let id = libc::id_t::from(pid);
+    loop {
+        // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`, which outlives the call.
+        let result =
+            unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if result == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Run a command with stdin from /dev/null and its output in files under `out`,
+/// timed from just before the spawn to its exit; SIGKILLed (by pid) after `timeout`.
+fn run(command: &mut Command, timeout: Duration, out: &Path) -> Result<Run, String> {
+    let what = format!("{command:?}");
+    let stdout_path = out.join("stdout");
+    let stderr_path = out.join("stderr");
+    let stdout = File::create(&stdout_path).map_err(|e| format!("{}: {e}", out.display()))?;
+    let stderr = File::create(&stderr_path).map_err(|e| format!("{}: {e}", out.display()))?;
+    command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+
+    // The watchdog exists before the clock starts; it gets the pid through a channel.
+    let exited = Arc::new(Mutex::new(false));
+    let (pid_tx, pid_rx) = mpsc::channel::<u32>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = {
+        let exited = Arc::clone(&exited);
+        std::thread::spawn(move || {
+            let Ok(pid) = pid_rx.recv() else {
+                return false;
+            };
+            if done_rx.recv_timeout(timeout) != Err(RecvTimeoutError::Timeout) {
+                return false;
+            }
+            // Not yet reaped (the main thread reaps only after setting `exited`),
+            // so `pid` is still our child.
+            let exited = exited.lock().unwrap();
+            if *exited {
+                return false;
+            }
+            let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL);
+            true
+        })
+    };
+
+    let started = Instant::now();
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            drop(pid_tx);
+            let _ = watchdog.join();
+            return Err(format!("cannot run {what}: {e}"));
+        }
+    };
+    pid_tx.send(child.id()).unwrap();
+    let waited = wait_exited(child.id());
+    let elapsed = started.elapsed();
+    *exited.lock().unwrap() = true;
+    let _ = done_tx.send(());
+    let status = child.wait().map_err(|e| format!("wait for {what}: {e}"))?;
+    waited.map_err(|e| format!("wait for {what}: {e}"))?;
+    let killed = watchdog.join().unwrap_or(false);
+
+    let read = |path: &Path| {
+        String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+    };
+    let run = Run {
+        elapsed,
+        status,
+        stdout: read(&stdout_path),
+        stderr: read(&stderr_path),
+    };
+    if killed {
+        return Err(format!(
+            "{what}: killed after {}s: {}",
+            timeout.as_secs(),
+            run.first_error_line()
+        ));
+    }
+    Ok(run)
+}
+
+/// An executable `name` on PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|file| {
+            std::fs::metadata(file)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Everything the benchmark made, undone on drop (also on panic and after Ctrl-C).
+#[derive(Debug)]
+struct Bench {
+    berth: PathBuf,
+    state_dir: PathBuf,
+    cgroup_parent: String,
+    /// Where commands' output goes.
+    out: PathBuf,
+    /// Containers berth may have made (pushed before their create).
+    containers: Vec<String>,
+    /// `(crun binary, crun state root, container id)` once crun was run.
+    crun: Option<(PathBuf, PathBuf, String)>,
+    tmp: Option<tempfile::TempDir>,
+    iterations: usize,
+    warmups: usize,
+}
+
+impl Bench {
+    fn new(iterations: usize, warmups: usize) -> Bench {
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-bench-")
+            .tempdir()
+            .unwrap();
+        let state_dir = tmp.path().join("state");
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&state_dir).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        Bench {
+            berth: PathBuf::from(env!("CARGO_BIN_EXE_berth")),
+            state_dir,
+            cgroup_parent: format!("berth-bench-{}", std::process::id()),
+            out,
+            containers: Vec::new(),
+            crun: None,
+            tmp: Some(tmp),
+            iterations,
+            warmups,
+        }
+    }
+
+    fn tmp_path(&self) -> &Path {
+        self.tmp.as_ref().unwrap().path()
+    }
+
+    /// `berth --state-dir <ours> --cgroup-parent berth-bench-<pid> ARGS...`
+    fn berth(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.berth);
+        command
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(args);
+        command
+    }
+
+    fn run_berth(&self, args: &[&str], timeout: Duration) -> Result<Run, String> {
+        run(&mut self.berth(args), timeout, &self.out)
+    }
+
+    /// Time `f` `iterations` times after `warmups` untimed calls.
+    fn measure(
+        &self,
+        mut f: impl FnMut(usize) -> Result<Duration, String>,
+    ) -> Result<Vec<Duration>, String> {
+        let mut times = Vec::with_capacity(self.iterations);
+        for i in 0..self.warmups + self.iterations {
+            check_interrupted()?;
+            let elapsed = f(i)?;
+            if i >= self.warmups {
+                times.push(elapsed);
+            }
+        }
+        Ok(times)
+    }
+
+    /// Create `name` from `spec` (indented YAML) and time `berth start` of it.
+    fn berth_start(&mut self, name: &str, spec: &str) -> Result<Vec<Duration>, String> {
+        check_interrupted()?;
+        let manifest = self.tmp_path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n{spec}"
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", manifest.display()))?;
+        self.containers.push(name.to_owned());
+        let manifest = manifest
+            .to_str()
+            .ok_or("temp path is not UTF-8")?
+            .to_owned();
+        self.run_berth(&["create", "-f", &manifest], CREATE_TIMEOUT)?
+            .ok("berth create")?;
+
+        self.measure(|i| {
+            let start = self.run_berth(&["start", name], START_TIMEOUT)?;
+            let elapsed = start.elapsed;
+            let start = start.ok("berth start");
+            if let Ok(start) = &start
+                && !start.stdout.contains(&format!("started {name}"))
+            {
+                let _ = self.stop(name);
+                return Err(format!("berth start printed {:?}", start.stdout.trim()));
+            }
+            if i == 0 && start.is_ok() {
+                let phase = self.phase(name);
+                if phase.as_deref() != Ok("Running") {
+                    let _ = self.stop(name);
+                    return Err(format!("after berth start, phase {phase:?}, not Running"));
+                }
+            }
+            self.stop(name)?;
+            start.map(|_| elapsed)
+        })
+    }
+
+    fn stop(&self, name: &str) -> Result<(), String> {
+        self.run_berth(&["stop", name, "--timeout", "0s"], STOP_TIMEOUT)?
+            .ok("berth stop")
+            .map(drop)
+    }
+
+    fn phase(&self, name: &str) -> Result<String, String> {
+        let status = self
+            .run_berth(&["status", name], START_TIMEOUT)?
+            .ok("berth status")?;
+        let json: serde_json::Value = serde_json::from_str(&status.stdout)
+            .map_err(|e| format!("berth status printed no JSON: {e}"))?;
+        json["phase"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("berth status without a phase: {}", status.stdout.trim()))
+    }
+
+    fn unshare(&self) -> Outcome {
+        let Some(unshare) = on_path("unshare") else {
+            return Outcome::Skipped("unshare: not installed (apt-get install util-linux)".into());
+        };
+        self.measure(|_| {
+            let mut command = Command::new(&unshare);
+            command.args(["-p", "-f", "-m", "-u", "-i", "-n", "--mount-proc", "true"]);
+            run(&mut command, START_TIMEOUT, &self.out)?
+                .ok("unshare")
+                .map(|r| r.elapsed)
+        })
+        .into()
+    }
+
+    /// `crun run` of the busybox container's rootfs, from a bundle of our own.
+    fn crun(&mut self) -> Outcome {
+        let Some(crun) = on_path("crun") else {
+            return Outcome::Skipped("crun: not installed (apt-get install crun)".into());
+        };
+        let rootfs = self
+            .state_dir
+            .join("containers")
+            .join(BUSYBOX)
+            .join("rootfs");
+        if !rootfs.join("bin/busybox").is_file() {
+            return Outcome::Skipped(format!("needs the busybox rootfs at {}", rootfs.display()));
+        }
+        match self.crun_run(&crun, &rootfs) {
+            Ok(times) => Outcome::Measured(times),
+            Err(message) => Outcome::Failed(message),
+        }
+    }
+
+    fn crun_run(&mut self, crun: &Path, rootfs: &Path) -> Result<Vec<Duration>, String> {
+        let bundle = self.tmp_path().join("crun-bundle");
+        let root = self.tmp_path().join("crun-state");
+        for dir in [&bundle, &root] {
+            std::fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let mut spec = Command::new(crun);
+        spec.arg("spec").current_dir(&bundle);
+        run(&mut spec, START_TIMEOUT, &self.out)?.ok("crun spec")?;
+
+        let config_path = bundle.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| format!("{}: {e}", config_path.display()))?;
+        let mut config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("crun spec: {e}"))?;
+        config["process"]["args"] = serde_json::json!(["/bin/true"]);
+        config["process"]["terminal"] = serde_json::json!(false);
+        config["root"]["path"] = serde_json::json!(rootfs);
+        // Its cgroups under ours too, so that nothing lands outside berth-bench-<pid>.
+        let id = format!("{}-crun", self.cgroup_parent);
+        config["linux"]["cgroupsPath"] = serde_json::json!(format!("/{}/crun", self.cgroup_parent));
+        std::fs::write(&config_path, config.to_string())
+            .map_err(|e| format!("{}: {e}", config_path.display()))?;
+
+        self.crun = Some((crun.to_owned(), root.clone(), id.clone()));
+        self.measure(|_| {
+            let mut command = Command::new(crun);
+            command
+                .arg("--root")
+                .arg(&root)
+                .arg("run")
+                .arg("-b")
+                .arg(&bundle)
+                .arg(&id);
+            let result = run(&mut command, START_TIMEOUT, &self.out);
+            crun_delete(crun, &root, &id, &self.out);
+            let result = result?;
+            if result.status.success() {
+                Ok(result.elapsed)
+            } else {
+                Err(result.first_error_line())
+            }
+        })
+    }
+
+    /// rmdir `/sys/fs/cgroup/*/berth-bench-<pid>` and `/sys/fs/cgroup/berth-bench-<pid>`
+    /// (pure v2): only rmdir, only those names. Returns what could not be removed.
+    fn remove_cgroup_parents(&self) -> Vec<String> {
+        let root = Path::new("/sys/fs/cgroup");
+        let mut candidates = vec![root.join(&self.cgroup_parent)];
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for entry in entries.flatten() {
+                candidates.push(entry.path().join(&self.cgroup_parent));
+            }
+        }
+        let mut problems = Vec::new();
+        for dir in candidates {
+            let mut tries = 0;
+            loop {
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // NotADirectory: a plain file such as cgroup.procs/berth-bench-<pid>.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => break,
+                    // Processes that were just killed can keep a cgroup busy briefly.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => {
+                        problems.push(format!("{}: {e}", dir.display()));
+                        break;
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn crun_delete(crun: &Path, root: &Path, id: &str, out: &Path) {
+    let mut delete = Command::new(crun);
+    delete.arg("--root").arg(root).args(["delete", "-f", id]);
+    let _ = run(&mut delete, STOP_TIMEOUT, out);
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let mut clean = true;
+        if let Some((crun, root, id)) = &self.crun {
+            crun_delete(crun, root, id, &self.out);
+        }
+        for name in self.containers.clone().iter().rev() {
+            if let Err(e) = self.stop(name) {
+                eprintln!("bench cleanup: {e}");
+            }
+            match self.run_berth(&["destroy", name], STOP_TIMEOUT) {
+                Ok(r) if r.status.success() => {}
+                Ok(r) => {
+                    clean = false;
+                    eprintln!(
+                        "bench cleanup: berth destroy {name}: {}",
+                        r.first_error_line()
+                    );
+                }
+                Err(e) => {
+                    clean = false;
+                    eprintln!("bench cleanup: {e}");
+                }
+            }
+        }
+        for problem in self.remove_cgroup_parents() {
+            eprintln!("bench cleanup: cannot remove cgroup {problem}");
+        }
+        // Never delete through a mount point left inside the temp dir.
+        let tmp = self.tmp_path().to_owned();
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .any(|point| Path::new(point).starts_with(&tmp));
+        if (!clean || mounted)
+            && let Some(tmp) = self.tmp.take()
+        {
+            let kept = tmp.keep();
+            eprintln!(
+                "bench cleanup: left {} in place (a destroy failed or a mount is inside)",
+                kept.display()
+            );
+        }
+    }
+}
+
+fn format_ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn median(sorted: &[Duration]) -> Duration {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    }
+}
+
+fn report(rows: &[(&str, Outcome)]) {
+    let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    println!();
+    println!(
+        "{:<width$}  {:>3}  {:>8}  {:>9}  {:>8}",
+        "benchmark", "n", "min_ms", "median_ms", "max_ms"
+    );
+    let mut lines = Vec::new();
+    for (name, outcome) in rows {
+        match outcome {
+            Outcome::Measured(times) if !times.is_empty() => {
+                let mut sorted = times.clone();
+                sorted.sort();
+                let med = format_ms(median(&sorted));
+                println!(
+                    "{name:<width$}  {:>3}  {:>8}  {med:>9}  {:>8}",
+                    sorted.len(),
+                    format_ms(sorted[0]),
+                    format_ms(sorted[sorted.len() - 1]),
+                );
+                lines.push(format!("bench: {name} median_ms={med}"));
+            }
+            Outcome::Measured(_) => {
+                println!("{name:<width$}  no iterations");
+                lines.push(format!("bench: {name} median_ms=n/a (no iterations)"));
+            }
+            Outcome::Skipped(why) => {
+                println!("{name:<width$}  {why}");
+                lines.push(format!("bench: {name} median_ms=n/a ({why})"));
+            }
+            Outcome::Failed(why) => {
+                println!("{name:<width$}  failed: {why}");
+                lines.push(format!("bench: {name} median_ms=n/a (failed: {why})"));
+            }
+        }
+    }
+    println!();
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+fn main() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("bench start: must run as root: it creates containers and cgroups");
+        std::process::exit(1);
+    }
+    // `cargo bench` passes --bench; otherwise (cargo test --benches) a quick smoke run.
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let (iterations, warmups) = if full { (ITERATIONS, WARMUPS) } else { (1, 0) };
+
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(signal, &action) }.unwrap();
+    }
+
+    let mut bench = Bench::new(iterations, warmups);
+    println!(
+        "berth start benchmark: {iterations} iterations after {warmups} warm-ups; state {}, cgroup parent {}",
+        bench.state_dir.display(),
+        bench.cgroup_parent
+    );
+
+    let mut rows = Vec::new();
+    let host = bench.berth_start(
+        HOST,
+        "  command: [\"/bin/sleep\", \"infinity\"]\n  restartPolicy: Never\n",
+    );
+    rows.push(("berth_start_host", Outcome::from(host)));
+
+    let busybox = if Path::new("/bin/busybox").is_file() {
+        bench
+            .berth_start(
+                BUSYBOX,
+                "  rootfs: {template: busybox}\n  command: [\"/bin/sleep\", \"1000\"]\n  restartPolicy: Never\n",
+            )
+            .into()
+    } else {
+        Outcome::Skipped("skipped: /bin/busybox missing (apt-get install busybox-static)".into())
+    };
+    rows.push(("berth_start_busybox", busybox));
+
+    rows.push(("unshare_baseline", bench.unshare()));
+    let crun = if INTERRUPTED.load(Ordering::SeqCst) {
+        Outcome::Skipped("interrupted".into())
+    } else {
+        bench.crun()
+    };
+    rows.push(("crun_run_busybox", crun));
+
+    drop(bench);
+    report(&rows);
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        std::process::exit(130);
+    }
+}
