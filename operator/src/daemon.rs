@@ -35,7 +35,11 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Running reconciles get this long to finish at shutdown.
 const GRACE: Duration = Duration::from_secs(30);
 
-pub fn run(runtime: Runtime, options: Options) -> anyhow::Result<()> {
+pub fn run(runtime: Runtime, mut options: Options) -> anyhow::Result<()> {
+    // Absolute, so sources read well in `berth get`; symlinks are kept, since a
+    // swapped symlink must be followed anew.
+    options.manifests = std::path::absolute(&options.manifests)
+        .with_context(|| format!("manifest directory {}", options.manifests.display()))?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.concurrency.clamp(1, 4))
         .enable_all()

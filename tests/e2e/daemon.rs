@@ -502,3 +502,70 @@ fn editor_and_git_bursts_converge_with_one_create_per_container() {
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid_of(&last))).unwrap();
     assert_eq!(cmdline, b"/bin/sleep\x00200\x00");
 }
+
+#[test]
+fn a_manifest_directory_that_is_a_swapped_symlink_is_followed() {
+    let state = StateDir::new();
+    // git-sync / ConfigMap style: `manifests` is a symlink swapped atomically.
+    let root = state.path().join("sync");
+    let (v1, v2) = (root.join("v1"), root.join("v2"));
+    for dir in [&root, &v1, &v2] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (a, b) = (unique("swap-a"), unique("swap-b"));
+    let spec = "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n";
+    std::fs::write(v1.join("a.yaml"), manifest(&a, spec)).unwrap();
+    std::fs::write(v2.join("b.yaml"), manifest(&b, spec)).unwrap();
+    let link = state.path().join("manifests");
+    std::os::unix::fs::symlink(&v1, &link).unwrap();
+    let daemon = Daemon::start(&state);
+    wait_phase(&state, &daemon, &a, "Running");
+
+    let tmp = state.path().join("manifests.new");
+    std::os::unix::fs::symlink(&v2, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    wait_phase(&state, &daemon, &b, "Running");
+    wait_for("the old container to go", || {
+        get(&state, &a).is_none().then_some(())
+    });
+    assert!(!state.container_dir(&a).exists());
+}
+
+#[test]
+fn the_install_script_stages_the_binary_the_directories_and_the_unit() {
+    let root = tempfile::Builder::new()
+        .prefix("berth-install-")
+        .tempdir()
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/install.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .arg("--no-start")
+        .env("DESTDIR", root.path())
+        .env("BERTH_BINARY", env!("CARGO_BIN_EXE_berth"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let mode = |p: &str| {
+        std::fs::metadata(root.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("usr/local/bin/berth"), 0o755);
+    assert_eq!(mode("etc/berth/manifests"), 0o755);
+    assert_eq!(mode("var/lib/berth"), 0o700);
+    let unit =
+        std::fs::read_to_string(root.path().join("etc/systemd/system/berth.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/berth daemon --manifests /etc/berth/manifests")
+    );
+    assert!(unit.contains("KillMode=process"));
+    let version = std::process::Command::new(root.path().join("usr/local/bin/berth"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(stdout(&version).starts_with("berth "));
+}
