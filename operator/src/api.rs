@@ -114,6 +114,16 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 
 fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
     let mut items: Vec<Item> = ctx.store.list()?.iter().map(Item::from).collect();
+    // A reboot inside a container changes its init pid without a reconcile: take
+    // pid and reboots of running containers from their monitors.
+    for item in items.iter_mut().filter(|i| i.phase == "Running") {
+        if let Ok(Some(status)) = ctx.runtime.status(&item.name)
+            && status.monitor_pid.is_some()
+        {
+            item.pid = status.init_pid;
+            item.reboots = status.reboots;
+        }
+    }
     // Containers made by hand are shown too, from their status.
     for name in ctx.runtime.list().unwrap_or_default() {
         if items.iter().any(|i| i.name == name) {

@@ -30,6 +30,10 @@ pub struct Plan {
     pub env: Vec<String>,
     pub working_dir: String,
     pub network: NetworkMode,
+    pub read_only_rootfs: bool,
+    pub capabilities: std::collections::HashSet<caps::Capability>,
+    /// Compiled before the clone; installed last.
+    pub seccomp: Vec<seccompiler::BpfProgram>,
 }
 
 type Step<T = ()> = Result<T, SetupError>;
@@ -76,6 +80,10 @@ fn setup_and_exec(plan: &Plan, sync: &UnixStream, console: OwnedFd) -> Step {
     .map_err(|e| fail("make / private", e, shown(Path::new("/"))))?;
     build_root(plan)?;
     enter_root(&plan.rootfs)?;
+    crate::security::protect_proc_and_sys()?;
+    if plan.read_only_rootfs {
+        crate::security::read_only_root()?;
+    }
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| fail("set the hostname", e, Some(plan.hostname.clone())))?;
     if plan.network == NetworkMode::None {
@@ -506,6 +514,12 @@ fn exec(plan: &Plan, sync: &UnixStream) -> Step {
             .collect()
     };
     let mut last = Errno::ENOENT;
+    crate::security::drop_privileges(&plan.capabilities)?;
+    crate::seccomp::install(&plan.seccomp).map_err(|e| SetupError {
+        step: format!("install the seccomp filter: {e}"),
+        errno: 0,
+        path: None,
+    })?;
     // Told before the attempt: after a successful execve there is no one left to tell.
     let _ = sync::send(sync, &FromInit::Exec);
     for candidate in candidates {

@@ -12,6 +12,8 @@ mod lifecycle;
 pub mod monitor;
 mod partial;
 mod remove;
+mod seccomp;
+mod security;
 mod spawn;
 mod status;
 mod sync;

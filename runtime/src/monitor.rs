@@ -22,6 +22,7 @@ use crate::layout::ContainerDir;
 use crate::spawn::{self, DEFAULT_PATH, Payload};
 use crate::status::{ExitReason, LastExit, Phase, Status, now};
 use crate::sync::{self, Report, Request};
+use berth_manifests::SeccompPolicy;
 
 /// argv[0] of a monitor: `ps` shows `[berth monitor] <state-dir> <name>`.
 pub const TITLE: &str = "[berth monitor] ";
@@ -215,7 +216,7 @@ impl Monitor {
             hash: config.container.hash.clone(),
             cgroups: Some(cgroups.clone()),
         };
-        let plan = plan(&config);
+        let plan = plan(&config)?;
         Ok(Monitor {
             dir,
             config,
@@ -470,7 +471,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
 }
 
 /// What the child will do, from the saved config (image defaults filled in).
-fn plan(config: &SavedConfig) -> Plan {
+fn plan(config: &SavedConfig) -> Result<Plan, String> {
     let spec = &config.container.spec;
     let image = config.image.clone().unwrap_or_default();
     let command = if spec.command.is_empty() {
@@ -502,7 +503,14 @@ fn plan(config: &SavedConfig) -> Plan {
     set("PATH", DEFAULT_PATH, false);
     set("HOME", "/root", false);
     set("TERM", "xterm", false);
-    Plan {
+    let security = &spec.security;
+    let seccomp = match &security.seccomp {
+        SeccompPolicy::Default => crate::seccomp::default_filter(),
+        SeccompPolicy::Unconfined => Ok(Vec::new()),
+        SeccompPolicy::Profile(path) => crate::seccomp::profile_filters(path),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(Plan {
         rootfs: config.rootfs.clone(),
         host_binds: config.host_binds.clone(),
         mounts: spec.mounts.clone(),
@@ -511,7 +519,10 @@ fn plan(config: &SavedConfig) -> Plan {
         env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         working_dir,
         network: spec.network,
-    }
+        read_only_rootfs: security.read_only_rootfs,
+        capabilities: crate::security::capability_set(&security.cap_add, &security.cap_drop),
+        seccomp,
+    })
 }
 
 /// console.log, capped at CONSOLE_MAX and rotated once.

@@ -1,0 +1,209 @@
+//! The safe defaults, probed from inside real containers (as root).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::libc;
+
+use crate::{StateDir, stderr, unique};
+
+fn create_and_start(state: &StateDir, name: &str, spec: &str) {
+    let manifest = state.manifest(name, spec);
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let out = state.run(&["start", name]);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+}
+
+/// The console output once it holds `marker`.
+fn console_until(state: &StateDir, name: &str, marker: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = std::fs::read_to_string(state.container_dir(name).join("console.log"))
+            .unwrap_or_default();
+        if log.contains(marker) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {marker:?} in the output:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn line<'a>(log: &'a str, key: &str) -> &'a str {
+    log.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in:\n{log}"))
+        .trim()
+}
+
+/// A probe script: each line prints `KEY value`.
+fn probe_script() -> String {
+    let errno_of = |call: String| {
+        format!(
+            "python3 -c \"import ctypes; c = ctypes.CDLL(None, use_errno=True); r = {call}; print(ctypes.get_errno() if r < 0 else 0)\""
+        )
+    };
+    [
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status".to_owned(),
+        format!("echo init_module $({})", errno_of(format!("c.syscall({}, 0, 0, 0)", libc::SYS_init_module))),
+        format!("echo keyctl $({})", errno_of(format!("c.syscall({}, 0, 0, 0, 0, 0)", libc::SYS_keyctl))),
+        format!("echo mount $({})", errno_of("c.mount(b'none', b'/mnt', b'tmpfs', 0, None)".to_owned())),
+        "echo keys $(wc -c < /proc/keys)".to_owned(),
+        "[ -e /proc/kcore ] && echo kcore $(wc -c < /proc/kcore)".to_owned(),
+        "[ -e /proc/sysrq-trigger ] && { echo h > /proc/sysrq-trigger && echo sysrq written || echo sysrq refused; }".to_owned(),
+        "echo firmware $(ls /sys/firmware | wc -l)".to_owned(),
+        "echo pids $(ls /proc | grep -c '^[0-9]')".to_owned(),
+        "echo links $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,)".to_owned(),
+        "echo mounts $(cut -d' ' -f5 /proc/self/mountinfo | tr '\\n' ,)".to_owned(),
+        "echo done".to_owned(),
+    ]
+    .join("; ")
+}
+
+#[test]
+fn a_container_gets_the_default_capabilities_no_new_privs_and_seccomp() {
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "this test probes with python3: apt-get install python3"
+    );
+    let state = StateDir::new();
+    let name = unique("probed");
+    let script = probe_script().replace('\'', "''");
+    create_and_start(
+        &state,
+        &name,
+        &format!("  command: [/bin/sh, -c, '{script}; exec sleep infinity']\n  stopTimeout: 0s\n"),
+    );
+    let log = console_until(&state, &name, "done");
+
+    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+    // NET_RAW SYS_CHROOT SYS_BOOT AUDIT_WRITE SETFCAP
+    let expected: u64 = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 22, 29, 31]
+        .iter()
+        .map(|bit| 1u64 << bit)
+        .sum();
+    assert_eq!(line(&log, "CapEff:"), format!("{expected:016x}"), "{log}");
+    assert_eq!(line(&log, "NoNewPrivs:"), "1");
+    assert_eq!(line(&log, "Seccomp:"), "2");
+    let eperm = libc::EPERM.to_string();
+    assert_eq!(line(&log, "init_module "), eperm, "loading a module");
+    assert_eq!(line(&log, "keyctl "), eperm, "keyctl");
+    assert_eq!(line(&log, "mount "), eperm, "mounting a tmpfs");
+    assert_eq!(line(&log, "keys "), "0", "/proc/keys is masked");
+    if Path::new("/proc/kcore").exists() {
+        assert_eq!(line(&log, "kcore "), "0", "/proc/kcore is masked");
+    } else {
+        println!("skipped: this kernel has no /proc/kcore");
+    }
+    if Path::new("/proc/sysrq-trigger").exists() {
+        assert_eq!(line(&log, "sysrq "), "refused");
+    } else {
+        println!("skipped: this kernel has no /proc/sysrq-trigger");
+    }
+    assert_eq!(line(&log, "firmware "), "0", "/sys/firmware is masked");
+    let pids: usize = line(&log, "pids ").parse().unwrap();
+    assert!(pids <= 6, "{pids} processes visible: the host's leak in");
+    assert_eq!(line(&log, "links "), "lo,");
+    let mounts = line(&log, "mounts ");
+    assert!(
+        !mounts.contains(&state.path().display().to_string()),
+        "host paths visible: {mounts}"
+    );
+    assert!(mounts.starts_with("/,"), "{mounts}");
+}
+
+#[test]
+fn a_seccomp_profile_that_kills_leaves_the_container_failed_with_seccomp_violation() {
+    let state = StateDir::new();
+    let name = unique("seccomp");
+    let profile = state.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}]}"#,
+    )
+    .unwrap();
+    create_and_start(
+        &state,
+        &name,
+        &format!(
+            "  command: [/bin/mkdir, /tmp/forbidden]\n  restartPolicy: Never\n  security: {{seccomp: {{profile: {}}}}}\n",
+            profile.display()
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let out = state.run(&["status", &name]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if status["phase"] == "Failed" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert_eq!(status["lastExit"]["reason"], "SeccompViolation");
+    assert_eq!(status["lastExit"]["signal"], "SIGSYS");
+    assert!(
+        !state
+            .container_dir(&name)
+            .join("rootfs/tmp/forbidden")
+            .exists()
+    );
+}
+
+#[test]
+fn a_read_only_root_leaves_tmp_writable() {
+    let state = StateDir::new();
+    let name = unique("readonly");
+    create_and_start(
+        &state,
+        &name,
+        "  command: [/bin/sh, -c, 'touch /etc/x 2>/dev/null && echo etc written || echo etc refused; touch /tmp/x && echo tmp written; exec sleep infinity']\n  \
+         security: {readOnlyRootfs: true}\n  stopTimeout: 0s\n",
+    );
+    let log = console_until(&state, &name, "tmp written");
+    assert!(log.contains("etc refused"), "{log}");
+    assert!(!state.container_dir(&name).join("rootfs/etc/x").exists());
+}
+
+#[test]
+fn a_mount_target_that_is_a_symlink_out_of_the_rootfs_lands_inside_it() {
+    let state = StateDir::new();
+    let name = unique("symlinked");
+    let source = tempfile::Builder::new()
+        .prefix("berth-src-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(source.path().join("marker"), "from the mount source").unwrap();
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  command: [/bin/sh, -c, 'cat /etc/marker; ls /etc/hostname >/dev/null 2>&1 || echo masked; exec sleep infinity']\n  \
+             mounts: [{{source: {}, target: /data}}]\n  stopTimeout: 0s\n",
+            source.path().display()
+        ),
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // An image could ship this: /data -> /../../etc, meant to reach the host's /etc.
+    std::os::unix::fs::symlink("/../../etc", state.container_dir(&name).join("rootfs/data"))
+        .unwrap();
+    let out = state.run(&["start", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = console_until(&state, &name, "from the mount source");
+    // It covered the container's own /etc, not the host's.
+    assert!(log.contains("masked"), "{log}");
+    assert!(!Path::new("/etc/marker").exists());
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host_mounts.contains(&source.path().display().to_string()),
+        "{host_mounts}"
+    );
+}
