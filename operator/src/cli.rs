@@ -78,6 +78,20 @@ pub enum Command {
     Reboot { name: String },
     /// Print a container's status as JSON (phase, init pid, reboots, last exit).
     Status { name: String },
+    /// Run a command inside a running container (its namespaces, cgroup, capabilities,
+    /// seccomp and environment); exits with the command's exit code.
+    Exec {
+        name: String,
+        /// Extra environment, KEY=VALUE (repeatable).
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// Working directory inside the container.
+        #[arg(short = 'w', long = "workdir")]
+        workdir: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run the daemon: watch a manifest directory and converge the host to it.
     Daemon {
         /// The watched directory of manifests.

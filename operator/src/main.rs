@@ -71,6 +71,20 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Stop { name, timeout } => lifecycle::stop(&runtime, &name, timeout),
         cli::Command::Reboot { name } => lifecycle::reboot(&runtime, &name),
         cli::Command::Status { name } => lifecycle::status(&runtime, &name),
+        cli::Command::Exec {
+            name,
+            env,
+            workdir,
+            command,
+        } => {
+            let options = berth_runtime::ExecOptions {
+                command,
+                env,
+                working_dir: workdir,
+            };
+            let code = runtime.exec(&name, &options)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
         cli::Command::Daemon {
             manifests,
             resync,

@@ -6,6 +6,7 @@ pub mod cgroup;
 mod config;
 mod create;
 mod error;
+mod exec;
 mod init;
 mod layout;
 mod lifecycle;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{Header, ImageDefaults, Origin, SavedConfig};
 pub use error::{Error, Result};
+pub use exec::ExecOptions;
 pub use layout::ContainerDir;
 pub use status::{ExitReason, LastExit, Phase, Status};
 

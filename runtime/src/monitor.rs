@@ -471,7 +471,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
 }
 
 /// What the child will do, from the saved config (image defaults filled in).
-fn plan(config: &SavedConfig) -> Result<Plan, String> {
+pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
     let spec = &config.container.spec;
     let image = config.image.clone().unwrap_or_default();
     let command = if spec.command.is_empty() {

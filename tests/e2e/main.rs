@@ -5,6 +5,7 @@
 mod cli;
 mod create;
 mod daemon;
+mod exec;
 mod security;
 mod start;
 mod validate;

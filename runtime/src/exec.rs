@@ -1,0 +1,180 @@
+//! `berth exec`: run a command inside a running container, like `lxc-attach`.
+//! Join its namespaces through a pidfd of its init, enter its payload cgroup,
+//! take the same capabilities, no_new_privs and seccomp filters and its
+//! environment, then exec. Its exit code becomes berth's.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
+
+use crate::Runtime;
+use crate::error::{Error, Result};
+use crate::status::process_start_time;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    /// `KEY=VALUE`, on top of the container's environment.
+    pub env: Vec<String>,
+    /// Default: the container's working directory.
+    pub working_dir: Option<String>,
+}
+
+impl Runtime {
+    /// Run `options.command` in the running container `name`, with stdio passed
+    /// through; returns its exit code (128 + signal when killed).
+    pub fn exec(&self, name: &str, options: &ExecOptions) -> Result<i32> {
+        if options.command.is_empty() {
+            return Err(Error::Start("exec needs a command".to_owned()));
+        }
+        let config = self.config(name)?;
+        let status = self
+            .status(name)?
+            .filter(|s| s.monitor_pid.is_some())
+            .ok_or_else(|| Error::NotRunning(name.to_owned()))?;
+        let (Some(pid), Some(started)) = (status.init_pid, status.init_start_time) else {
+            return Err(Error::NotRunning(name.to_owned()));
+        };
+        // The pid must still be that init, not a reuse of its number.
+        if process_start_time(pid) != Some(started) {
+            return Err(Error::NotRunning(name.to_owned()));
+        }
+        // SAFETY: pidfd_open with a pid and no flags returns a new fd or -1.
+        let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+        if raw < 0 {
+            return Err(Error::NotRunning(name.to_owned()));
+        }
+        // SAFETY: the fd was just returned to us and nothing else owns it.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+
+        let mut plan = crate::monitor::plan(&config).map_err(Error::Start)?;
+        for pair in &options.env {
+            let key = pair.split_once('=').map_or(pair.as_str(), |(k, _)| k);
+            plan.env
+                .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+            plan.env.push(pair.clone());
+        }
+        let working_dir = options
+            .working_dir
+            .clone()
+            .unwrap_or(plan.working_dir.clone());
+        let cgroups = status.cgroups.clone();
+        let command = options.command.clone();
+
+        // SAFETY: the CLI is single-threaded here; the children only exec or exit.
+        match unsafe { fork() } {
+            Err(e) => Err(crate::error::errno("fork for", PathBuf::from(name))(e)),
+            Ok(ForkResult::Child) => {
+                let code = match attach(&pidfd, cgroups.as_ref(), &plan, &working_dir, &command) {
+                    Ok(code) => code,
+                    Err(message) => {
+                        eprintln!("berth: exec in {name}: {message}");
+                        126
+                    }
+                };
+                // SAFETY: _exit ends only this child.
+                unsafe { nix::libc::_exit(code) }
+            }
+            Ok(ForkResult::Parent { child }) => Ok(exit_code(waitpid(child, None))),
+        }
+    }
+}
+
+fn exit_code(status: nix::Result<WaitStatus>) -> i32 {
+    match status {
+        Ok(WaitStatus::Exited(_, code)) => code,
+        Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
+        _ => 1,
+    }
+}
+
+/// In the first child: cgroup, namespaces, then a grandchild that is in the
+/// container's PID namespace runs the command. Returns its exit code.
+fn attach(
+    pidfd: &OwnedFd,
+    cgroups: Option<&crate::cgroup::Cgroups>,
+    plan: &crate::init::Plan,
+    working_dir: &str,
+    command: &[String],
+) -> std::result::Result<i32, String> {
+    let me = std::process::id() as i32;
+    if let Some(cgroups) = cgroups {
+        cgroups.enter_payload(me).map_err(|e| e.to_string())?;
+    }
+    let mut flags = nix::libc::CLONE_NEWNS
+        | nix::libc::CLONE_NEWUTS
+        | nix::libc::CLONE_NEWIPC
+        | nix::libc::CLONE_NEWPID
+        | nix::libc::CLONE_NEWCGROUP;
+    if plan.network != berth_manifests::NetworkMode::Host {
+        flags |= nix::libc::CLONE_NEWNET;
+    }
+    // SAFETY: setns on a pidfd joins the listed namespaces of that process at once.
+    if unsafe { nix::libc::setns(pidfd.as_raw_fd(), flags) } < 0 {
+        return Err(format!(
+            "join its namespaces: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: still a single thread.
+    match unsafe { fork() } {
+        Err(e) => Err(format!("fork: {e}")),
+        Ok(ForkResult::Parent { child }) => Ok(exit_code(waitpid(child, None))),
+        Ok(ForkResult::Child) => {
+            let message = run_command(plan, working_dir, command);
+            eprintln!("berth: exec: {message}");
+            // SAFETY: _exit ends only this grandchild.
+            unsafe {
+                nix::libc::_exit(if message.contains("No such file") {
+                    127
+                } else {
+                    126
+                })
+            }
+        }
+    }
+}
+
+/// In the grandchild, inside the container: returns only on failure.
+fn run_command(plan: &crate::init::Plan, working_dir: &str, command: &[String]) -> String {
+    if let Err(e) = nix::unistd::chdir(working_dir) {
+        return format!("enter {working_dir}: {e}");
+    }
+    if let Err(e) = crate::security::drop_privileges(&plan.capabilities) {
+        return e.to_string();
+    }
+    if let Err(e) = crate::seccomp::install(&plan.seccomp) {
+        return format!("install the seccomp filter: {e}");
+    }
+    let to_c = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
+    let args: Vec<CString> = command.iter().map(|a| to_c(a)).collect();
+    let env: Vec<CString> = plan.env.iter().map(|e| to_c(e)).collect();
+    let program = &command[0];
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        let path = plan
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(crate::spawn::DEFAULT_PATH);
+        std::env::split_paths(std::ffi::OsStr::new(path))
+            .map(|d| d.join(program))
+            .collect()
+    };
+    let mut last = nix::errno::Errno::ENOENT;
+    for candidate in candidates {
+        let Ok(path) = CString::new(candidate.as_os_str().as_bytes()) else {
+            continue;
+        };
+        let Err(e) = nix::unistd::execve(&path, &args, &env);
+        if e != nix::errno::Errno::ENOENT {
+            last = e;
+        }
+    }
+    format!("{program}: {}", std::io::Error::from(last))
+}
