@@ -187,13 +187,9 @@ impl Monitor {
         let dir =
             ContainerDir::new(&state_dir.join("containers"), name).map_err(|e| e.to_string())?;
         let config = SavedConfig::load(&dir.config()).map_err(|e| e.to_string())?;
-        let resources = &config.container.spec.resources;
-        let cgroups = Cgroups::new(cgroup_parent, name, resources).map_err(|e| e.to_string())?;
-        cgroups.create().map_err(|e| e.to_string())?;
-        cgroups
-            .enter_monitor(std::process::id() as i32)
-            .map_err(|e| e.to_string())?;
-        cgroups.apply_limits(resources).map_err(|e| e.to_string())?;
+        // What can fail cheaply fails before anything is made.
+        let plan = plan(&config)?;
+        check_mount_sources(&config, state_dir)?;
         let listener = bind_socket(&dir.monitor_socket())?;
         let (console_in, console_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("console pipe: {e}"))?;
@@ -204,6 +200,17 @@ impl Monitor {
         )
         .map_err(|e| format!("console pipe: {e}"))?;
         let console = Console::open(dir.console_log())?;
+        let resources = &config.container.spec.resources;
+        let cgroups = Cgroups::new(cgroup_parent, name, resources).map_err(|e| e.to_string())?;
+        let made = cgroups
+            .create()
+            .and_then(|()| cgroups.enter_monitor(std::process::id() as i32))
+            .and_then(|()| cgroups.apply_limits(resources));
+        if let Err(e) = made {
+            let _ = cgroups.remove();
+            let _ = std::fs::remove_file(dir.monitor_socket());
+            return Err(e.to_string());
+        }
         let status = Status {
             phase: Phase::Starting,
             monitor_pid: Some(std::process::id() as i32),
@@ -216,7 +223,6 @@ impl Monitor {
             hash: config.container.hash.clone(),
             cgroups: Some(cgroups.clone()),
         };
-        let plan = plan(&config)?;
         Ok(Monitor {
             dir,
             config,
@@ -455,6 +461,23 @@ fn pidfd_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// `spec.mounts` sources must exist and must not be berth's own files.
+fn check_mount_sources(config: &SavedConfig, state_dir: &Path) -> Result<(), String> {
+    let state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    for mount in &config.container.spec.mounts {
+        let source = std::fs::canonicalize(&mount.source)
+            .map_err(|e| format!("mount source {}: {e}", mount.source.display()))?;
+        if source.starts_with(&state) || state.starts_with(&source) {
+            return Err(format!(
+                "mount source {} overlaps berth's state directory {}; containers may not see berth's own files",
+                mount.source.display(),
+                state.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn bind_socket(path: &Path) -> Result<UnixListener, String> {

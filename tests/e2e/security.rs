@@ -207,3 +207,27 @@ fn a_mount_target_that_is_a_symlink_out_of_the_rootfs_lands_inside_it() {
         "{host_mounts}"
     );
 }
+
+#[test]
+fn mount_sources_must_exist_and_not_be_berths_own_files() {
+    let state = StateDir::new();
+    for (name, source) in [
+        (unique("nosource"), "/nonexistent/berth-source".to_owned()),
+        (unique("ownfiles"), state.path().display().to_string()),
+    ] {
+        let manifest = state.manifest(
+            &name,
+            &format!("  command: [/bin/true]\n  mounts: [{{source: {source}, target: /data}}]\n"),
+        );
+        assert!(
+            state
+                .run(&["create", "-f", manifest.to_str().unwrap()])
+                .status
+                .success()
+        );
+        let out = state.run(&["start", &name]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("mount source {source}")), "{err}");
+    }
+}
