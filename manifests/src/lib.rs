@@ -22,6 +22,7 @@ pub use spec::{
     Container, ContainerSpec, Mount, NetworkMode, Resources, RestartPolicy, RootfsSource, RunState,
     SeccompPolicy, Security, Source,
 };
+pub use spec::{IdMap, UsernsSpec};
 pub use units::parse_duration;
 pub use validate::check_name;
 

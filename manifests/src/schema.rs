@@ -263,6 +263,37 @@ pub struct Security {
     pub capabilities: Option<Capabilities>,
     /// `default`, `unconfined`, or `{profile: FILE}` (OCI seccomp JSON). Default: `default`.
     pub seccomp: Option<Seccomp>,
+    /// Run in a user namespace: `auto` (a free range of 65536 ids) or
+    /// `{uidMap: [...], gidMap: [...]}`. Root inside is then an unprivileged user
+    /// on the host. Default: none.
+    pub userns: Option<Userns>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Userns {
+    Auto(String),
+    Maps(IdMaps),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdMaps {
+    /// Ranges of user ids: `{container: 0, host: 100000, size: 65536}`.
+    pub uid_map: Vec<IdMapEntry>,
+    /// Ranges of group ids. Default: the same as uidMap.
+    pub gid_map: Option<Vec<IdMapEntry>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdMapEntry {
+    /// First id inside the container.
+    pub container: u32,
+    /// First id on the host.
+    pub host: u32,
+    /// How many ids.
+    pub size: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -363,4 +394,10 @@ name_or_map!(
     "default, unconfined, or {profile: FILE}",
     Named,
     Profile(SeccompProfile)
+);
+name_or_map!(
+    Userns,
+    "auto, or {uidMap: [...], gidMap: [...]}",
+    Auto,
+    Maps(IdMaps)
 );

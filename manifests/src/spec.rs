@@ -103,6 +103,29 @@ pub struct Security {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub seccomp: SeccompPolicy,
+    /// Absent (not null) without a user namespace, so the hash of every spec
+    /// without one stays what it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UsernsSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UsernsSpec {
+    /// A free range, chosen at create and kept in the container's config.
+    Auto,
+    Maps {
+        uid: Vec<IdMap>,
+        gid: Vec<IdMap>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdMap {
+    pub container: u32,
+    pub host: u32,
+    pub size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

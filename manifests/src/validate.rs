@@ -9,7 +9,8 @@ use crate::Diagnostic;
 use crate::locate::{DocumentIndex, Position};
 use crate::schema::{self, Manifest, NetworkMode, RestartPolicy, RunState};
 use crate::spec::{
-    Container, ContainerSpec, Mount, Resources, RootfsSource, SeccompPolicy, Security, Source,
+    Container, ContainerSpec, IdMap, Mount, Resources, RootfsSource, SeccompPolicy, Security,
+    Source, UsernsSpec,
 };
 use crate::units;
 
@@ -141,6 +142,16 @@ pub fn container(
     let resources = resources(&mut c, spec.resources.unwrap_or_default());
     let mounts = mounts(&mut c, spec.mounts);
     let security = security(&mut c, spec.security.unwrap_or_default());
+    let network = spec
+        .network
+        .and_then(|n| n.mode)
+        .unwrap_or(NetworkMode::None);
+    if security.userns.is_some() && network == NetworkMode::Host {
+        c.value(
+            "spec.security.userns",
+            "a user namespace needs a network namespace of its own; use network mode none or bridge",
+        );
+    }
 
     let (Some(stop_signal), Some(stop_timeout_ms), true) =
         (stop_signal, stop_timeout_ms, c.problems.is_empty())
@@ -157,10 +168,7 @@ pub fn container(
         stop_signal,
         stop_timeout_ms,
         resources,
-        network: spec
-            .network
-            .and_then(|n| n.mode)
-            .unwrap_or(NetworkMode::None),
+        network,
         mounts,
         security,
     };
@@ -399,12 +407,71 @@ fn security(c: &mut Checker, security: schema::Security) -> Security {
             "a seccomp profile",
         )),
     };
+    let userns = security.userns.and_then(|userns| match userns {
+        schema::Userns::Auto(word) if word == "auto" => Some(UsernsSpec::Auto),
+        schema::Userns::Auto(word) => {
+            c.value(
+                "spec.security.userns",
+                format!("{word:?} is not a user namespace setting; use auto or {{uidMap: [...], gidMap: [...]}}"),
+            );
+            None
+        }
+        schema::Userns::Maps(maps) => {
+            let uid = id_maps(c, "spec.security.userns.uidMap", &maps.uid_map);
+            let gid = match &maps.gid_map {
+                Some(gid) => id_maps(c, "spec.security.userns.gidMap", gid),
+                None => uid.clone(),
+            };
+            Some(UsernsSpec::Maps { uid, gid })
+        }
+    });
     Security {
         read_only_rootfs: security.read_only_rootfs,
         cap_add,
         cap_drop,
         seccomp,
+        userns,
     }
+}
+
+/// Id ranges: non-empty, within 32 bits, not overlapping, root inside mapped,
+/// and not mapping host root (that would be no isolation at all).
+fn id_maps(c: &mut Checker, path: &str, entries: &[schema::IdMapEntry]) -> Vec<IdMap> {
+    if entries.is_empty() || entries.len() > 340 {
+        c.value(path, "needs 1 to 340 ranges");
+    }
+    let mut maps: Vec<IdMap> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let end = |start: u32| u64::from(start) + u64::from(e.size);
+        if e.size == 0 {
+            c.value(&at, "size must be at least 1");
+        } else if end(e.container) > 1 << 32 || end(e.host) > 1 << 32 {
+            c.value(&at, "the range goes past the largest id (4294967295)");
+        } else if e.host == 0 {
+            c.value(
+                &at,
+                "maps to host root (id 0), which defeats the user namespace",
+            );
+        } else {
+            let overlaps = |a: u32, b: u32| u64::from(a) < end(b) && u64::from(b) < end(a);
+            if maps
+                .iter()
+                .any(|m| overlaps(m.container, e.container) || overlaps(m.host, e.host))
+            {
+                c.value(&at, "overlaps another range");
+            }
+        }
+        maps.push(IdMap {
+            container: e.container,
+            host: e.host,
+            size: e.size,
+        });
+    }
+    if !entries.is_empty() && !maps.iter().any(|m| m.container == 0) {
+        c.value(path, "must map id 0 (root inside the container)");
+    }
+    maps
 }
 
 /// `net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` all become `CAP_NET_ADMIN`.

@@ -438,3 +438,54 @@ fn unknown_aliases_and_alias_bombs_are_errors_not_crashes() {
                 g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n";
     assert_eq!(errors(bomb).len(), 1);
 }
+
+#[test]
+fn user_namespaces_are_checked() {
+    let parsed = check(&with_spec("web", "  security: {userns: auto}\n"));
+    assert_eq!(
+        parsed.containers[0].spec.security.userns,
+        Some(berth_manifests::UsernsSpec::Auto)
+    );
+    let maps = check(&with_spec(
+        "web",
+        "  security:\n    userns: {uidMap: [{container: 0, host: 100000, size: 65536}]}\n",
+    ));
+    assert!(maps.is_valid(), "{:?}", maps.diagnostics);
+    let Some(berth_manifests::UsernsSpec::Maps { uid, gid }) =
+        &maps.containers[0].spec.security.userns
+    else {
+        panic!("no maps");
+    };
+    assert_eq!(uid, gid, "gidMap defaults to uidMap");
+    assert_one(
+        &with_spec("web", "  security: {userns: yes}\n"),
+        "m.yaml:7:22: spec.security.userns: \"yes\" is not a user namespace setting; use auto or {uidMap: [...], gidMap: [...]}",
+    );
+    assert_one(
+        &with_spec(
+            "web",
+            "  security: {userns: {uidMap: [{container: 0, host: 0, size: 10}]}}\n",
+        ),
+        "m.yaml:7:32: spec.security.userns.uidMap[0]: maps to host root (id 0), which defeats the user namespace",
+    );
+    assert_one(
+        &with_spec(
+            "web",
+            "  security: {userns: {uidMap: [{container: 1, host: 1000, size: 10}]}}\n",
+        ),
+        "m.yaml:7:31: spec.security.userns.uidMap: must map id 0 (root inside the container)",
+    );
+    assert_one(
+        &with_spec(
+            "web",
+            "  network: {mode: host}\n  security: {userns: auto}\n",
+        ),
+        "m.yaml:8:22: spec.security.userns: a user namespace needs a network namespace of its own; use network mode none or bridge",
+    );
+    // Without userns the spec hash is what it always was (pinned in examples.rs).
+    assert!(
+        !serde_json::to_string(&check(&with_spec("web", "")).containers[0].spec)
+            .unwrap()
+            .contains("userns")
+    );
+}
