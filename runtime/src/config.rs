@@ -53,6 +53,9 @@ pub struct SavedConfig {
     pub host_binds: Vec<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageDefaults>,
+    /// The user namespace maps, resolved at create (`userns: auto` picks them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_maps: Option<crate::userns::IdMaps>,
 }
 
 impl SavedConfig {

@@ -62,6 +62,37 @@ impl Runtime {
         Err(Error::Busy(dir.name.clone()))
     }
 
+    /// Pick the user namespace ids and record them in the config at once, under a
+    /// lock, so that two creates never take the same range.
+    fn allocate_ids(
+        &self,
+        dir: &ContainerDir,
+        spec: &berth_manifests::UsernsSpec,
+        config: &mut SavedConfig,
+    ) -> Result<crate::userns::IdMaps> {
+        let lock_path = self.containers_dir().join(".userns.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("create", &lock_path))?;
+        let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| crate::error::errno("lock", lock_path.clone())(e))?;
+        let used: Vec<crate::userns::IdMaps> = self
+            .list()?
+            .iter()
+            .filter(|name| **name != dir.name)
+            .filter_map(|name| self.dir(name).ok())
+            .filter_map(|d| SavedConfig::load(&d.config()).ok())
+            .filter_map(|c| c.id_maps)
+            .collect();
+        let maps = crate::userns::resolve(spec, &used)?;
+        config.id_maps = Some(maps.clone());
+        config.save(&dir.config())?;
+        Ok(maps)
+    }
+
     /// Steps 4-6, under the lock.
     fn fill(
         &self,
@@ -80,7 +111,11 @@ impl Runtime {
             rootfs: rootfs.clone(),
             host_binds: Vec::new(),
             image: None,
+            id_maps: None,
         };
+        if let Some(spec) = &container.spec.security.userns {
+            config.id_maps = Some(self.allocate_ids(dir, spec, &mut config)?);
+        }
         // 4. The storage. A plain directory needs no forked child (LXC forks for
         // storage such as zfs that mounts only in the initial namespace).
         if template.owns_rootfs() {
@@ -106,6 +141,16 @@ impl Runtime {
             berth_version: env!("CARGO_PKG_VERSION").to_owned(),
             origin,
         });
+        if let Some(maps) = &config.id_maps {
+            if template.owns_rootfs() {
+                crate::userns::shift_tree(&rootfs, maps)?;
+            }
+            // Root inside is an ordinary host user: let it through to its rootfs.
+            for path in [&dir.path, &self.containers_dir()] {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+                    .map_err(io("chmod", path.clone()))?;
+            }
+        }
         config.host_binds = built.host_binds;
         config.image = built.image;
         config.save(&dir.config())?;

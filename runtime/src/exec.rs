@@ -113,12 +113,19 @@ fn attach(
     if plan.network != berth_manifests::NetworkMode::Host {
         flags |= nix::libc::CLONE_NEWNET;
     }
+    if plan.id_maps.is_some() {
+        flags |= nix::libc::CLONE_NEWUSER;
+    }
     // SAFETY: setns on a pidfd joins the listed namespaces of that process at once.
     if unsafe { nix::libc::setns(pidfd.as_raw_fd(), flags) } < 0 {
         return Err(format!(
             "join its namespaces: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    if plan.id_maps.is_some() {
+        crate::userns::become_root()
+            .map_err(|e| format!("become root of the user namespace: {e}"))?;
     }
     // SAFETY: still a single thread.
     match unsafe { fork() } {

@@ -12,7 +12,6 @@ use std::path::{Component, Path, PathBuf};
 use berth_manifests::NetworkMode;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use rustix::fs::{OFlags, ResolveFlags};
 
 use crate::sync::{self, FromInit, SetupError, ToInit};
@@ -34,6 +33,8 @@ pub struct Plan {
     pub capabilities: std::collections::HashSet<caps::Capability>,
     /// Compiled before the clone; installed last.
     pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// Set: the child is in a new user namespace, and becomes its root.
+    pub id_maps: Option<crate::userns::IdMaps>,
 }
 
 type Step<T = ()> = Result<T, SetupError>;
@@ -65,6 +66,11 @@ pub fn run(plan: &Plan, mut sync: UnixStream, console: OwnedFd) -> ! {
 }
 
 fn setup_and_exec(plan: &Plan, sync: &UnixStream, console: OwnedFd) -> Step {
+    // The monitor has written our id maps: become the namespace's root.
+    if plan.id_maps.is_some() {
+        crate::userns::become_root()
+            .map_err(|e| fail("become root of the user namespace", e, None))?;
+    }
     // The cgroup namespace only now, with the monitor having put us into the payload
     // cgroup: /proc/self/cgroup inside then shows "/".
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
@@ -205,7 +211,8 @@ fn bind(source: &Path, rootfs: &Path, target: &Path, read_only: bool) -> Step {
                 | MsFlags::MS_REMOUNT
                 | MsFlags::MS_RDONLY
                 | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV,
+                | MsFlags::MS_NODEV
+                | locked_flags(Path::new(&proc_path)),
             None::<&str>,
         )
         .map_err(|e| fail("remount read-only", e, shown_target))?;
@@ -329,30 +336,26 @@ fn build_dev(dev: &Path) -> Step {
         Some("mode=755,size=65536k"),
     )
     .map_err(|e| fail("mount /dev", e, shown(dev)))?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    // The host's own nodes, bound: mknod is not allowed in a user namespace, and a
+    // bind gives exactly these devices and no others.
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let node = dev.join(name);
-        mknod(
+        let host = Path::new("/dev").join(name);
+        std::fs::File::create(&node).map_err(|e| {
+            fail(
+                "create device",
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                shown(&node),
+            )
+        })?;
+        mount(
+            Some(&host),
             &node,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
         )
-        .map_err(|e| fail("create device", e, shown(&node)))?;
-        // mknod applies the umask; the nodes must be 0666 whatever it is.
-        nix::sys::stat::fchmodat(
-            nix::fcntl::AT_FDCWD,
-            &node,
-            Mode::from_bits_truncate(0o666),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(|e| fail("chmod device", e, shown(&node)))?;
+        .map_err(|e| fail("bind device", e, shown(&host)))?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -538,4 +541,28 @@ fn exec(plan: &Plan, sync: &UnixStream) -> Step {
         }
     }
     Err(fail("exec", last, Some(program.clone())))
+}
+
+/// The flags a read-only remount must keep: in a user namespace the kernel locks
+/// nosuid, nodev, noexec and the atime flags of a bind, and refuses to clear them.
+pub(crate) fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let flags = stat.flags();
+    let mut ms = MsFlags::empty();
+    for (fs, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if flags.contains(fs) {
+            ms |= m;
+        }
+    }
+    ms
 }

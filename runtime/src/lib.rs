@@ -19,6 +19,7 @@ mod spawn;
 mod status;
 mod sync;
 mod templates;
+mod userns;
 
 use std::path::{Path, PathBuf};
 

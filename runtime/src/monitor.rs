@@ -190,6 +190,9 @@ impl Monitor {
         // What can fail cheaply fails before anything is made.
         let plan = plan(&config)?;
         check_mount_sources(&config, state_dir)?;
+        if let Some(uid) = config.id_maps.as_ref().and_then(|m| m.root_uid()) {
+            crate::userns::check_reachable(&config.rootfs, uid)?;
+        }
         let listener = bind_socket(&dir.monitor_socket())?;
         let (console_in, console_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("console pipe: {e}"))?;
@@ -545,6 +548,7 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         read_only_rootfs: security.read_only_rootfs,
         capabilities: crate::security::capability_set(&security.cap_add, &security.cap_drop),
         seccomp,
+        id_maps: config.id_maps.clone(),
     })
 }
 

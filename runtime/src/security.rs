@@ -130,7 +130,8 @@ pub fn protect_proc_and_sys() -> Result<(), SetupError> {
                     | MsFlags::MS_REMOUNT
                     | MsFlags::MS_RDONLY
                     | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV,
+                    | MsFlags::MS_NODEV
+                    | crate::init::locked_flags(Path::new(path)),
                 None::<&str>,
             )
         })
@@ -156,7 +157,10 @@ pub fn read_only_root() -> Result<(), SetupError> {
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | crate::init::locked_flags(Path::new("/")),
         None::<&str>,
     )
     .map_err(|e| fail("remount read-only", e, "/"))

@@ -55,6 +55,10 @@ pub fn spawn(plan: &Plan, cgroups: &Cgroups, console: &OwnedFd) -> Result<Payloa
     if plan.network != NetworkMode::Host {
         flags |= libc::CLONE_NEWNET;
     }
+    if plan.id_maps.is_some() {
+        // Created first by the kernel, so it owns the other new namespaces.
+        flags |= libc::CLONE_NEWUSER;
+    }
     let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
         flags: flags as u64,
@@ -95,6 +99,11 @@ pub fn spawn(plan: &Plan, cgroups: &Cgroups, console: &OwnedFd) -> Result<Payloa
     // Into its cgroups before it may do anything.
     if let Err(e) = cgroups.enter_payload(pid) {
         return Err(abort(format!("cgroups: {e}")));
+    }
+    if let Some(maps) = &plan.id_maps
+        && let Err(e) = crate::userns::write_maps(pid, maps)
+    {
+        return Err(abort(format!("user namespace: {e}")));
     }
     if let Err(e) = sync::send(&parent_end, &ToInit::Configure) {
         return Err(abort(format!(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
-use crate::{StateDir, stderr, unique};
+use crate::{StateDir, stderr, stdout, unique};
 
 fn create_and_start(state: &StateDir, name: &str, spec: &str) {
     let manifest = state.manifest(name, spec);
@@ -229,5 +229,67 @@ fn mount_sources_must_exist_and_not_be_berths_own_files() {
         assert_eq!(out.status.code(), Some(1));
         let err = stderr(&out);
         assert!(err.contains(&format!("mount source {source}")), "{err}");
+    }
+}
+
+#[test]
+fn a_userns_container_is_root_inside_and_an_ordinary_user_outside() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = StateDir::new();
+    // The container's root is an ordinary host user: it must be able to reach its rootfs.
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let secrets = tempfile::Builder::new()
+        .prefix("berth-secret-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(secrets.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = secrets.path().join("secret");
+    std::fs::write(&secret, "root only").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let name = unique("userns");
+    create_and_start(
+        &state,
+        &name,
+        &format!(
+            "  command: [/bin/sh, -c, 'echo uid=$(id -u); cat /data/secret || echo unreadable; \
+             while [ ! -e /tmp/go ]; do sleep 0.05; done; rm /tmp/go; [ $$ -eq 1 ] && reboot -f; exec sleep 60']\n  \
+             mounts: [{{source: {}, target: /data/secret, readOnly: true}}]\n  security: {{userns: auto}}\n  stopTimeout: 0s\n",
+            secret.display()
+        ),
+    );
+    let log = console_until(&state, &name, "unreadable");
+    assert!(log.starts_with("uid=0\n"), "{log}");
+    assert!(log.contains("Permission denied"), "{log}");
+    assert!(!log.contains("root only"));
+    let status: serde_json::Value =
+        serde_json::from_slice(&state.run(&["status", &name]).stdout).unwrap();
+    let pid = status["initPid"].as_i64().unwrap();
+    let uids = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let host_uid: u32 = uids
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(host_uid >= 100_000, "init runs as host uid {host_uid}");
+    let out = state.run(&["exec", &name, "--", "id", "-u"]);
+    assert_eq!(stdout(&out), "0\n", "{}", stderr(&out));
+
+    // reboot -f still works in a user namespace (CAP_SYS_BOOT of its own).
+    let nspid = |pid: i64| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(nspid(pid), std::fs::read_link("/proc/self/ns/pid").unwrap());
+    std::fs::write(state.container_dir(&name).join("rootfs/tmp/go"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_slice(&state.run(&["status", &name]).stdout).unwrap();
+        if status["reboots"] == 1 && status["phase"] == "Running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reboot: {status}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
