@@ -118,9 +118,6 @@ fn build_root(plan: &Plan) -> Step {
     for dir in &plan.host_binds {
         bind(dir, rootfs, dir, true)?;
     }
-    for m in &plan.mounts {
-        bind(&m.source, rootfs, &m.target, m.read_only)?;
-    }
     let at = |p: &str| rootfs.join(p);
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     ensure_dir(&at("proc"))?;
@@ -160,7 +157,12 @@ fn build_root(plan: &Plan) -> Step {
         })
     })
     .map_err(|e| fail("mount /sys", e, shown(&at("sys"))))?;
-    build_dev(&at("dev"))
+    build_dev(&at("dev"))?;
+    // The manifest's mounts last, so that one under /dev or /proc is not hidden.
+    for m in &plan.mounts {
+        bind(&m.source, rootfs, &m.target, m.read_only)?;
+    }
+    Ok(())
 }
 
 fn ensure_dir(path: &Path) -> Step {

@@ -205,6 +205,9 @@ impl Monitor {
         let console = Console::open(dir.console_log())?;
         let resources = &config.container.spec.resources;
         let cgroups = Cgroups::new(cgroup_parent, name, resources).map_err(|e| e.to_string())?;
+        if !cgroups.restricts_devices() {
+            refuse_device_mounts(&config)?;
+        }
         let made = cgroups
             .create()
             .and_then(|()| cgroups.enter_monitor(std::process::id() as i32))
@@ -477,6 +480,23 @@ fn check_mount_sources(config: &SavedConfig, state_dir: &Path) -> Result<(), Str
                 "mount source {} overlaps berth's state directory {}; containers may not see berth's own files",
                 mount.source.display(),
                 state.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Without a devices controller (cgroup v2: berth loads no device BPF program)
+/// nothing would stop a bound device node from being used: refuse them.
+fn refuse_device_mounts(config: &SavedConfig) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    for mount in &config.container.spec.mounts {
+        if std::fs::metadata(&mount.source)
+            .is_ok_and(|m| m.file_type().is_char_device() || m.file_type().is_block_device())
+        {
+            return Err(format!(
+                "mount source {} is a device node, and this host has no devices cgroup controller to confine its use",
+                mount.source.display()
             ));
         }
     }

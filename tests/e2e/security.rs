@@ -293,3 +293,40 @@ fn a_userns_container_is_root_inside_and_an_ordinary_user_outside() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn only_the_default_devices_can_be_used() {
+    let state = StateDir::new();
+    let name = unique("devices");
+    // /dev/net/tun bound in by the manifest: not one of the default nodes, and root
+    // inside (CAP_DAC_OVERRIDE) could open it if nothing else stopped it.
+    let manifest = state.manifest(
+        &name,
+        "  command: [/bin/sh, -c, '[ -c /dev/tun ] && echo tun present; (exec 3</dev/tun) 2>/dev/null && echo tun opened || echo tun refused; \
+         head -c 4 /dev/urandom | wc -c; exec sleep infinity']\n  \
+         mounts: [{source: /dev/net/tun, target: /dev/tun}]\n  stopTimeout: 0s\n",
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = state.run(&["start", &name]);
+    let v1_devices = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup ") && l.split(',').any(|o| o == "devices"));
+    if v1_devices {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let log = console_until(&state, &name, "4\n");
+        assert!(log.contains("tun present\ntun refused"), "{log}");
+    } else {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("is a device node"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

@@ -105,7 +105,9 @@ pub(super) fn choose(mounts: &[CgroupMount], resources: &Resources) -> Result<Ch
             .or_else(|| v1.iter().find(|(_, cs)| !cs.iter().any(|c| c == "cpuset")))
             .or_else(|| v1.first());
         let mut chosen: Vec<(PathBuf, Vec<String>)> = tracking.into_iter().cloned().collect();
-        for (c, _) in &needed {
+        // The devices controller, where there is one, limits the container to
+        // its default device nodes.
+        for c in needed.iter().map(|(c, _)| *c).chain(["devices"]) {
             if let Some(h) = v1_find(c)
                 && !chosen.contains(h)
             {

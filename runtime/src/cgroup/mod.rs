@@ -168,7 +168,15 @@ impl Cgroups {
                 write_value(&payload.join(file), &value)?;
             }
         }
+        if let Some(payload) = self.payload_dir("devices") {
+            v1::restrict_devices(&payload)?;
+        }
         Ok(())
+    }
+
+    /// Does the host enforce which devices the container may use?
+    pub fn restricts_devices(&self) -> bool {
+        self.payload_dir("devices").is_some()
     }
 
     /// The pids in payload, from the tracking hierarchy's cgroup.procs.

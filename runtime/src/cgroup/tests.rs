@@ -89,6 +89,7 @@ fn hybrid_host_uses_v1_pids_for_tracking_and_ignores_the_hugetlb_cgroup2() {
             PathBuf::from("/sys/fs/cgroup/pids/berth/web"),
             PathBuf::from("/sys/fs/cgroup/memory/berth/web"),
             PathBuf::from("/sys/fs/cgroup/cpu/berth/web"),
+            PathBuf::from("/sys/fs/cgroup/devices/berth/web"),
         ]
     );
     assert_eq!(
@@ -102,6 +103,7 @@ fn hybrid_host_uses_v1_pids_for_tracking_and_ignores_the_hugetlb_cgroup2() {
             PathBuf::from("/sys/fs/cgroup/pids/berth"),
             PathBuf::from("/sys/fs/cgroup/memory/berth"),
             PathBuf::from("/sys/fs/cgroup/cpu/berth"),
+            PathBuf::from("/sys/fs/cgroup/devices/berth"),
         ]
     );
 
@@ -110,7 +112,10 @@ fn hybrid_host_uses_v1_pids_for_tracking_and_ignores_the_hugetlb_cgroup2() {
     assert_eq!(none.version(), CgroupVersion::V1);
     assert_eq!(
         dirs(&none),
-        [PathBuf::from("/sys/fs/cgroup/pids/berth/web")]
+        [
+            PathBuf::from("/sys/fs/cgroup/pids/berth/web"),
+            PathBuf::from("/sys/fs/cgroup/devices/berth/web"),
+        ]
     );
 
     let memory =
@@ -120,6 +125,7 @@ fn hybrid_host_uses_v1_pids_for_tracking_and_ignores_the_hugetlb_cgroup2() {
         [
             PathBuf::from("/sys/fs/cgroup/pids/berth/web"),
             PathBuf::from("/sys/fs/cgroup/memory/berth/web"),
+            PathBuf::from("/sys/fs/cgroup/devices/berth/web"),
         ]
     );
 }
@@ -244,9 +250,13 @@ fn v1_tracking_falls_back_from_pids_to_memory_to_freezer_but_not_cpuset() {
         pick(&["freezer", "memory"]),
         [PathBuf::from("/cg/1/berth/web")]
     );
+    // The devices hierarchy comes along wherever there is one, for device rules.
     assert_eq!(
         pick(&["cpuset", "devices", "freezer"]),
-        [PathBuf::from("/cg/2/berth/web")]
+        [
+            PathBuf::from("/cg/2/berth/web"),
+            PathBuf::from("/cg/1/berth/web")
+        ]
     );
     assert_eq!(
         pick(&["cpuset", "cpu,cpuacct"]),

@@ -56,3 +56,22 @@ pub(super) fn limit_files(resources: &Resources) -> Vec<(&'static str, &'static 
     }
     files
 }
+
+/// Deny every device, then allow the nodes berth puts in /dev (null, zero, full,
+/// random, urandom, tty, ptmx) and the container's own pseudo-terminals.
+pub(super) fn restrict_devices(payload: &std::path::Path) -> Result<()> {
+    write_value(&payload.join("devices.deny"), "a")?;
+    for rule in [
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 1:8 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+    ] {
+        write_value(&payload.join("devices.allow"), rule)?;
+    }
+    Ok(())
+}
