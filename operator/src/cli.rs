@@ -88,6 +88,12 @@ pub enum Command {
         /// Working directory inside the container.
         #[arg(short = 'w', long = "workdir")]
         workdir: Option<String>,
+        /// Keep stdin open for the command.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Allocate a terminal inside the container (raw mode, window size passed on).
+        #[arg(short = 't', long)]
+        tty: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,

@@ -75,12 +75,16 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             name,
             env,
             workdir,
+            interactive,
+            tty,
             command,
         } => {
             let options = berth_runtime::ExecOptions {
                 command,
                 env,
                 working_dir: workdir,
+                stdin: interactive,
+                tty,
             };
             let code = runtime.exec(&name, &options)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))

@@ -6,6 +6,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -22,6 +23,10 @@ pub struct ExecOptions {
     pub env: Vec<String>,
     /// Default: the container's working directory.
     pub working_dir: Option<String>,
+    /// `-i`: pass stdin through (otherwise the command reads /dev/null).
+    pub stdin: bool,
+    /// `-t`: a pseudo-terminal inside the container, proxied to berth's.
+    pub tty: bool,
 }
 
 impl Runtime {
@@ -65,23 +70,52 @@ impl Runtime {
         let cgroups = status.cgroups.clone();
         let command = options.command.clone();
 
+        let terminal = if options.tty {
+            Some(
+                UnixStream::pair()
+                    .map_err(crate::error::io("create a socket for", PathBuf::from(name)))?,
+            )
+        } else {
+            None
+        };
+        let io = Io {
+            stdin: options.stdin || options.tty,
+            terminal: terminal.as_ref().map(|(_, inner)| inner),
+        };
         // SAFETY: the CLI is single-threaded here; the children only exec or exit.
         match unsafe { fork() } {
             Err(e) => Err(crate::error::errno("fork for", PathBuf::from(name))(e)),
             Ok(ForkResult::Child) => {
-                let code = match attach(&pidfd, cgroups.as_ref(), &plan, &working_dir, &command) {
-                    Ok(code) => code,
-                    Err(message) => {
-                        eprintln!("berth: exec in {name}: {message}");
-                        126
-                    }
-                };
+                let code =
+                    match attach(&pidfd, cgroups.as_ref(), &plan, &working_dir, &command, &io) {
+                        Ok(code) => code,
+                        Err(message) => {
+                            eprintln!("berth: exec in {name}: {message}");
+                            126
+                        }
+                    };
                 // SAFETY: _exit ends only this child.
                 unsafe { nix::libc::_exit(code) }
             }
-            Ok(ForkResult::Parent { child }) => Ok(exit_code(waitpid(child, None))),
+            Ok(ForkResult::Parent { child }) => {
+                if let Some((outer, inner)) = terminal {
+                    drop(inner);
+                    match crate::pty::receive_master(&outer) {
+                        Ok(master) => crate::pty::proxy(master),
+                        Err(message) => eprintln!("berth: exec in {name}: {message}"),
+                    }
+                }
+                Ok(exit_code(waitpid(child, None)))
+            }
         }
     }
+}
+
+/// How the command's stdio is set up.
+struct Io<'a> {
+    stdin: bool,
+    /// `-t`: where to send the pty master.
+    terminal: Option<&'a UnixStream>,
 }
 
 fn exit_code(status: nix::Result<WaitStatus>) -> i32 {
@@ -100,6 +134,7 @@ fn attach(
     plan: &crate::init::Plan,
     working_dir: &str,
     command: &[String],
+    io: &Io,
 ) -> std::result::Result<i32, String> {
     let me = std::process::id() as i32;
     if let Some(cgroups) = cgroups {
@@ -132,7 +167,7 @@ fn attach(
         Err(e) => Err(format!("fork: {e}")),
         Ok(ForkResult::Parent { child }) => Ok(exit_code(waitpid(child, None))),
         Ok(ForkResult::Child) => {
-            let message = run_command(plan, working_dir, command);
+            let message = run_command(plan, working_dir, command, io);
             eprintln!("berth: exec: {message}");
             // SAFETY: _exit ends only this grandchild.
             unsafe {
@@ -147,7 +182,17 @@ fn attach(
 }
 
 /// In the grandchild, inside the container: returns only on failure.
-fn run_command(plan: &crate::init::Plan, working_dir: &str, command: &[String]) -> String {
+fn run_command(plan: &crate::init::Plan, working_dir: &str, command: &[String], io: &Io) -> String {
+    if let Some(terminal) = io.terminal {
+        if let Err(e) = crate::pty::attach_inside(terminal) {
+            return e;
+        }
+    } else if !io.stdin
+        && let Ok(null) = std::fs::File::open("/dev/null")
+    {
+        // SAFETY: dup2 onto this process's own stdin.
+        unsafe { nix::libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
+    }
     if let Err(e) = nix::unistd::chdir(working_dir) {
         return format!("enter {working_dir}: {e}");
     }

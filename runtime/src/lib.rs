@@ -12,6 +12,7 @@ mod layout;
 mod lifecycle;
 pub mod monitor;
 mod partial;
+mod pty;
 mod remove;
 mod seccomp;
 mod security;

@@ -78,3 +78,48 @@ fn exec_into_a_stopped_container_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn exec_with_a_terminal_gets_a_pty_inside_with_the_window_size() {
+    let state = StateDir::new();
+    let name = unique("exec-tty");
+    running(&state, &name);
+    // `script` (util-linux) gives berth a terminal of 45 rows and 123 columns.
+    let berth = format!(
+        "{} --state-dir {} --cgroup-parent {} exec -it {name} -- sh -c 'tty; stty size; exit 7'",
+        env!("CARGO_BIN_EXE_berth"),
+        state.path().display(),
+        state.cgroup_parent
+    );
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty rows 45 cols 123; {berth}"),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) is needed for this test: apt-get install bsdutils");
+    let text = stdout(&out).replace('\r', "");
+    assert!(
+        text.contains("/dev/pts/0\n"),
+        "not a terminal inside: {text:?}"
+    );
+    assert!(
+        text.contains("45 123\n"),
+        "window size not passed on: {text:?}"
+    );
+    assert_eq!(out.status.code(), Some(7), "{text:?}");
+
+    // Without -i the command's stdin is empty; with it, berth's.
+    let mut child = state
+        .berth(&["exec", "-i", &name, "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"through stdin\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "through stdin\n");
+}
