@@ -181,7 +181,7 @@ fn a_mount_target_that_is_a_symlink_out_of_the_rootfs_lands_inside_it() {
     let manifest = state.manifest(
         &name,
         &format!(
-            "  command: [/bin/sh, -c, 'cat /etc/marker; ls /etc/hostname >/dev/null 2>&1 || echo masked; exec sleep infinity']\n  \
+            "  command: [/bin/sh, -c, 'cat /etc/marker; echo; ls /etc/hostname >/dev/null 2>&1 || echo masked; echo end; exec sleep infinity']\n  \
              mounts: [{{source: {}, target: /data}}]\n  stopTimeout: 0s\n",
             source.path().display()
         ),
@@ -197,7 +197,8 @@ fn a_mount_target_that_is_a_symlink_out_of_the_rootfs_lands_inside_it() {
         .unwrap();
     let out = state.run(&["start", &name]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let log = console_until(&state, &name, "from the mount source");
+    let log = console_until(&state, &name, "end\n");
+    assert!(log.contains("from the mount source"), "{log}");
     // It covered the container's own /etc, not the host's.
     assert!(log.contains("masked"), "{log}");
     assert!(!Path::new("/etc/marker").exists());
