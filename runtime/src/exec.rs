@@ -3,9 +3,7 @@
 //! take the same capabilities, no_new_privs and seccomp filters and its
 //! environment, then exec. Its exit code becomes berth's.
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -196,37 +194,5 @@ fn run_command(plan: &crate::init::Plan, working_dir: &str, command: &[String], 
     if let Err(e) = nix::unistd::chdir(working_dir) {
         return format!("enter {working_dir}: {e}");
     }
-    if let Err(e) = crate::security::drop_privileges(&plan.capabilities) {
-        return e.to_string();
-    }
-    if let Err(e) = crate::seccomp::install(&plan.seccomp) {
-        return format!("install the seccomp filter: {e}");
-    }
-    let to_c = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
-    let args: Vec<CString> = command.iter().map(|a| to_c(a)).collect();
-    let env: Vec<CString> = plan.env.iter().map(|e| to_c(e)).collect();
-    let program = &command[0];
-    let candidates: Vec<PathBuf> = if program.contains('/') {
-        vec![PathBuf::from(program)]
-    } else {
-        let path = plan
-            .env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(crate::spawn::DEFAULT_PATH);
-        std::env::split_paths(std::ffi::OsStr::new(path))
-            .map(|d| d.join(program))
-            .collect()
-    };
-    let mut last = nix::errno::Errno::ENOENT;
-    for candidate in candidates {
-        let Ok(path) = CString::new(candidate.as_os_str().as_bytes()) else {
-            continue;
-        };
-        let Err(e) = nix::unistd::execve(&path, &args, &env);
-        if e != nix::errno::Errno::ENOENT {
-            last = e;
-        }
-    }
-    format!("{program}: {}", std::io::Error::from(last))
+    crate::init::confine_and_exec(plan, command, || {}).to_string()
 }

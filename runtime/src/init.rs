@@ -146,15 +146,7 @@ fn build_root(plan: &Plan) -> Step {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .and_then(|()| {
-            mount(
-                None::<&str>,
-                &at("sys"),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_noexec_nodev,
-                None::<&str>,
-            )
-        })
+        .and_then(|()| remount_read_only(&at("sys"), nosuid_noexec_nodev))
     })
     .map_err(|e| fail("mount /sys", e, shown(&at("sys"))))?;
     build_dev(&at("dev"))?;
@@ -205,17 +197,9 @@ fn bind(source: &Path, rootfs: &Path, target: &Path, read_only: bool) -> Step {
         drop(fd);
         let fd = open_in_root(rootfs, target, is_dir)?;
         let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        mount(
-            None::<&str>,
-            proc_path.as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | locked_flags(Path::new(&proc_path)),
-            None::<&str>,
+        remount_read_only(
+            Path::new(&proc_path),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         )
         .map_err(|e| fail("remount read-only", e, shown_target))?;
     }
@@ -489,23 +473,40 @@ fn unsafe_stdio(fd: i32) -> OwnedFd {
 
 /// execve the command, looked up on the container's PATH like execvp.
 fn exec(plan: &Plan, sync: &UnixStream) -> Step {
-    let program = plan
-        .command
-        .first()
-        .ok_or_else(|| fail("exec", Errno::ENOENT, Some(String::new())))?;
+    // Told before the attempt: after a successful execve there is no one left to tell.
+    Err(confine_and_exec(plan, &plan.command, || {
+        let _ = sync::send(sync, &FromInit::Exec);
+    }))
+}
+
+/// Take the container's capabilities, no_new_privs and seccomp filters, then
+/// execve `command` with `plan.env`, looked up on its PATH like execvp. Used by
+/// the container's init and by `berth exec`. Returns only on failure; `announce`
+/// runs just before the first execve.
+pub(crate) fn confine_and_exec(
+    plan: &Plan,
+    command: &[String],
+    announce: impl FnOnce(),
+) -> SetupError {
+    let Some(program) = command.first() else {
+        return fail("exec", Errno::ENOENT, Some(String::new()));
+    };
     let cstring = |s: &str| {
         CString::new(s.as_bytes()).map_err(|_| fail("exec", Errno::EINVAL, Some(s.to_owned())))
     };
-    let args = plan
-        .command
-        .iter()
-        .map(|a| cstring(a))
-        .collect::<Step<Vec<_>>>()?;
-    let env = plan
+    let args = match command.iter().map(|a| cstring(a)).collect::<Step<Vec<_>>>() {
+        Ok(args) => args,
+        Err(e) => return e,
+    };
+    let env = match plan
         .env
         .iter()
         .map(|e| cstring(e))
-        .collect::<Step<Vec<_>>>()?;
+        .collect::<Step<Vec<_>>>()
+    {
+        Ok(env) => env,
+        Err(e) => return e,
+    };
     let candidates: Vec<PathBuf> = if program.contains('/') {
         vec![PathBuf::from(program)]
     } else {
@@ -518,15 +519,18 @@ fn exec(plan: &Plan, sync: &UnixStream) -> Step {
             .map(|dir| dir.join(program))
             .collect()
     };
+    if let Err(e) = crate::security::drop_privileges(&plan.capabilities) {
+        return e;
+    }
+    if let Err(e) = crate::seccomp::install(&plan.seccomp) {
+        return SetupError {
+            step: format!("install the seccomp filter: {e}"),
+            errno: 0,
+            path: None,
+        };
+    }
+    announce();
     let mut last = Errno::ENOENT;
-    crate::security::drop_privileges(&plan.capabilities)?;
-    crate::seccomp::install(&plan.seccomp).map_err(|e| SetupError {
-        step: format!("install the seccomp filter: {e}"),
-        errno: 0,
-        path: None,
-    })?;
-    // Told before the attempt: after a successful execve there is no one left to tell.
-    let _ = sync::send(sync, &FromInit::Exec);
     for candidate in candidates {
         let Ok(path) = CString::new(candidate.as_os_str().as_bytes()) else {
             continue;
@@ -542,12 +546,24 @@ fn exec(plan: &Plan, sync: &UnixStream) -> Step {
             Ok(never) => match never {},
         }
     }
-    Err(fail("exec", last, Some(program.clone())))
+    fail("exec", last, Some(program.clone()))
+}
+
+/// Make the bind mount at `path` read-only, adding `extra` flags and keeping the
+/// ones the kernel locks.
+pub(crate) fn remount_read_only(path: &Path, extra: MsFlags) -> nix::Result<()> {
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra | locked_flags(path),
+        None::<&str>,
+    )
 }
 
 /// The flags a read-only remount must keep: in a user namespace the kernel locks
 /// nosuid, nodev, noexec and the atime flags of a bind, and refuses to clear them.
-pub(crate) fn locked_flags(path: &Path) -> MsFlags {
+fn locked_flags(path: &Path) -> MsFlags {
     use nix::sys::statvfs::FsFlags;
     let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
         return MsFlags::empty();

@@ -122,18 +122,7 @@ pub fn protect_proc_and_sys() -> Result<(), SetupError> {
             None::<&str>,
         )
         .and_then(|()| {
-            mount(
-                Some(*path),
-                *path,
-                None::<&str>,
-                MsFlags::MS_BIND
-                    | MsFlags::MS_REMOUNT
-                    | MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV
-                    | crate::init::locked_flags(Path::new(path)),
-                None::<&str>,
-            )
+            crate::init::remount_read_only(Path::new(path), MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
         })
         .map_err(|e| fail("make read-only", e, path))?;
     }
@@ -153,17 +142,8 @@ pub fn read_only_root() -> Result<(), SetupError> {
         )
         .map_err(|e| fail("mount tmpfs", e, dir))?;
     }
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | crate::init::locked_flags(Path::new("/")),
-        None::<&str>,
-    )
-    .map_err(|e| fail("remount read-only", e, "/"))
+    crate::init::remount_read_only(Path::new("/"), MsFlags::empty())
+        .map_err(|e| fail("remount read-only", e, "/"))
 }
 
 /// Bounding, inheritable, permitted, effective and ambient sets all become `set`,

@@ -238,25 +238,29 @@ fn a_missing_template_tool_says_what_to_fix_before_making_anything() {
 fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (path, contents) in entries {
-        let mut header = tar::Header::new_gnu();
+        let mut header = if path.ends_with('/') {
+            header(tar::EntryType::Directory, 0o755, 0)
+        } else {
+            header(tar::EntryType::Regular, 0o644, contents.len() as u64)
+        };
         let name = &mut header.as_old_mut().name;
         name[..path.len()].copy_from_slice(path.as_bytes());
-        if path.ends_with('/') {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(0o755);
-            header.set_size(0);
-        } else {
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(0o644);
-            header.set_size(contents.len() as u64);
-        }
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_700_000_000);
         header.set_cksum();
         builder.append(&header, contents.as_bytes()).unwrap();
     }
     builder.into_inner().unwrap()
+}
+
+/// A root-owned tar header of `kind`.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -349,22 +353,11 @@ fn a_tarball_cannot_write_through_its_own_symlink_to_the_host() {
         .tempdir()
         .unwrap();
     let mut builder = tar::Builder::new(Vec::new());
-    let mut link = tar::Header::new_gnu();
-    link.set_entry_type(tar::EntryType::Symlink);
-    link.set_size(0);
-    link.set_mode(0o777);
-    link.set_uid(0);
-    link.set_gid(0);
-    link.set_mtime(1_700_000_000);
+    let mut link = header(tar::EntryType::Symlink, 0o777, 0);
     builder
         .append_link(&mut link, "out", outside.path())
         .unwrap();
-    let mut file = tar::Header::new_gnu();
-    file.set_size(5);
-    file.set_mode(0o644);
-    file.set_uid(0);
-    file.set_gid(0);
-    file.set_mtime(1_700_000_000);
+    let mut file = header(tar::EntryType::Regular, 0o644, 5);
     builder
         .append_data(&mut file, "out/pwned", "pwned".as_bytes())
         .unwrap();
