@@ -205,17 +205,7 @@ fn oldest_beyond(keys: &[IVec], capacity: usize) -> &[IVec] {
 }
 
 fn decode_event(key: &[u8], value: &[u8]) -> Option<Event> {
-    match serde_json::from_slice(value) {
-        Ok(event) => Some(event),
-        Err(error) => {
-            tracing::warn!(
-                key = ?String::from_utf8_lossy(key),
-                %error,
-                "skipping undecodable event in the state database"
-            );
-            None
-        }
-    }
+    crate::decode(key, value, "event")
 }
 
 #[cfg(test)]

@@ -140,13 +140,23 @@ fn check_name(name: &str) -> Result<(), Error> {
 }
 
 fn decode_record(key: &[u8], bytes: &[u8]) -> Option<Record> {
+    decode(key, bytes, "container record")
+}
+
+/// A value of the database, or `None` with a warning: a damaged entry is skipped
+/// and rebuilt, never a reason to stop.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+    what: &str,
+) -> Option<T> {
     match serde_json::from_slice(bytes) {
-        Ok(record) => Some(record),
+        Ok(value) => Some(value),
         Err(error) => {
             tracing::warn!(
-                container = %String::from_utf8_lossy(key),
+                key = %String::from_utf8_lossy(key),
                 %error,
-                "skipping undecodable container record in the state database"
+                "skipping an undecodable {what} in the state database"
             );
             None
         }
