@@ -16,6 +16,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(state: &StateDir) -> Daemon {
+        Daemon::start_with(state, &[])
+    }
+
+    fn start_with(state: &StateDir, extra: &[&str]) -> Daemon {
         let manifests = manifests_dir(state);
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -28,6 +32,7 @@ impl Daemon {
             .berth(&["daemon", "--manifests"])
             .arg(&manifests)
             .args(["--resync", "3s", "--crash-backoff", "1s"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -157,6 +162,12 @@ fn a_dropped_manifest_runs_edits_restart_it_stopped_stops_it_and_deleting_remove
     );
     let first = wait_phase(&state, &daemon, &name, "Running");
     let first_pid = pid_of(&first);
+    let socket = std::fs::metadata(state.path().join("berth.sock")).unwrap();
+    assert_eq!(
+        socket.permissions().mode() & 0o777,
+        0o660,
+        "the API socket is open to others"
+    );
     assert_eq!(
         first["source"],
         format!("{}#0", manifests_dir(&state).join(&file).display())
@@ -568,4 +579,31 @@ fn the_install_script_stages_the_binary_the_directories_and_the_unit() {
         .output()
         .unwrap();
     assert!(stdout(&version).starts_with("berth "));
+}
+
+#[test]
+fn json_logs_name_the_container_of_every_reconcile() {
+    let state = StateDir::new();
+    let daemon = Daemon::start_with(&state, &["--log-format", "json"]);
+    let name = unique("logged");
+    save(
+        &state,
+        &format!("{name}.yaml"),
+        &manifest(
+            &name,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    wait_phase(&state, &daemon, &name, "Running");
+    let log = daemon.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["fields"]["reason"] == "Started")
+        .unwrap_or_else(|| panic!("no Started event in:\n{log}"));
+    assert_eq!(started["span"]["name"], "reconcile");
+    assert_eq!(started["span"]["container"], name.as_str());
 }
