@@ -229,7 +229,8 @@ pub struct Resources {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Network {
     /// `none`: its own network namespace with only loopback up; `host`: the host's
-    /// network; `bridge`: a veth pair on a berth bridge. Default: `none`.
+    /// network; `bridge` (a veth pair on a berth bridge) is reserved and refused for
+    /// now. Default: `none`.
     pub mode: Option<NetworkMode>,
 }
 

@@ -146,6 +146,13 @@ pub fn container(
         .network
         .and_then(|n| n.mode)
         .unwrap_or(NetworkMode::None);
+    if network == NetworkMode::Bridge {
+        // Refused rather than quietly run without a network.
+        c.value(
+            "spec.network.mode",
+            "bridge networking is not implemented in this berth yet; use none or host",
+        );
+    }
     if security.userns.is_some() && network == NetworkMode::Host {
         c.value(
             "spec.security.userns",

@@ -489,3 +489,11 @@ fn user_namespaces_are_checked() {
             .contains("userns")
     );
 }
+
+#[test]
+fn bridge_networking_is_refused_until_it_exists() {
+    assert_one(
+        &with_spec("web", "  network: {mode: bridge}\n"),
+        "m.yaml:7:19: spec.network.mode: bridge networking is not implemented in this berth yet; use none or host",
+    );
+}
