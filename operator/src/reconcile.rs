@@ -100,7 +100,7 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
     let mut record = ctx.store.get(&name)?.unwrap_or_else(|| Record::new(&name));
     let runtime = ctx.runtime.clone();
     let n = name.clone();
-    let (exists, running, config, status) = blocking(move || {
+    let (exists, running, mut config, status) = blocking(move || {
         let exists = runtime.exists(&n)?;
         let running = runtime.is_running(&n)?;
         let config = if exists {
@@ -174,7 +174,7 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
         let runtime = ctx.runtime.clone();
         let c = container.clone();
         // A create that died half way leaves `partial`: clean it, then create.
-        blocking(move || {
+        let created = blocking(move || {
             runtime.recover()?;
             runtime.create(&c, Origin::Manifest)
         })
@@ -184,7 +184,10 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
         record.restarts = 0;
         ctx.event(&name, "Created", "created from its manifest");
         ctx.save(&mut record, "Created", None)?;
-        return Ok(Action::RequeueAfter(Duration::ZERO));
+        // Go straight on to starting it: queued behind every other create of a
+        // burst, the first container of a hundred would run only after the last
+        // was created.
+        config = Some(created);
     }
 
     // The spec changed: run-time fields restart it; a new rootfs source recreates it.
