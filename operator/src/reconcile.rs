@@ -75,20 +75,35 @@ impl Context {
         if !watched.insert(name.to_owned()) {
             return;
         }
-        let (runtime, scheduler, set, name) = (
-            self.runtime.clone(),
+        let Ok(socket) = self.runtime.dir(name).map(|d| d.monitor_socket()) else {
+            return;
+        };
+        let (scheduler, set, name) = (
             self.scheduler.clone(),
             self.watched.clone(),
             name.to_owned(),
         );
-        tokio::task::spawn_blocking(move || {
-            let _ = runtime.wait(&name);
+        // An async wait, not a blocking thread per container: a device may run
+        // more containers than the blocking pool has threads.
+        tokio::spawn(async move {
+            let _ = wait_for_monitor(&socket).await;
             if let Ok(mut set) = set.lock() {
                 set.remove(&name);
             }
             scheduler.schedule(&name);
         });
     }
+}
+
+/// Ask the monitor to answer when the container stops for good, and wait for the
+/// connection to close: the monitor closes it by exiting.
+async fn wait_for_monitor(socket: &std::path::Path) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream.write_all(b"{\"op\":\"wait\"}\n").await?;
+    let mut sink = Vec::new();
+    stream.read_to_end(&mut sink).await?;
+    Ok(())
 }
 
 pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
