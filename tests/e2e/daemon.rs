@@ -607,3 +607,46 @@ fn json_logs_name_the_container_of_every_reconcile() {
     assert_eq!(started["span"]["name"], "reconcile");
     assert_eq!(started["span"]["container"], name.as_str());
 }
+
+#[test]
+fn sigterm_stops_the_daemon_promptly_and_leaves_containers_running() {
+    let state = StateDir::new();
+    let mut daemon = Daemon::start(&state);
+    let name = unique("survivor");
+    save(
+        &state,
+        &format!("{name}.yaml"),
+        &manifest(
+            &name,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    let pid = pid_of(&wait_phase(&state, &daemon, &name, "Running"));
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the daemon did not exit within 5 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    assert!(
+        daemon
+            .log()
+            .contains("shutting down: containers keep running")
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with the daemon"
+    );
+    assert!(!state.path().join("berth.sock").exists());
+}
