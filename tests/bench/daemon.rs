@@ -20,17 +20,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+#[path = "common.rs"]
+mod common;
+
+use common::{INTERRUPTED, Run, check_interrupted, run};
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 const CONTAINERS: usize = 100;
@@ -51,90 +56,6 @@ const DAEMON_EXIT_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// What one container monitor should stay under, resident.
 const MONITOR_TARGET_KIB: u64 = 2048;
-
-/// Set by SIGINT/SIGTERM; the loops stop at their next step and the guard cleans up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn check_interrupted() -> Result<(), String> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        Err("interrupted".to_owned())
-    } else {
-        Ok(())
-    }
-}
-
-/// One finished command.
-#[derive(Debug)]
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn ok(self, what: &str) -> Result<Output, String> {
-        if self.status.success() {
-            Ok(self)
-        } else {
-            Err(format!("{what}: {}", self.first_error_line()))
-        }
-    }
-
-    fn first_error_line(&self) -> String {
-        self.stderr
-            .lines()
-            .chain(self.stdout.lines())
-            .map(str::trim)
-            .find(|line| !line.is_empty())
-            .map_or_else(|| format!("exited with {}", self.status), str::to_owned)
-    }
-}
-
-/// Run a command (in its own process group, so that a Ctrl-C meant for the bench
-/// does not cut its cleanup short) with stdin from /dev/null and its output in
-/// files under `out`; SIGKILLed by pid after `timeout`.
-fn run(command: &mut Command, timeout: Duration, out: &Path) -> Result<Output, String> {
-    let what = format!("{command:?}");
-    let stdout_path = out.join("stdout");
-    let stderr_path = out.join("stderr");
-    let stdout = File::create(&stdout_path).map_err(|e| format!("{}: {e}", out.display()))?;
-    let stderr = File::create(&stderr_path).map_err(|e| format!("{}: {e}", out.display()))?;
-    command
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0);
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        // try_wait reaps only an exited child, and the kill below happens in this
-        // thread before any reaping, so the pid is still our child's when killed.
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = kill(pid_of(&child), Signal::SIGKILL);
-                let _ = child.wait();
-                return Err(format!("{what}: killed after {}s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(format!("wait for {what}: {e}")),
-        }
-    };
-    let read = |path: &Path| {
-        String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-    };
-    Ok(Output {
-        status,
-        stdout: read(&stdout_path),
-        stderr: read(&stderr_path),
-    })
-}
 
 fn pid_of(child: &Child) -> Pid {
     Pid::from_raw(i32::try_from(child.id()).unwrap())
@@ -274,7 +195,7 @@ impl Bench {
         command
     }
 
-    fn run_berth(&self, args: &[&str], timeout: Duration) -> Result<Output, String> {
+    fn run_berth(&self, args: &[&str], timeout: Duration) -> Result<Run, String> {
         run(&mut self.berth(args), timeout, &self.out)
     }
 
@@ -871,15 +792,7 @@ fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let count = if full { CONTAINERS } else { SMOKE_CONTAINERS };
 
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(signal, &action) }.unwrap();
-    }
+    common::catch_interrupts();
 
     let mut bench = Bench::new();
     let result = benchmark(&mut bench, count);
