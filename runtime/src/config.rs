@@ -60,20 +60,36 @@ pub struct SavedConfig {
 
 impl SavedConfig {
     pub fn load(path: &Path) -> Result<SavedConfig> {
-        let bytes = std::fs::read(path).map_err(io("read", path))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        read_json(path)?.ok_or_else(|| io("read", path)(std::io::ErrorKind::NotFound.into()))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Config {
+        write_json(path, self)
+    }
+}
+
+/// A JSON file of berth's own; `None` if it does not exist.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("read", path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Config {
             path: path.to_owned(),
             message: e.to_string(),
-        })?;
-        write_atomic(path, &json)
-    }
+        })
+}
+
+/// Write `value` as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Config {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &json)
 }
 
 /// Replace `path` with `bytes` so that a crash leaves the old or the new file, never

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::write_atomic;
-use crate::error::{Error, Result};
+use crate::config::{read_json, write_json};
+use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -81,24 +81,11 @@ pub struct Status {
 
 impl Status {
     pub fn load(path: &Path) -> Result<Option<Status>> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Config {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(crate::error::io("read", path)(e)),
-        }
+        read_json(path)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        write_atomic(path, &json)
+        write_json(path, self)
     }
 }
 

@@ -83,6 +83,7 @@ fn is_dynamic(path: &Path) -> std::io::Result<bool> {
 
 pub fn build(ctx: &Context, binary: &Path) -> Result<()> {
     let rootfs = ctx.rootfs;
+    etc::minimal(rootfs, ctx.hostname, "/bin/sh")?;
     etc::dirs(
         rootfs,
         &[
@@ -90,15 +91,6 @@ pub fn build(ctx: &Context, binary: &Path) -> Result<()> {
             ("sbin", 0o755),
             ("usr/bin", 0o755),
             ("usr/sbin", 0o755),
-            ("tmp", 0o1777),
-            ("var/log", 0o755),
-            ("run", 0o755),
-            ("root", 0o700),
-            ("home", 0o755),
-            ("proc", 0o555),
-            ("sys", 0o555),
-            ("dev", 0o755),
-            ("mnt", 0o755),
         ],
     )?;
     let installed = rootfs.join("bin/busybox");
@@ -142,7 +134,6 @@ pub fn build(ctx: &Context, binary: &Path) -> Result<()> {
             Err(e) => return Err(io("create symlink", &link)(e)),
         }
     }
-    etc::minimal(rootfs, ctx.hostname, "/bin/sh")?;
     etc::write(
         rootfs,
         "etc/os-release",

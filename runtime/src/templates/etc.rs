@@ -28,9 +28,25 @@ pub fn write(rootfs: &Path, file: &str, contents: &str, mode: u32) -> Result<()>
         .map_err(io("chmod", &path))
 }
 
-/// passwd, group, hosts, hostname, resolv.conf, nsswitch.conf.
+/// What every built rootfs gets: the top-level directories (mount points for
+/// /proc, /sys, /dev among them) and a minimal /etc: passwd, group, hosts,
+/// hostname, resolv.conf, nsswitch.conf.
 pub fn minimal(rootfs: &Path, hostname: &str, shell: &str) -> Result<()> {
-    dirs(rootfs, &[("etc", 0o755)])?;
+    dirs(
+        rootfs,
+        &[
+            ("etc", 0o755),
+            ("tmp", 0o1777),
+            ("var/log", 0o755),
+            ("run", 0o755),
+            ("root", 0o700),
+            ("home", 0o755),
+            ("proc", 0o555),
+            ("sys", 0o555),
+            ("dev", 0o755),
+            ("mnt", 0o755),
+        ],
+    )?;
     write(
         rootfs,
         "etc/passwd",

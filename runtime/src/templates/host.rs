@@ -35,24 +35,8 @@ fn build_from(host: &Path, ctx: &Context) -> Result<Built> {
             _ => {}
         }
     }
-    etc::dirs(
-        rootfs,
-        &[
-            ("etc", 0o755),
-            ("tmp", 0o1777),
-            ("var/tmp", 0o1777),
-            ("var/log", 0o755),
-            ("run", 0o755),
-            ("root", 0o700),
-            ("home", 0o755),
-            ("proc", 0o555),
-            ("sys", 0o555),
-            ("dev", 0o755),
-            ("srv", 0o755),
-            ("mnt", 0o755),
-        ],
-    )?;
     etc::minimal(rootfs, ctx.hostname, "/bin/sh")?;
+    etc::dirs(rootfs, &[("var/tmp", 0o1777), ("srv", 0o755)])?;
     let os = std::fs::read_to_string(host.join("etc/os-release")).unwrap_or_default();
     etc::write(
         rootfs,
