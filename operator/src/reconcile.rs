@@ -188,12 +188,8 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
         ctx.save(&mut record, "Creating", None)?;
         let runtime = ctx.runtime.clone();
         let c = container.clone();
-        // A create that died half way leaves `partial`: clean it, then create.
-        let created = blocking(move || {
-            runtime.recover()?;
-            runtime.create(&c, Origin::Manifest)
-        })
-        .await?;
+        // A create of this name that died half way is cleaned up by create itself.
+        let created = blocking(move || runtime.create(&c, Origin::Manifest)).await?;
         record.spec_hash = Some(container.hash.clone());
         record.completed = false;
         record.restarts = 0;
