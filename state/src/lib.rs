@@ -163,6 +163,24 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Open a database a test has just dropped: sled's background threads may hold its
+/// file lock for a moment after the last handle goes (a new process never waits).
+#[cfg(test)]
+pub(crate) fn reopen(dir: &std::path::Path) -> Result<Store, Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +287,7 @@ mod tests {
                 .seq
         };
 
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::reopen(dir.path()).unwrap();
         let back = store.get("web").unwrap().unwrap();
         assert_eq!(back.spec_hash, record.spec_hash);
         assert_eq!(back.conditions, record.conditions);

@@ -240,7 +240,7 @@ mod tests {
             store.meta.insert(SCHEMA_KEY, &7u64.to_be_bytes()).unwrap();
             store.flush().unwrap();
         }
-        let err = Store::open(dir.path()).unwrap_err();
+        let err = crate::reopen(dir.path()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -290,7 +290,7 @@ mod tests {
             }
         }
 
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::reopen(dir.path()).unwrap();
         assert!(store.list().unwrap().is_empty());
         assert_eq!(corrupt_copies(dir.path()).len(), 1);
         assert!(db_dir.is_dir());
@@ -305,7 +305,7 @@ mod tests {
             store.meta.remove(SCHEMA_KEY).unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::reopen(dir.path()).unwrap();
         assert!(store.list().unwrap().is_empty());
         assert_eq!(corrupt_copies(dir.path()).len(), 1);
     }
