@@ -33,6 +33,10 @@ pub struct Diagnostic {
     pub line: usize,
     pub column: usize,
     pub message: String,
+    /// The YAML document it belongs to; `None` for a problem of the whole file
+    /// (unreadable, not UTF-8, too large). A syntax error stops the reading, so
+    /// it also stands for every later document.
+    pub document: Option<usize>,
 }
 
 impl Diagnostic {
@@ -42,7 +46,13 @@ impl Diagnostic {
             line: at.line,
             column: at.column,
             message: message.into(),
+            document: None,
         }
+    }
+
+    fn in_document(mut self, document: usize) -> Self {
+        self.document = Some(document);
+        self
     }
 }
 

@@ -112,7 +112,7 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
             Err(err) => {
                 parsed
                     .diagnostics
-                    .push(yaml_diagnostic(path, &err, doc_index));
+                    .push(yaml_diagnostic(path, &err, doc_index).in_document(document));
                 continue;
             }
         };
@@ -125,14 +125,16 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
         };
         match validate::container(manifest, doc_index, source) {
             Ok(container) => parsed.containers.push(container),
-            Err(problems) => parsed.diagnostics.extend(problems),
+            Err(problems) => parsed
+                .diagnostics
+                .extend(problems.into_iter().map(|p| p.in_document(document))),
         }
     }
     if let Some(err) = yaml_error {
         let doc_index = index.get(readable).unwrap_or(&empty);
         parsed
             .diagnostics
-            .push(yaml_diagnostic(path, &err, doc_index));
+            .push(yaml_diagnostic(path, &err, doc_index).in_document(readable));
     }
     parsed
 }

@@ -109,6 +109,10 @@ pub enum Command {
         /// Reconciles at once (default: the number of CPUs).
         #[arg(long)]
         concurrency: Option<usize>,
+        /// How long a container whose manifest is gone keeps running before it is
+        /// stopped and destroyed; it is kept if the manifest comes back meanwhile.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        prune_grace: std::time::Duration,
         /// First crash-loop back-off delay; doubles to 5m.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         crash_backoff: std::time::Duration,

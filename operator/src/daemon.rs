@@ -25,6 +25,7 @@ pub struct Options {
     pub resync: Duration,
     pub concurrency: usize,
     pub backoff_base: Duration,
+    pub prune_grace: Duration,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -71,10 +72,12 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             cap: Duration::from_secs(300),
         },
     );
+    let mut desired = DesiredSet::new(&options.manifests, options.prune_grace);
+    desired.seed(last_applied(&runtime, &store)?);
     let ctx = Context {
         runtime: runtime.clone(),
         store: store.clone(),
-        desired: Arc::new(Mutex::new(DesiredSet::new(&options.manifests))),
+        desired: Arc::new(Mutex::new(desired)),
         scheduler: handle.clone(),
         watched: Arc::new(Mutex::new(HashSet::new())),
         backoff_base: options.backoff_base,
@@ -119,6 +122,35 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     store.flush().context("cannot flush the state database")?;
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// The last good spec of every container the daemon manages, from the store; for
+/// one the store has none of (made by an older berth), from its `config.json`.
+fn last_applied(
+    runtime: &Runtime,
+    store: &Store,
+) -> anyhow::Result<Vec<berth_manifests::Container>> {
+    let mut specs: Vec<_> = store
+        .list()
+        .context("cannot read the state database")?
+        .into_iter()
+        .filter(|r| r.managed)
+        .filter_map(|r| r.desired)
+        .collect();
+    for name in runtime.list().unwrap_or_default() {
+        if specs.iter().any(|c| c.name == name) {
+            continue;
+        }
+        if let Ok(config) = runtime.config(&name)
+            && config
+                .header
+                .as_ref()
+                .is_some_and(|h| h.origin == berth_runtime::Origin::Manifest)
+        {
+            specs.push(config.container);
+        }
+    }
+    Ok(specs)
 }
 
 async fn shutdown_signal() {
@@ -179,6 +211,9 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
                 }
                 if again {
                     next = Duration::from_millis(500);
+                }
+                if let Some(prune) = ctx.desired.lock().ok().and_then(|s| s.next_prune()) {
+                    next = next.min(prune.saturating_duration_since(std::time::Instant::now()));
                 }
                 let problems = ctx
                     .desired

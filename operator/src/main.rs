@@ -94,6 +94,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             resync,
             concurrency,
             crash_backoff,
+            prune_grace,
             log_format: _,
         } => {
             let concurrency = concurrency
@@ -105,6 +106,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                     resync,
                     concurrency,
                     backoff_base: crash_backoff,
+                    prune_grace,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

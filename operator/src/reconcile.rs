@@ -146,7 +146,15 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
             let runtime = ctx.runtime.clone();
             let n = name.clone();
             blocking(move || runtime.destroy(&n)).await?;
-            ctx.event(&name, "Removed", "manifest removed: stopped and destroyed");
+            let file = record
+                .source
+                .as_ref()
+                .map_or("its manifest".to_owned(), |s| s.file.display().to_string());
+            ctx.event(
+                &name,
+                "Removed",
+                &format!("{file} no longer defines it: stopped and destroyed"),
+            );
         }
         if record.managed || managed {
             ctx.store.remove(&name)?;
@@ -159,6 +167,7 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
         file: container.source.file.clone(),
         document: container.source.document,
     });
+    record.desired = Some(container.clone());
     record.conditions = desired
         .problems
         .iter()

@@ -14,6 +14,10 @@ pub struct Record {
     pub spec_hash: Option<String>,
     /// Manifest file and document index the container came from.
     pub source: Option<SourceRef>,
+    /// The last good spec the daemon applied from that manifest: a restarted
+    /// daemon keeps it while the file cannot be used.
+    #[serde(default)]
+    pub desired: Option<berth_manifests::Container>,
     /// Created from a manifest by the daemon; only these are pruned.
     pub managed: bool,
     /// "Pending" | "Creating" | "Created" | "Starting" | "Running" | "Stopping"
@@ -65,6 +69,7 @@ impl Record {
             name: name.to_owned(),
             spec_hash: None,
             source: None,
+            desired: None,
             managed: false,
             phase: "Pending".to_owned(),
             message: None,

@@ -19,7 +19,13 @@ impl Daemon {
         Daemon::start_with(state, &[])
     }
 
+    /// A daemon with short crash-loop and prune delays, plus `extra` flags.
     fn start_with(state: &StateDir, extra: &[&str]) -> Daemon {
+        let grace: &[&str] = if extra.contains(&"--prune-grace") {
+            &[]
+        } else {
+            &["--prune-grace", "1s"]
+        };
         let manifests = manifests_dir(state);
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -32,17 +38,23 @@ impl Daemon {
             .berth(&["daemon", "--manifests"])
             .arg(&manifests)
             .args(["--resync", "3s", "--crash-backoff", "1s"])
+            .args(grace)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let daemon = Daemon { child, log };
-        wait_for("the daemon's socket", || {
-            std::os::unix::net::UnixStream::connect(&socket)
-                .is_ok()
-                .then_some(())
-        });
+        let mut daemon = Daemon { child, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            let exited = daemon.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "the daemon never served its socket ({exited:?}):\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         daemon
     }
 
@@ -649,4 +661,157 @@ fn sigterm_stops_the_daemon_promptly_and_leaves_containers_running() {
         "the container died with the daemon"
     );
     assert!(!state.path().join("berth.sock").exists());
+}
+
+/// Waits until `name` shows a problem that mentions `text`, and returns it.
+fn wait_problem(state: &StateDir, name: &str, text: &str) -> serde_json::Value {
+    wait_for(&format!("{name} to show {text:?}"), || {
+        get(state, name).filter(|i| {
+            i["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["message"].as_str().is_some_and(|m| m.contains(text)))
+            })
+        })
+    })
+}
+
+#[test]
+fn a_restarted_daemon_keeps_every_container_whose_manifest_cannot_be_used() {
+    let state = StateDir::new();
+    let mut daemon = Daemon::start(&state);
+    let spec = "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n";
+    let [syntax, empty, shared, big, pair1, pair2, typo] = [
+        "syntax", "empty", "shared", "big", "pair-one", "pair-two", "typo",
+    ]
+    .map(unique);
+    for name in [&syntax, &empty, &shared, &big, &typo] {
+        save(&state, &format!("{name}.yaml"), &manifest(name, spec));
+    }
+    save(
+        &state,
+        "pair.yaml",
+        &format!("{}---\n{}", manifest(&pair1, spec), manifest(&pair2, spec)),
+    );
+    let names = [&syntax, &empty, &shared, &big, &pair1, &pair2, &typo];
+    let pids: Vec<i32> = names
+        .iter()
+        .map(|n| pid_of(&wait_phase(&state, &daemon, n, "Running")))
+        .collect();
+    daemon.kill_hard();
+    drop(daemon);
+
+    // While no daemon runs, every file breaks in its own way.
+    let dir = manifests_dir(&state);
+    std::fs::write(
+        dir.join(format!("{syntax}.yaml")),
+        manifest(&syntax, "  command: [/bin/sleep\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join(format!("{empty}.yaml")), "").unwrap();
+    let open = dir.join(format!("{shared}.yaml"));
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut huge = manifest(&big, spec);
+    huge.push_str(&format!("# {}\n", "x".repeat(1 << 20)));
+    std::fs::write(dir.join(format!("{big}.yaml")), huge).unwrap();
+    std::fs::write(
+        dir.join(format!("{typo}.yaml")),
+        manifest(
+            &typo,
+            "  command: [/bin/sleep, infinity]\n  restartPolcy: Always\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pair.yaml"),
+        format!(
+            "{}---\n{}",
+            manifest(&pair1, spec),
+            manifest(
+                &pair2,
+                "  command: [/bin/sleep, infinity]\n  stopTimout: 0s\n"
+            )
+        ),
+    )
+    .unwrap();
+
+    let daemon = Daemon::start(&state);
+    wait_problem(&state, &syntax, &format!("{syntax}.yaml:7:"));
+    wait_problem(&state, &empty, "describes no container");
+    wait_problem(&state, &shared, "writable by group or others");
+    wait_problem(&state, &big, "larger than");
+    wait_problem(&state, &typo, "did you mean `restartPolicy`");
+    wait_problem(&state, &pair2, "stopTimout");
+    // Longer than the prune grace: nothing is pruned later either.
+    std::thread::sleep(Duration::from_millis(1500));
+    for (name, pid) in names.iter().zip(&pids) {
+        let item = get(&state, name).unwrap_or_else(|| panic!("{name} is gone:\n{}", daemon.log()));
+        assert_eq!(item["phase"], "Running", "{item}");
+        assert_eq!(
+            pid_of(&item),
+            *pid,
+            "{name} was restarted:\n{}",
+            daemon.log()
+        );
+        assert!(state.container_dir(name).join("rootfs").exists());
+        assert_eq!(count_events(&state, name, "Removed"), 0);
+    }
+    let first = get(&state, &pair1).unwrap();
+    assert!(
+        first["conditions"].as_array().unwrap().is_empty(),
+        "document 1 shows document 2's problem: {first}"
+    );
+}
+
+#[test]
+fn a_manifest_briefly_empty_or_moved_away_costs_nothing_and_a_removal_waits_the_grace() {
+    let state = StateDir::new();
+    let daemon = Daemon::start_with(&state, &["--prune-grace", "3s"]);
+    let name = unique("brief");
+    let file = format!("{name}.yaml");
+    let text = manifest(
+        &name,
+        "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+    );
+    save(&state, &file, &text);
+    let pid = pid_of(&wait_phase(&state, &daemon, &name, "Running"));
+    let path = manifests_dir(&state).join(&file);
+
+    // What `scp` and `ssh host 'cat > f'` do: truncate, then write a moment later.
+    std::fs::write(&path, "").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::write(&path, &text).unwrap();
+    // `mv` away and back.
+    let away = state.path().join("away.yaml");
+    std::fs::rename(&path, &away).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::rename(&away, &path).unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let item = get(&state, &name).unwrap();
+    assert_eq!(pid_of(&item), pid, "restarted:\n{}", daemon.log());
+    assert_eq!(count_events(&state, &name, "Created"), 1, "created again");
+
+    // Removed for good: it runs through the grace, then goes, and the event says which file.
+    let removed = Instant::now();
+    std::fs::remove_file(&path).unwrap();
+    wait_problem(&state, &name, "no longer defines");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    wait_for("the container to be removed", || {
+        get(&state, &name).is_none().then_some(())
+    });
+    assert!(
+        removed.elapsed() >= Duration::from_secs(3),
+        "pruned before the grace"
+    );
+    assert!(process_gone(pid));
+    let event = events(&state)
+        .into_iter()
+        .find(|e| e["name"] == name.as_str() && e["reason"] == "Removed")
+        .expect("a Removed event");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains(&path.display().to_string()),
+        "{event}"
+    );
 }
