@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::desired::DesiredSet;
 use crate::reconcile::{self, Context};
 use crate::scheduler::{Backoff, Scheduler};
-use crate::watcher;
+use crate::watcher::{self, Rescan};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -172,7 +172,7 @@ async fn shutdown_signal() {
 /// Rescan on every burst of events, every `resync`, and after errors. Nothing is
 /// reconciled before the first full listing.
 async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Rescan>();
     let mut watcher: Option<watcher::Watcher> = None;
     let mut listed_once = false;
     let mut last_problems: Vec<String> = Vec::new();
@@ -236,12 +236,13 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
             Err(_) => return,
         }
         let wait_for_events = async {
-            if rx.recv().await.is_none() {
+            if rx.recv().await != Some(Rescan::Soon) {
                 return;
             }
-            // Debounce: read once the burst has been quiet for DEBOUNCE.
+            // Debounce: read once the burst has been quiet for DEBOUNCE, or at
+            // once when a file is complete.
             let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
-            while let Ok(Some(())) = tokio::time::timeout_at(
+            while let Ok(Some(Rescan::Soon)) = tokio::time::timeout_at(
                 (tokio::time::Instant::now() + DEBOUNCE).min(deadline),
                 rx.recv(),
             )

@@ -21,11 +21,13 @@ impl Daemon {
 
     /// A daemon with short crash-loop and prune delays, plus `extra` flags.
     fn start_with(state: &StateDir, extra: &[&str]) -> Daemon {
-        let grace: &[&str] = if extra.contains(&"--prune-grace") {
-            &[]
-        } else {
-            &["--prune-grace", "1s"]
-        };
+        // Defaults a test's own `extra` may replace (clap takes each flag once).
+        let mut args: Vec<&str> = Vec::new();
+        for (flag, value) in [("--prune-grace", "1s"), ("--resync", "3s")] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         let manifests = manifests_dir(state);
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -37,8 +39,8 @@ impl Daemon {
         let child = state
             .berth(&["daemon", "--manifests"])
             .arg(&manifests)
-            .args(["--resync", "3s", "--crash-backoff", "1s"])
-            .args(grace)
+            .args(["--crash-backoff", "1s"])
+            .args(args)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -813,5 +815,51 @@ fn a_manifest_briefly_empty_or_moved_away_costs_nothing_and_a_removal_waits_the_
             .unwrap()
             .contains(&path.display().to_string()),
         "{event}"
+    );
+}
+
+#[test]
+fn an_idle_daemon_does_not_keep_reading_its_manifests() {
+    use notify::Watcher as _;
+    let state = StateDir::new();
+    let dir = manifests_dir(&state);
+    let names: Vec<String> = (0..16).map(|i| unique(&format!("idle{i}"))).collect();
+    for name in &names {
+        save(
+            &state,
+            &format!("{name}.yaml"),
+            &manifest(
+                name,
+                "  command: [/bin/sleep, infinity]\n  state: Stopped\n",
+            ),
+        );
+    }
+    // A resync far away: what is left is what the watcher itself causes.
+    let daemon = Daemon::start_with(&state, &["--resync", "1h"]);
+    for name in &names {
+        wait_phase(&state, &daemon, name, "Stopped");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let opens = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = opens.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && matches!(
+                event.kind,
+                notify::EventKind::Access(notify::event::AccessKind::Open(_))
+            )
+        {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+    .unwrap();
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let opens = opens.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        opens, 0,
+        "the idle daemon opened its manifests {opens} times in 2 s"
     );
 }
