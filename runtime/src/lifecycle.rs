@@ -95,9 +95,17 @@ impl Runtime {
 
     /// Restart a running container through its monitor, as a reboot from inside.
     pub fn reboot(&self, name: &str) -> Result<()> {
-        let stream = self
-            .connect(name)?
-            .ok_or_else(|| Error::NotRunning(name.to_owned()))?;
+        let Some(stream) = self.connect(name)? else {
+            if self.orphan(name)?.is_some() {
+                return Err(Error::Monitor {
+                    name: name.to_owned(),
+                    message:
+                        "it is gone; `berth stop` kills what is left, `berth start` starts it anew"
+                            .to_owned(),
+                });
+            }
+            return Err(Error::NotRunning(name.to_owned()));
+        };
         self.ask(
             name,
             &stream,

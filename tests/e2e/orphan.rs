@@ -79,6 +79,14 @@ fn an_orphan_is_reported_running_without_its_monitor_not_failed() {
     assert_eq!(orphan["phase"], "Orphaned", "{orphan}");
     assert_eq!(orphan["initPid"], init);
     assert!(orphan.get("monitorPid").is_none(), "{orphan}");
+    let out = state.run(&["reboot", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("monitor of {name}: it is gone")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(status(&state, &name)["initPid"], init, "reboot touched it");
 }
 
 #[test]
@@ -91,6 +99,11 @@ fn starting_an_orphan_again_kills_it_first_and_leaves_one_init() {
 
     let out = state.run(&["start", &name]);
     assert!(out.status.success(), "start: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("killed the processes of a container whose monitor was gone"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         process_gone(old_init),
         "the orphaned init survived the start"
