@@ -67,6 +67,17 @@ pub fn stop(
         .stop(name, timeout)
         .with_context(|| format!("cannot stop {name}"))?
     {
+        Some(status)
+            if status
+                .last_exit
+                .as_ref()
+                .is_some_and(|e| e.reason == berth_runtime::ExitReason::OrphanKilled) =>
+        {
+            println!(
+                "killed {name}: its monitor was gone ({})",
+                describe_exit(&status)
+            );
+        }
         Some(status) => println!("stopped {name} ({})", describe_exit(&status)),
         None => println!("{name} is not running"),
     }

@@ -55,11 +55,26 @@ impl Runtime {
                 // A create that died: clear it away and try once more.
                 Probe::Stale(_lock) => {
                     tracing::warn!(container = %dir.name, "removing the remains of an interrupted create");
+                    self.kill_template_leftovers(&dir.name)?;
                     remove::remove_tree(&dir.path)?;
                 }
             }
         }
         Err(Error::Busy(dir.name.clone()))
+    }
+
+    /// SIGKILL whatever a template script of `name` left running (its create was
+    /// killed, so nobody killed its children), before its files are removed.
+    pub(crate) fn kill_template_leftovers(&self, name: &str) -> Result<()> {
+        let resources = berth_manifests::Resources::default();
+        match crate::cgroup::Cgroups::new(&self.cgroup_parent, name, &resources) {
+            Ok(cgroups) => cgroups.kill_create(),
+            // Without cgroups no template script can have run.
+            Err(e) => {
+                tracing::debug!(container = name, "no template cgroup to clean: {e}");
+                Ok(())
+            }
+        }
     }
 
     /// Pick the user namespace ids and record them in the config at once, under a
@@ -132,6 +147,7 @@ impl Runtime {
             dir: &dir.path,
             rootfs: &rootfs,
             log: &dir.template_log(),
+            cgroup_parent: &self.cgroup_parent,
         })?;
         // 6. The header naming the template, with what it leaves for start.
         let (name, args) = template.header();

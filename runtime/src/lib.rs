@@ -11,6 +11,7 @@ mod init;
 mod layout;
 mod lifecycle;
 pub mod monitor;
+mod orphan;
 mod partial;
 mod pty;
 mod remove;
@@ -105,13 +106,17 @@ impl Runtime {
         if std::fs::symlink_metadata(&dir.path).is_err() {
             return Ok(false);
         }
-        if self.connect(name)?.is_some() {
+        // Never pull a rootfs from under a live process, monitored or orphaned.
+        if self.connect(name)?.is_some() || self.orphan(name)?.is_some() {
             return Err(Error::Running(name.to_owned()));
         }
-        // Never pull a rootfs from under a running create.
+        // Nor from under a running create.
         let _lock: Option<PartialLock> = match PartialLock::probe(&dir.partial())? {
             Probe::Held => return Err(Error::Busy(name.to_owned())),
-            Probe::Stale(lock) => Some(lock),
+            Probe::Stale(lock) => {
+                self.kill_template_leftovers(name)?;
+                Some(lock)
+            }
             Probe::Absent => None,
         };
         remove::remove_tree(&dir.path)?;
@@ -130,6 +135,7 @@ impl Runtime {
                 Probe::Absent => {}
                 Probe::Held => tracing::info!(container = %name, "create in progress; left alone"),
                 Probe::Stale(_lock) => {
+                    self.kill_template_leftovers(&name)?;
                     remove::remove_tree(&dir.path)?;
                     tracing::warn!(container = %name, "removed the remains of an interrupted create");
                     recovered.push(name);

@@ -27,6 +27,10 @@ impl Runtime {
         if self.connect(name)?.is_some() {
             return Err(Error::Running(name.to_owned()));
         }
+        // Never two inits of one name: what a killed monitor left dies first.
+        if let Some(orphan) = self.orphan(name)? {
+            self.kill_orphan(name, orphan)?;
+        }
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(crate::error::errno("create a pipe for", dir.path.clone()))?;
         let write_fd = report_write.as_raw_fd();
@@ -71,9 +75,14 @@ impl Runtime {
     /// Stop a running container: its stop signal, then SIGKILL after `timeout`
     /// (default: the manifest's `stopTimeout`). Returns once it is gone and its
     /// cgroups are removed, with its final status; `None` if it was not running.
+    /// An orphan (its monitor gone) is killed at once: its last exit then says
+    /// `OrphanKilled`.
     pub fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<Option<Status>> {
         let Some(stream) = self.connect(name)? else {
-            return Ok(None);
+            return match self.orphan(name)? {
+                Some(orphan) => self.kill_orphan(name, orphan).map(Some),
+                None => Ok(None),
+            };
         };
         let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         let wait = timeout.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(30);
@@ -86,9 +95,17 @@ impl Runtime {
 
     /// Restart a running container through its monitor, as a reboot from inside.
     pub fn reboot(&self, name: &str) -> Result<()> {
-        let stream = self
-            .connect(name)?
-            .ok_or_else(|| Error::NotRunning(name.to_owned()))?;
+        let Some(stream) = self.connect(name)? else {
+            if self.orphan(name)?.is_some() {
+                return Err(Error::Monitor {
+                    name: name.to_owned(),
+                    message:
+                        "it is gone; `berth stop` kills what is left, `berth start` starts it anew"
+                            .to_owned(),
+                });
+            }
+            return Err(Error::NotRunning(name.to_owned()));
+        };
         self.ask(
             name,
             &stream,
@@ -113,7 +130,7 @@ impl Runtime {
     /// Is the monitor named in `status` still alive (it may be past closing its
     /// socket, finishing its clean-up)? Its pid must carry its title, so a reused
     /// pid is not taken for it.
-    fn monitor_alive(&self, name: &str, status: &Status) -> bool {
+    pub(crate) fn monitor_alive(&self, name: &str, status: &Status) -> bool {
         let Some(pid) = status.monitor_pid else {
             return false;
         };
@@ -136,7 +153,8 @@ impl Runtime {
         }
     }
 
-    /// The live status from the monitor, else the last one it wrote.
+    /// The live status from the monitor, else the last one it wrote; `Orphaned`
+    /// if its monitor is gone but its processes still run.
     pub fn status(&self, name: &str) -> Result<Option<Status>> {
         if let Some(stream) = self.connect(name)?
             && let Ok(status) = self.ask(
@@ -152,6 +170,9 @@ impl Runtime {
         let dir = self.dir(name)?;
         if !dir.path.is_dir() {
             return Err(Error::NotFound(name.to_owned()));
+        }
+        if let Some(orphan) = self.orphan(name)? {
+            return Ok(Some(self.orphan_status(name, &orphan)));
         }
         let mut status = Status::load(&dir.status())?;
         // Written by a monitor that is gone without finishing (killed, power cut).
@@ -207,16 +228,10 @@ fn wait_for_exit(stream: &UnixStream) {
 }
 
 impl Runtime {
-    /// Is a monitor serving this container?
+    /// Do processes of this container run: served by a monitor, or orphaned
+    /// (`status` then says `Orphaned`)?
     pub fn is_running(&self, name: &str) -> Result<bool> {
-        if self.connect(name)?.is_some() {
-            return Ok(true);
-        }
-        let dir = self.dir(name)?;
-        Ok(Status::load(&dir.status())
-            .ok()
-            .flatten()
-            .is_some_and(|s| self.monitor_alive(name, &s)))
+        Ok(self.monitor_serves(name)? || self.orphan(name)?.is_some())
     }
 
     /// Does a complete container (a config, no create under way) exist?

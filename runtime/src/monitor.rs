@@ -205,6 +205,7 @@ impl Monitor {
         let console = Console::open(dir.console_log())?;
         let resources = &config.container.spec.resources;
         let cgroups = Cgroups::new(cgroup_parent, name, resources).map_err(|e| e.to_string())?;
+        refuse_a_second_init(&cgroups, name)?;
         if !cgroups.restricts_devices() {
             refuse_device_mounts(&config)?;
         }
@@ -451,7 +452,7 @@ impl Monitor {
     }
 }
 
-fn pidfd_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
     // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo, no flags.
     let rc = unsafe {
         nix::libc::syscall(
@@ -467,6 +468,18 @@ fn pidfd_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Never two inits of one name: processes left in the payload cgroup (by a
+/// monitor that was killed) must be killed first, which `berth start` does.
+fn refuse_a_second_init(cgroups: &Cgroups, name: &str) -> Result<(), String> {
+    let left = cgroups.payload_pids().map_err(|e| e.to_string())?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "cannot start {name}: processes {left:?} of an earlier run still live in its payload cgroup; `berth stop {name}` kills them"
+    ))
 }
 
 /// `spec.mounts` sources must exist and must not be berth's own files.

@@ -19,6 +19,9 @@ pub enum Phase {
     Stopped,
     /// Exited non-zero, killed by a signal, or failed to start.
     Failed,
+    /// Its monitor is gone (killed) but its processes still run: `stop` kills
+    /// them; `start` kills them and starts it anew.
+    Orphaned,
 }
 
 /// How init's last exit is to be read (LXC's reading of the wait status).
@@ -36,6 +39,9 @@ pub enum ExitReason {
     SeccompViolation,
     /// Stopped on request (`berth stop`).
     StopRequested,
+    /// Its monitor was gone, and berth killed what was left (SIGKILL) on a stop
+    /// or before a new start; how the command itself would have ended is unknown.
+    OrphanKilled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -691,3 +691,114 @@ fn destroy_refuses_to_cross_a_bind_mount_and_the_mounted_files_survive() {
         "must survive"
     );
 }
+
+/// Kills a process by pid when dropped (a test's background writer), in case
+/// berth failed to.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_killed_create_leaves_no_template_child_writing_into_the_next_create() {
+    let state = StateDir::new();
+    let name = unique("writer");
+    let pidfile = state.path().join("writer.pid");
+    // A template that leaves a child appending a line every 10 ms, then hangs.
+    let forking = write_script(
+        state.path(),
+        "forking.sh",
+        &format!(
+            "( while :; do echo background >> \"$BERTH_ROOTFS_PATH/lines\"; sleep 0.01; done ) &\n\
+             echo $! > {0}.tmp && mv {0}.tmp {0}\nexec sleep 60\n",
+            pidfile.display()
+        ),
+    );
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{template: {{script: {}}}}}\n  command: [/bin/true]\n",
+            forking.display()
+        ),
+    );
+    let mut first = state
+        .berth(&["create", "-f", manifest.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut writer = KillOnDrop(None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let writer_pid: i32 = loop {
+        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+            break pid.trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the template never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    writer.0 = Some(writer_pid);
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // The same name again, from a template that writes 40 lines and ends.
+    let counting = write_script(
+        state.path(),
+        "counting.sh",
+        "for i in $(seq 40); do echo line >> \"$BERTH_ROOTFS_PATH/lines\"; done\n",
+    );
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{template: {{script: {}}}}}\n  command: [/bin/true]\n",
+            counting.display()
+        ),
+    );
+    create_ok(&state, &manifest);
+    // A surviving writer would add a line every 10 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = std::fs::read_to_string(state.container_dir(&name).join("rootfs/lines")).unwrap();
+    assert_eq!(lines.lines().count(), 40, "{lines}");
+    assert!(
+        process_gone(writer_pid),
+        "the first template's child outlived its create"
+    );
+}
+
+#[test]
+fn a_finished_create_leaves_no_template_child_behind() {
+    let state = StateDir::new();
+    let name = unique("daemonizing");
+    let pidfile = state.path().join("child.pid");
+    let script = write_script(
+        state.path(),
+        "daemonizing.sh",
+        &format!("sleep 60 &\necho $! > {}\n", pidfile.display()),
+    );
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{template: {{script: {}}}}}\n  command: [/bin/true]\n",
+            script.display()
+        ),
+    );
+    create_ok(&state, &manifest);
+    let child: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop(Some(child));
+    assert!(
+        process_gone(child),
+        "the template's child outlived the create"
+    );
+    destroy_leaves_nothing(&state, &name);
+}

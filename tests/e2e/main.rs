@@ -6,6 +6,7 @@ mod cli;
 mod create;
 mod daemon;
 mod exec;
+mod orphan;
 mod security;
 mod start;
 mod validate;
@@ -122,6 +123,18 @@ impl Drop for StateDir {
             let parent = root.join(&self.cgroup_parent);
             if let Ok(children) = std::fs::read_dir(&parent) {
                 for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    // A template's leftovers, if berth failed to kill them.
+                    let create = child.path().join("create");
+                    if let Ok(procs) = std::fs::read_to_string(create.join("cgroup.procs")) {
+                        for pid in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                        process_gone_all(&create.join("cgroup.procs"));
+                    }
+                    let _ = std::fs::remove_dir(&create);
                     let _ = std::fs::remove_dir(child.path().join("payload"));
                     let _ = std::fs::remove_dir(child.path().join("monitor"));
                     let _ = std::fs::remove_dir(child.path());
@@ -129,6 +142,16 @@ impl Drop for StateDir {
             }
             let _ = std::fs::remove_dir(&parent);
         }
+    }
+}
+
+/// Waits (up to 5 s) for a cgroup's `cgroup.procs` to be empty.
+fn process_gone_all(procs: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && std::fs::read_to_string(procs).is_ok_and(|p| !p.trim().is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,6 +1,7 @@
 //! The cgroups of one container: `PARENT/NAME/monitor` for berth's monitor and
 //! `PARENT/NAME/payload` for the container's processes, at the root of each
-//! hierarchy berth uses. Which hierarchies those are is decided once, from
+//! hierarchy berth uses; `PARENT/NAME/create` (tracking hierarchy only) holds a
+//! template script and whatever it forks while the container is created. Which hierarchies those are is decided once, from
 //! `/proc/self/mountinfo`, and saved with the container (`Cgroups` is
 //! serializable) so any later process can find, kill and remove them.
 //!
@@ -60,6 +61,10 @@ impl Hierarchy {
 
     fn payload(&self) -> PathBuf {
         self.dir.join("payload")
+    }
+
+    fn create_leaf(&self) -> PathBuf {
+        self.dir.join("create")
     }
 
     /// The cgroups from the root down to `PARENT/NAME`, root first.
@@ -124,11 +129,36 @@ impl Cgroups {
     /// controllers along the way); idempotent.
     pub fn create(&self) -> Result<()> {
         for h in &self.hierarchies {
-            match self.version {
-                CgroupVersion::V1 => v1::create(h)?,
-                CgroupVersion::V2 => v2::create(h)?,
-            }
+            self.make_leaves(h, &[h.monitor(), h.payload()])?;
         }
+        Ok(())
+    }
+
+    fn make_leaves(&self, h: &Hierarchy, leaves: &[PathBuf]) -> Result<()> {
+        match self.version {
+            CgroupVersion::V1 => v1::create(h, leaves),
+            CgroupVersion::V2 => v2::create(h, leaves),
+        }
+    }
+
+    /// mkdir -p PARENT/NAME/create in the tracking hierarchy, for a template
+    /// script; returns its `cgroup.procs`, which the script writes `0` to (its
+    /// own pid) before it execs, so that nothing it forks escapes.
+    pub fn make_create(&self) -> Result<PathBuf> {
+        let h = self.tracking()?;
+        self.make_leaves(h, &[h.create_leaf()])?;
+        Ok(h.create_leaf().join("cgroup.procs"))
+    }
+
+    /// SIGKILL everything a template script left in PARENT/NAME/create, then
+    /// remove it, and NAME too unless a monitor's cgroups are in it. A create
+    /// cgroup that does not exist is fine.
+    pub fn kill_create(&self) -> Result<()> {
+        let h = self.tracking()?;
+        self.kill_all(&h.create_leaf())?;
+        rmdir(&h.create_leaf())?;
+        // Not rmdir(): a NAME that still holds monitor or payload is no error here.
+        let _ = std::fs::remove_dir(&h.dir);
         Ok(())
     }
 
@@ -179,9 +209,10 @@ impl Cgroups {
         self.payload_dir("devices").is_some()
     }
 
-    /// The pids in payload, from the tracking hierarchy's cgroup.procs.
+    /// The pids in payload, from the tracking hierarchy's cgroup.procs; none if
+    /// there is no payload cgroup.
     pub fn payload_pids(&self) -> Result<Vec<i32>> {
-        read_pids(&self.tracking()?.payload().join("cgroup.procs"))
+        leaf_pids(&self.tracking()?.payload())
     }
 
     /// SIGKILL everything in payload until it is empty: `cgroup.kill` on v2
@@ -189,23 +220,29 @@ impl Cgroups {
     /// also catches processes forked meanwhile). Gives up after 5 s naming the
     /// pids left. A payload that does not exist is empty.
     pub fn kill_payload(&self) -> Result<()> {
-        let payload = self.tracking()?.payload();
-        if !payload.is_dir() {
+        self.kill_all(&self.tracking()?.payload())
+    }
+
+    /// SIGKILL every process in the cgroup `leaf` until it is empty (see
+    /// `kill_payload`). No freezer: each round kills what the last one missed,
+    /// and a container's init takes its whole PID namespace with it.
+    fn kill_all(&self, leaf: &Path) -> Result<()> {
+        if !leaf.is_dir() {
             return Ok(());
         }
-        let kill_file = payload.join("cgroup.kill");
+        let kill_file = leaf.join("cgroup.kill");
         let use_kill_file = self.version == CgroupVersion::V2 && kill_file.exists();
         let deadline = Instant::now() + KILL_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         loop {
-            let pids = self.payload_pids()?;
+            let pids = leaf_pids(leaf)?;
             if pids.is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(Error::Cgroup(format!(
                     "processes {pids:?} are still in {} after {} s of SIGKILL",
-                    payload.display(),
+                    leaf.display(),
                     KILL_TIMEOUT.as_secs()
                 )));
             }
@@ -218,7 +255,7 @@ impl Cgroups {
                         Err(e) => {
                             return Err(Error::Cgroup(format!(
                                 "kill {pid} in {}: {e}",
-                                payload.display()
+                                leaf.display()
                             )));
                         }
                     }
@@ -230,7 +267,7 @@ impl Cgroups {
     }
 
     /// Move the calling process out of monitor (into the root cgroup of each
-    /// hierarchy) if it is there, then rmdir payload, monitor and NAME (not
+    /// hierarchy) if it is there, then rmdir payload, monitor, create and NAME (not
     /// PARENT) in every hierarchy. Missing dirs are fine; a cgroup that still
     /// holds processes is an error naming them. Every hierarchy is tried; the
     /// first error is returned.
@@ -242,6 +279,7 @@ impl Cgroups {
             let result = leave(h, me)
                 .and_then(|()| rmdir(&h.payload()))
                 .and_then(|()| rmdir(&h.monitor()))
+                .and_then(|()| rmdir(&h.create_leaf()))
                 .and_then(|()| rmdir(&h.dir));
             if let Err(e) = result {
                 first_error.get_or_insert(e);
@@ -299,6 +337,16 @@ fn write_value(path: &Path, value: &str) -> Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|e| Error::Cgroup(format!("write {value:?} to {}: {e}", path.display())))
+}
+
+/// The pids in a leaf cgroup; none if it does not exist.
+fn leaf_pids(leaf: &Path) -> Result<Vec<i32>> {
+    match read_pids(&leaf.join("cgroup.procs")) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
+        }
+        other => other,
+    }
 }
 
 fn read_pids(path: &Path) -> Result<Vec<i32>> {

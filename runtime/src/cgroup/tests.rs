@@ -495,3 +495,197 @@ fn real_cgroups_limit_track_kill_and_remove_a_process() {
         assert!(!parent_dir.exists(), "{}", parent_dir.display());
     }
 }
+
+/// A `sleep` listed in a fake `cgroup.procs` (a regular file in a temp dir), and
+/// a thread that plays the kernel: once the sleep is dead, the cgroup is empty
+/// (the file goes). With `kill_file`, the thread kills the sleep itself when
+/// "1" is written there, as the kernel does on cgroup v2; it returns whether
+/// that happened.
+fn listed_sleep(leaf: &Path, kill_file: bool) -> (i32, std::thread::JoinHandle<(i32, bool)>) {
+    std::fs::create_dir_all(leaf).unwrap();
+    let mut child = spawn_sleep();
+    let pid = child_pid(&child);
+    let procs = leaf.join("cgroup.procs");
+    std::fs::write(&procs, format!("{pid}\n")).unwrap();
+    let kill_path = leaf.join("cgroup.kill");
+    if kill_file {
+        std::fs::write(&kill_path, "").unwrap();
+    }
+    let thread = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut killed_by_file = false;
+        let status = loop {
+            if kill_file && std::fs::read_to_string(&kill_path).unwrap() == "1" && !killed_by_file {
+                killed_by_file = true;
+                child.kill().unwrap();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        std::fs::remove_file(&procs).unwrap();
+        let _ = std::fs::remove_file(&kill_path);
+        (status.signal().unwrap_or(0), killed_by_file)
+    });
+    (pid, thread)
+}
+
+#[test]
+fn v1_payload_is_read_from_the_tracking_hierarchy_and_emptied_with_sigkill() {
+    let root = tempfile::tempdir().unwrap();
+    let c = Cgroups::from_mountinfo(
+        &v1_comounted(root.path()),
+        "berth",
+        "web",
+        &limits(true, false, false),
+    )
+    .unwrap();
+    assert!(
+        c.payload_pids().unwrap().is_empty(),
+        "no payload cgroup is empty"
+    );
+    let payload = root.path().join("pids/berth/web/payload");
+    let (pid, thread) = listed_sleep(&payload, false);
+    assert_eq!(c.payload_pids().unwrap(), [pid]);
+    c.kill_payload().unwrap();
+    assert_eq!(thread.join().unwrap(), (9, false));
+    assert!(c.payload_pids().unwrap().is_empty());
+}
+
+#[test]
+fn hybrid_payload_is_the_v1_pids_one_not_the_cgroup2() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (unified, _) = fake_v2("hugetlb");
+    let text = format!(
+        "\
+32 31 0:29 / {r}/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / {r}/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / {r}/devices rw,relatime - cgroup cgroup rw,devices
+39 31 0:36 / {r}/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / {u} rw,relatime - cgroup2 cgroup2 rw
+",
+        r = r.display(),
+        u = unified.path().display()
+    );
+    let c = Cgroups::from_mountinfo(&text, "berth", "web", &limits(true, true, false)).unwrap();
+    assert_eq!(c.version(), CgroupVersion::V1);
+    // A stray pid in another hierarchy's payload is not what tracking reads.
+    std::fs::create_dir_all(r.join("memory/berth/web/payload")).unwrap();
+    std::fs::write(r.join("memory/berth/web/payload/cgroup.procs"), "1\n").unwrap();
+    let (pid, thread) = listed_sleep(&r.join("pids/berth/web/payload"), false);
+    assert_eq!(c.payload_pids().unwrap(), [pid]);
+    c.kill_payload().unwrap();
+    assert_eq!(thread.join().unwrap(), (9, false));
+    assert!(!unified.path().join("berth").exists());
+}
+
+#[test]
+fn v2_payload_is_emptied_through_cgroup_kill_where_the_kernel_has_it() {
+    let (root, text) = fake_v2("memory pids");
+    let c = Cgroups::from_mountinfo(&text, "berth", "web", &limits(false, false, false)).unwrap();
+    let payload = root.path().join("berth/web/payload");
+    let (pid, thread) = listed_sleep(&payload, true);
+    assert_eq!(c.payload_pids().unwrap(), [pid]);
+    c.kill_payload().unwrap();
+    assert_eq!(
+        thread.join().unwrap(),
+        (9, true),
+        "cgroup.kill was not used"
+    );
+
+    // An older kernel without cgroup.kill: each pid gets SIGKILL.
+    let (_, thread) = listed_sleep(&payload, false);
+    c.kill_payload().unwrap();
+    assert_eq!(thread.join().unwrap(), (9, false));
+}
+
+#[test]
+fn a_template_cgroup_is_made_in_the_tracking_hierarchy_and_killed_and_removed() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let c =
+        Cgroups::from_mountinfo(&v1_comounted(r), "berth", "web", &Resources::default()).unwrap();
+    std::fs::create_dir(r.join("pids")).unwrap(); // the mount point
+    let procs = c.make_create().unwrap();
+    assert_eq!(procs, r.join("pids/berth/web/create/cgroup.procs"));
+    assert!(
+        !r.join("memory/berth").exists(),
+        "only the tracking hierarchy"
+    );
+    let (_, thread) = listed_sleep(procs.parent().unwrap(), false);
+    c.kill_create().unwrap();
+    assert_eq!(thread.join().unwrap(), (9, false));
+    assert!(!r.join("pids/berth/web").exists());
+    assert!(r.join("pids/berth").is_dir(), "the parent stays");
+
+    // A container's own cgroups keep NAME in place.
+    c.make_create().unwrap();
+    std::fs::create_dir(r.join("pids/berth/web/payload")).unwrap();
+    c.kill_create().unwrap();
+    assert!(!r.join("pids/berth/web/create").exists());
+    assert!(r.join("pids/berth/web/payload").is_dir());
+}
+
+#[test]
+fn real_template_cgroup_catches_what_a_script_forks() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: creating real cgroups needs root");
+        return;
+    }
+    let parent = format!("berth-cgtest-create-{}", std::process::id());
+    let cgroups = Cgroups::new(&parent, "web", &Resources::default()).unwrap();
+    let mut cleanup = Cleanup {
+        cgroups: cgroups.clone(),
+        children: Vec::new(),
+    };
+    let procs = cgroups.make_create().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .unwrap();
+    let fd = file.as_raw_fd();
+    let mut script = Command::new("sh");
+    script.args(["-c", "sleep 30 & exec sleep 30"]);
+    // SAFETY: write(2) only, between fork and exec.
+    unsafe {
+        script.pre_exec(move || {
+            if nix::libc::write(fd, c"0".as_ptr().cast(), 1) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cleanup.children.push(script.spawn().unwrap());
+    let script_pid = child_pid(&cleanup.children[0]);
+    let both = loop {
+        let pids = read_pids(&procs).unwrap();
+        if pids.len() == 2 {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let forked = *both.iter().find(|p| **p != script_pid).unwrap();
+    // The script ends; what it forked lives on until the create cgroup is killed.
+    cleanup.children[0].kill().unwrap();
+    cleanup.children[0].wait().unwrap();
+    assert_eq!(read_pids(&procs).unwrap(), [forked]);
+    cgroups.kill_create().unwrap();
+    assert!(!procs.exists());
+    assert!(
+        std::fs::read_to_string(format!("/proc/{forked}/stat")).map_or(true, |s| s
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('Z')),
+        "the script's child outlived kill_create"
+    );
+}

@@ -9,9 +9,9 @@ use crate::error::{Result, io};
 /// CFS period for CPU limits, in microseconds: the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-pub(super) fn create(h: &Hierarchy) -> Result<()> {
-    let leaves = [h.monitor(), h.payload()];
-    for dir in h.levels().iter().skip(1).chain(&leaves) {
+/// mkdir the levels down to NAME, then `leaves`.
+pub(super) fn create(h: &Hierarchy, leaves: &[std::path::PathBuf]) -> Result<()> {
+    for dir in h.levels().iter().skip(1).chain(leaves) {
         make_dir(dir)?;
         if h.has("cpuset") {
             inherit_cpuset(dir)?;

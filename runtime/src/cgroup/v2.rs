@@ -12,15 +12,17 @@ use crate::error::{Result, io};
 /// CPU period for `cpu.max`, in microseconds: the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-pub(super) fn create(h: &Hierarchy) -> Result<()> {
+/// mkdir the levels down to NAME (enabling the controllers), then `leaves`.
+pub(super) fn create(h: &Hierarchy, leaves: &[std::path::PathBuf]) -> Result<()> {
     for (depth, level) in h.levels().iter().enumerate() {
         if depth > 0 {
             make_dir(level)?;
         }
         enable(level, &h.controllers)?;
     }
-    make_dir(&h.monitor())?;
-    make_dir(&h.payload())?;
+    for leaf in leaves {
+        make_dir(leaf)?;
+    }
     Ok(())
 }
 

@@ -104,6 +104,7 @@ mod tests {
             dir: dir.path(),
             rootfs: &rootfs,
             log: &dir.path().join("log"),
+            cgroup_parent: "berth",
         };
         let built = build_from(host.path(), &ctx).unwrap();
         assert_eq!(

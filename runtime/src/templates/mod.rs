@@ -26,6 +26,8 @@ pub struct Context<'a> {
     pub rootfs: &'a Path,
     /// Where template output goes.
     pub log: &'a Path,
+    /// The cgroup parent: a template script runs in `PARENT/NAME/create`.
+    pub cgroup_parent: &'a str,
 }
 
 /// What a template leaves for the start path.
