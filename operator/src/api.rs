@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_state::{Condition, Event, Record};
+use berth_runtime::{Phase as RuntimePhase, Status};
+use berth_state::{Condition, Event, Phase, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::reconcile::Context;
@@ -47,26 +48,56 @@ pub struct Detail {
     pub pids: Option<u64>,
 }
 
-impl From<&Record> for Item {
-    fn from(r: &Record) -> Item {
+impl Item {
+    /// The one reading of a container, for `get`, `describe` and the API: what the
+    /// daemon knows (its record; none for a container made by hand) merged with
+    /// what its monitor knows (its status: pid, reboots, exits, the spec it runs).
+    pub fn merge(name: &str, record: Option<&Record>, status: Option<&Status>, now: u64) -> Item {
+        let live = status.filter(|s| {
+            matches!(
+                s.phase,
+                RuntimePhase::Starting
+                    | RuntimePhase::Running
+                    | RuntimePhase::Stopping
+                    | RuntimePhase::Orphaned
+            )
+        });
+        let phase = match (record, status) {
+            (Some(r), _) => r.phase.to_string(),
+            (None, Some(s)) => format!("{:?}", s.phase),
+            (None, None) => "Created".to_owned(),
+        };
+        let message = match record {
+            Some(r) => match (r.phase, r.backoff_until, r.backoff_delay_secs) {
+                (Phase::CrashLoopBackOff, Some(until), Some(delay)) => Some(format!(
+                    "back-off {delay}s, restarting in {}s: {}",
+                    until.saturating_sub(now),
+                    r.message.as_deref().unwrap_or_default()
+                )),
+                _ => r
+                    .message
+                    .clone()
+                    .or_else(|| r.conditions.first().map(|c| c.message.clone())),
+            },
+            None => Some("created by hand (not managed)".to_owned()),
+        };
+        let desired = record.and_then(|r| r.desired.as_ref());
         Item {
-            name: r.name.clone(),
-            phase: r.phase.clone(),
-            pid: r.init_pid,
-            restarts: r.restarts,
-            reboots: r.reboots,
-            message: r
-                .message
-                .clone()
-                .or_else(|| r.conditions.first().map(|c| c.message.clone())),
-            source: r
-                .source
-                .as_ref()
-                .map(|s| format!("{}#{}", s.file.display(), s.document)),
-            spec_hash: r.spec_hash.clone(),
-            created_at: r.created_at,
-            conditions: r.conditions.clone(),
-            last_exit: r.last_exit.clone(),
+            name: name.to_owned(),
+            phase,
+            pid: live.and_then(|s| s.init_pid),
+            restarts: record.map_or(0, |r| r.restarts),
+            reboots: status.map_or(0, |s| s.reboots),
+            message,
+            source: desired.map(|c| format!("{}#{}", c.source.file.display(), c.source.document)),
+            spec_hash: status
+                .map(|s| s.hash.clone())
+                .or_else(|| desired.map(|c| c.hash.clone())),
+            created_at: record.map_or(0, |r| r.created_at),
+            conditions: record.map(|r| r.conditions.clone()).unwrap_or_default(),
+            last_exit: status
+                .and_then(|s| s.last_exit.as_ref())
+                .and_then(|e| serde_json::to_value(e).ok()),
         }
     }
 }
@@ -113,43 +144,21 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 }
 
 fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
-    let mut items: Vec<Item> = ctx.store.list()?.iter().map(Item::from).collect();
-    // A reboot inside a container changes its init pid without a reconcile: take
-    // pid and reboots of running containers from their monitors.
-    for item in items.iter_mut().filter(|i| i.phase == "Running") {
-        if let Ok(Some(status)) = ctx.runtime.status(&item.name)
-            && status.monitor_pid.is_some()
-        {
-            item.pid = status.init_pid;
-            item.reboots = status.reboots;
-        }
-    }
-    // Containers made by hand are shown too, from their status.
-    for name in ctx.runtime.list().unwrap_or_default() {
-        if items.iter().any(|i| i.name == name) {
-            continue;
-        }
-        let status = ctx.runtime.status(&name).ok().flatten();
-        items.push(Item {
-            name: name.clone(),
-            phase: status
-                .as_ref()
-                .map_or("Created".to_owned(), |s| format!("{:?}", s.phase)),
-            pid: status.as_ref().and_then(|s| s.init_pid),
-            restarts: 0,
-            reboots: status.as_ref().map_or(0, |s| s.reboots),
-            message: Some("created by hand (not managed)".to_owned()),
-            source: None,
-            spec_hash: status.as_ref().map(|s| s.hash.clone()),
-            created_at: 0,
-            conditions: Vec::new(),
-            last_exit: status
-                .and_then(|s| s.last_exit)
-                .and_then(|e| serde_json::to_value(e).ok()),
-        });
-    }
-    items.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(items)
+    let records = ctx.store.list()?;
+    let mut names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
+    // Containers made by hand are shown too, from their status alone.
+    names.extend(ctx.runtime.list().unwrap_or_default());
+    names.sort();
+    names.dedup();
+    let now = crate::reconcile::now();
+    Ok(names
+        .iter()
+        .map(|name| {
+            let record = records.iter().find(|r| &r.name == name);
+            let status = ctx.runtime.status(name).ok().flatten();
+            Item::merge(name, record, status.as_ref(), now)
+        })
+        .collect())
 }
 
 async fn list(State(ctx): State<Context>) -> Result<Json<Vec<Item>>, ApiError> {

@@ -80,6 +80,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         desired: Arc::new(Mutex::new(desired)),
         scheduler: handle.clone(),
         watched: Arc::new(Mutex::new(HashSet::new())),
+        stopping: Arc::new(Mutex::new(HashSet::new())),
         backoff_base: options.backoff_base,
     };
 

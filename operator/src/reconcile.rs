@@ -1,14 +1,15 @@
-//! One reconcile: read what is desired and what is, take one step toward the
-//! former, record it. Level-triggered and idempotent: it may run any number of
-//! times for a name, after a watch event, a resync, a monitor event or a requeue.
+//! One reconcile: observe what is, decide one step toward what is desired, apply
+//! it. Level-triggered and idempotent: it may run any number of times for a name,
+//! after a watch event, a resync, a monitor event or a requeue. [`decide`] is pure
+//! and tested by table; each step is applied by one small function.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_manifests::{Container, RestartPolicy, RunState};
-use berth_runtime::{ExitReason, Origin, Phase, Runtime, Status};
-use berth_state::{Condition, Record, Store};
+use berth_runtime::{ExitReason, Origin, Runtime, Status};
+use berth_state::{Condition, Phase, Record, Store};
 
 use crate::desired::DesiredSet;
 use crate::scheduler::{Action, Handle};
@@ -16,6 +17,8 @@ use crate::scheduler::{Action, Handle};
 /// The kubelet's crash-loop back-off: doubling to 5 min, reset after 10 min up.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 const BACKOFF_RESET_AFTER: u64 = 600;
+/// How often to look again while a monitor finishes its clean-up.
+const MONITOR_EXIT_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct Context {
@@ -25,6 +28,9 @@ pub struct Context {
     pub scheduler: Handle,
     /// Names with a task waiting on their monitor.
     pub watched: Arc<Mutex<HashSet<String>>>,
+    /// Names with a stop under way: a stop waits on the container (up to its
+    /// `stopTimeout`) in a task of its own, never in a reconcile worker.
+    pub stopping: Arc<Mutex<HashSet<String>>>,
     /// First crash-loop delay (10 s like the kubelet; tests shorten it).
     pub backoff_base: Duration,
 }
@@ -39,7 +45,7 @@ pub enum Error {
     Join(#[from] tokio::task::JoinError),
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -52,6 +58,148 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(f).await??)
 }
 
+/// What is, for one name.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The container as created (its config), if a complete one exists.
+    pub created: Option<Created>,
+    /// Its init runs (with or without its monitor).
+    pub running: bool,
+    /// A stop this daemon asked for is under way.
+    pub stopping: bool,
+    /// What its monitor last said.
+    pub status: Option<Status>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub origin: Origin,
+    pub container: Container,
+}
+
+/// Why a running container is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopFor {
+    /// Its name is desired no more: destroyed once stopped.
+    Prune,
+    /// `state: Stopped`.
+    StateStopped,
+    /// A new rootfs source: created again once stopped.
+    NewRootfs,
+}
+
+/// One step toward what is desired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do until something changes.
+    Nothing,
+    /// A container of this name was made by hand: not the daemon's to take.
+    Refuse,
+    /// Create it, then start it.
+    Create,
+    /// Start it (again, after an exit, when `restart` is set).
+    Start {
+        restart: bool,
+    },
+    /// Its monitor is gone while its init lives: kill what is left, start anew.
+    ReplaceOrphan,
+    /// Running and wanted: follow its monitor.
+    Adopt,
+    /// Its monitor is cleaning up after an exit: look again shortly.
+    WaitMonitor,
+    Stop(StopFor),
+    /// A new spec, same rootfs, while it runs: write the spec, stop, put it in place.
+    Restart,
+    /// A new spec, same rootfs, while stopped.
+    Reconfigure,
+    /// A new rootfs source, stopped: destroy and create again.
+    Recreate,
+    /// Desired no more and stopped: destroy what the daemon made.
+    Prune,
+    /// Desired no more and nothing of the daemon's exists: drop the record.
+    Forget,
+    /// `state: Stopped` and stopped.
+    StayStopped,
+    /// Ran to an end that its restart policy accepts.
+    Completed,
+    /// Waiting out its crash-loop back-off.
+    BackOff {
+        until: u64,
+    },
+}
+
+/// The step from what is desired of a name, what is, and what the daemon
+/// remembers; `now` in Unix seconds.
+pub fn decide(desired: Option<&Container>, observed: &Observed, record: &Record, now: u64) -> Step {
+    if observed.stopping {
+        // Its stop task looks again when it is done.
+        return Step::Nothing;
+    }
+    let created = observed.created.as_ref();
+    let Some(desired) = desired else {
+        return match created {
+            Some(c) if c.origin == Origin::Manifest && observed.running => {
+                Step::Stop(StopFor::Prune)
+            }
+            Some(c) if c.origin == Origin::Manifest => Step::Prune,
+            _ if record.managed => Step::Forget,
+            _ => Step::Nothing,
+        };
+    };
+    let Some(created) = created else {
+        return Step::Create;
+    };
+    if created.origin == Origin::Cli {
+        return Step::Refuse;
+    }
+    if created.container.hash != desired.hash {
+        let same_rootfs = created.container.spec.rootfs == desired.spec.rootfs;
+        return match (observed.running, same_rootfs) {
+            (true, true) => Step::Restart,
+            (true, false) => Step::Stop(StopFor::NewRootfs),
+            (false, true) => Step::Reconfigure,
+            (false, false) => Step::Recreate,
+        };
+    }
+    let status = observed.status.as_ref();
+    if desired.state == RunState::Stopped {
+        return if observed.running {
+            Step::Stop(StopFor::StateStopped)
+        } else {
+            Step::StayStopped
+        };
+    }
+    if observed.running {
+        return match status.map(|s| s.phase) {
+            Some(berth_runtime::Phase::Orphaned) => Step::ReplaceOrphan,
+            Some(berth_runtime::Phase::Stopped | berth_runtime::Phase::Failed) => Step::WaitMonitor,
+            _ => Step::Adopt,
+        };
+    }
+    if record.completed {
+        return Step::Completed;
+    }
+    // Not running. Did it run to an end that its policy accepts?
+    let ran = status.filter(|s| s.hash == desired.hash && s.last_exit.is_some());
+    if let Some(status) = ran {
+        let succeeded = status.phase == berth_runtime::Phase::Stopped;
+        let finished = match desired.spec.restart_policy {
+            RestartPolicy::Never => true,
+            RestartPolicy::OnFailure => succeeded,
+            RestartPolicy::Always => false,
+        };
+        if finished {
+            return Step::Completed;
+        }
+    }
+    if let Some(until) = record.backoff_until.filter(|until| *until > now) {
+        return Step::BackOff { until };
+    }
+    Step::Start {
+        restart: ran.is_some(),
+    }
+}
+
 impl Context {
     pub fn event(&self, name: &str, reason: &str, message: &str) {
         tracing::info!(container = name, reason, "{message}");
@@ -60,14 +208,20 @@ impl Context {
         }
     }
 
-    fn save(&self, record: &mut Record, phase: &str, message: Option<String>) -> Result<(), Error> {
-        record.phase = phase.to_owned();
+    fn save(
+        &self,
+        record: &mut Record,
+        phase: Phase,
+        message: Option<String>,
+    ) -> Result<(), Error> {
+        record.phase = phase;
         record.message = message;
         self.store.put(record)?;
         Ok(())
     }
 
-    /// Follow a running container's monitor: its exit becomes a reconcile.
+    /// Follow a running container's monitor: its exit becomes an event and a
+    /// reconcile.
     fn watch(&self, name: &str) {
         let Ok(mut watched) = self.watched.lock() else {
             return;
@@ -75,22 +229,66 @@ impl Context {
         if !watched.insert(name.to_owned()) {
             return;
         }
-        let Ok(socket) = self.runtime.dir(name).map(|d| d.monitor_socket()) else {
-            return;
-        };
-        let (scheduler, set, name) = (
-            self.scheduler.clone(),
-            self.watched.clone(),
-            name.to_owned(),
-        );
+        let ctx = self.clone();
+        let name = name.to_owned();
         // An async wait, not a blocking thread per container: a device may run
         // more containers than the blocking pool has threads.
         tokio::spawn(async move {
-            let _ = wait_for_monitor(&socket).await;
-            if let Ok(mut set) = set.lock() {
+            let socket = ctx.runtime.dir(&name).map(|d| d.monitor_socket());
+            let waited = match socket {
+                Ok(socket) => wait_for_monitor(&socket).await,
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            if waited.is_ok() {
+                ctx.record_exit(&name).await;
+            }
+            if let Ok(mut set) = ctx.watched.lock() {
                 set.remove(&name);
             }
-            scheduler.schedule(&name);
+            ctx.scheduler.schedule(&name);
+        });
+    }
+
+    /// An event saying how a container's init ended, from its monitor's last word.
+    async fn record_exit(&self, name: &str) {
+        let runtime = self.runtime.clone();
+        let n = name.to_owned();
+        if let Ok(Some(status)) = blocking(move || runtime.status(&n)).await
+            && status.last_exit.is_some()
+        {
+            self.event(name, "Exited", &describe_exit(&status));
+        }
+    }
+
+    /// Stop a container in a task of its own, then run `then` and look again.
+    fn stop_in_background(
+        &self,
+        name: &str,
+        then: impl FnOnce(&Runtime) -> Result<(), berth_runtime::Error> + Send + 'static,
+    ) {
+        let Ok(mut stopping) = self.stopping.lock() else {
+            return;
+        };
+        if !stopping.insert(name.to_owned()) {
+            return;
+        }
+        let ctx = self.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let runtime = ctx.runtime.clone();
+            let n = name.clone();
+            let result = blocking(move || {
+                runtime.stop(&n, None)?;
+                then(&runtime)
+            })
+            .await;
+            if let Err(e) = result {
+                ctx.event(&name, "FailedStop", &e.to_string());
+            }
+            if let Ok(mut set) = ctx.stopping.lock() {
+                set.remove(&name);
+            }
+            ctx.scheduler.schedule(&name);
         });
     }
 }
@@ -113,234 +311,256 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
         .ok()
         .and_then(|set| set.get(&name).cloned());
     let mut record = ctx.store.get(&name)?.unwrap_or_else(|| Record::new(&name));
+    let observed = observe(&ctx, &name).await?;
+    if let Some(desired) = &desired {
+        remember(&mut record, desired);
+    }
+    let container = desired.as_ref().map(|d| &d.container);
+    let step = decide(container, &observed, &record, now());
+    tracing::debug!(container = %name, ?step, "decided");
+    apply(&ctx, &name, step, container, &observed, &mut record).await
+}
+
+async fn observe(ctx: &Context, name: &str) -> Result<Observed, Error> {
     let runtime = ctx.runtime.clone();
-    let n = name.clone();
-    let (exists, running, mut config, status) = blocking(move || {
-        let exists = runtime.exists(&n)?;
-        let running = runtime.is_running(&n)?;
-        let config = if exists {
-            Some(runtime.config(&n)?)
+    let n = name.to_owned();
+    let mut observed = blocking(move || {
+        let created = if runtime.exists(&n)? {
+            let config = runtime.config(&n)?;
+            Some(Created {
+                // A config without a header was made by an early berth by hand.
+                origin: config.header.map_or(Origin::Cli, |h| h.origin),
+                container: config.container,
+            })
         } else {
             None
         };
-        let status = if exists { runtime.status(&n)? } else { None };
-        Ok((exists, running, config, status))
+        let running = runtime.is_running(&n)?;
+        let status = if created.is_some() {
+            runtime.status(&n)?
+        } else {
+            None
+        };
+        Ok(Observed {
+            created,
+            running,
+            stopping: false,
+            status,
+        })
     })
     .await?;
+    observed.stopping = ctx.stopping.lock().is_ok_and(|set| set.contains(name));
+    Ok(observed)
+}
 
-    let Some(desired) = desired else {
-        // Not desired: prune what the daemon made from a manifest, nothing else.
-        let managed = config
-            .as_ref()
-            .and_then(|c| c.header.as_ref())
-            .is_some_and(|h| h.origin == Origin::Manifest);
-        if exists && managed {
-            if running {
-                ctx.save(
-                    &mut record,
-                    "Stopping",
-                    Some("its manifest was removed".to_owned()),
-                )?;
-                stop(&ctx, &name).await?;
-            }
-            let runtime = ctx.runtime.clone();
-            let n = name.clone();
-            blocking(move || runtime.destroy(&n)).await?;
-            let file = record
-                .source
-                .as_ref()
-                .map_or("its manifest".to_owned(), |s| s.file.display().to_string());
-            ctx.event(
-                &name,
-                "Removed",
-                &format!("{file} no longer defines it: stopped and destroyed"),
-            );
-        }
-        if record.managed || managed {
-            ctx.store.remove(&name)?;
-        }
-        return Ok(Action::AwaitChange);
-    };
-    let container = desired.container;
+/// What only the daemon knows of a desired container: its last good spec and the
+/// problems of its manifest.
+fn remember(record: &mut Record, desired: &crate::desired::Desired) {
     record.managed = true;
-    record.source = Some(berth_state::SourceRef {
-        file: container.source.file.clone(),
-        document: container.source.document,
-    });
-    record.desired = Some(container.clone());
+    record.desired = Some(desired.container.clone());
+    let before = std::mem::take(&mut record.conditions);
     record.conditions = desired
         .problems
         .iter()
         .map(|message| Condition {
             kind: "InvalidManifest".to_owned(),
             message: message.clone(),
-            since: record
-                .conditions
+            since: before
                 .iter()
                 .find(|c| &c.message == message)
                 .map_or(now(), |c| c.since),
         })
         .collect();
+}
 
-    // A container made by hand is not the daemon's to take over.
-    if let Some(header) = config.as_ref().and_then(|c| c.header.as_ref())
-        && header.origin == Origin::Cli
-    {
-        let message = format!(
-            "a container {name} created by hand already exists; destroy it to let the manifest manage it"
-        );
-        ctx.save(&mut record, "Failed", Some(message))?;
-        return Ok(Action::AwaitChange);
-    }
-
-    if !exists {
-        ctx.save(&mut record, "Creating", None)?;
-        let runtime = ctx.runtime.clone();
-        let c = container.clone();
-        // A create of this name that died half way is cleaned up by create itself.
-        let created = blocking(move || runtime.create(&c, Origin::Manifest)).await?;
-        record.spec_hash = Some(container.hash.clone());
-        record.completed = false;
-        record.restarts = 0;
-        ctx.event(&name, "Created", "created from its manifest");
-        ctx.save(&mut record, "Created", None)?;
-        // Go straight on to starting it: queued behind every other create of a
-        // burst, the first container of a hundred would run only after the last
-        // was created.
-        config = Some(created);
-    }
-
-    // The spec changed: run-time fields restart it; a new rootfs source recreates it.
-    if let Some(config) = &config
-        && config.container.hash != container.hash
-    {
-        if running {
-            ctx.save(&mut record, "Stopping", Some("its spec changed".to_owned()))?;
-            stop(&ctx, &name).await?;
+async fn apply(
+    ctx: &Context,
+    name: &str,
+    step: Step,
+    desired: Option<&Container>,
+    observed: &Observed,
+    record: &mut Record,
+) -> Result<Action, Error> {
+    let status = observed.status.as_ref();
+    match (step, desired) {
+        (Step::Nothing, _) => {
+            if record.managed {
+                ctx.store.put(record)?;
+            }
+            Ok(Action::AwaitChange)
         }
-        let runtime = ctx.runtime.clone();
-        let c = container.clone();
-        if config.container.spec.rootfs == container.spec.rootfs {
+        (Step::Refuse, _) => {
+            let message = format!(
+                "a container {name} created by hand already exists; destroy it to let the manifest manage it"
+            );
+            ctx.save(record, Phase::Failed, Some(message))?;
+            Ok(Action::AwaitChange)
+        }
+        (Step::Create, Some(desired)) => create(ctx, record, desired).await,
+        (Step::Start { restart }, Some(_)) => start(ctx, name, record, restart, status).await,
+        (Step::ReplaceOrphan, Some(_)) => {
+            ctx.event(
+                name,
+                "OrphanKilled",
+                "its monitor was gone while its init lived: killed, starting it anew",
+            );
+            start(ctx, name, record, true, None).await
+        }
+        (Step::Adopt, Some(_)) => {
+            adopt(ctx, record, status)?;
+            ctx.watch(name);
+            Ok(Action::AwaitChange)
+        }
+        (Step::WaitMonitor, _) => Ok(Action::RequeueAfter(MONITOR_EXIT_POLL)),
+        (Step::Stop(why), _) => {
+            let message = match why {
+                StopFor::Prune => "its manifest no longer defines it",
+                StopFor::StateStopped => "state: Stopped",
+                StopFor::NewRootfs => "its rootfs source changed",
+            };
+            ctx.save(record, Phase::Stopping, Some(message.to_owned()))?;
+            // Once stopped, the next reconcile destroys, recreates or keeps it stopped.
+            ctx.stop_in_background(name, |_| Ok(()));
+            Ok(Action::AwaitChange)
+        }
+        (Step::Restart, Some(desired)) => {
+            // The new spec is written first: if that fails (a full disk), what runs
+            // keeps running.
+            let runtime = ctx.runtime.clone();
+            let c = desired.clone();
+            let staged = blocking(move || runtime.stage_config(&c)).await?;
+            ctx.save(record, Phase::Stopping, Some("its spec changed".to_owned()))?;
+            ctx.event(name, "Updated", "spec changed: restarting with the new one");
+            reset_for_new_spec(record);
+            ctx.store.put(record)?;
+            ctx.stop_in_background(name, move |runtime| staged.apply(runtime));
+            Ok(Action::AwaitChange)
+        }
+        (Step::Reconfigure, Some(desired)) => {
+            let runtime = ctx.runtime.clone();
+            let c = desired.clone();
             blocking(move || runtime.reconfigure(&c)).await?;
             ctx.event(
-                &name,
+                name,
                 "Updated",
-                "spec changed: restarting with the new one",
+                "spec changed: the next start uses the new one",
             );
-        } else {
-            blocking(move || runtime.destroy(&c.name).map(drop)).await?;
+            reset_for_new_spec(record);
+            ctx.store.put(record)?;
+            Ok(Action::RequeueAfter(Duration::ZERO))
+        }
+        (Step::Recreate, Some(_)) => {
+            destroy(ctx, name).await?;
             ctx.event(
-                &name,
+                name,
                 "Recreating",
                 "rootfs source changed: destroyed, creating again",
             );
+            reset_for_new_spec(record);
+            ctx.store.put(record)?;
+            Ok(Action::RequeueAfter(Duration::ZERO))
         }
-        record.spec_hash = Some(container.hash.clone());
-        record.completed = false;
-        record.restarts = 0;
-        record.backoff_delay_secs = None;
-        record.backoff_until = None;
-        ctx.store.put(&record)?;
+        (Step::Prune, _) => {
+            destroy(ctx, name).await?;
+            let file = record
+                .desired
+                .as_ref()
+                .map_or("its manifest".to_owned(), |c| {
+                    c.source.file.display().to_string()
+                });
+            ctx.event(
+                name,
+                "Removed",
+                &format!("{file} no longer defines it: stopped and destroyed"),
+            );
+            ctx.store.remove(name)?;
+            Ok(Action::AwaitChange)
+        }
+        (Step::Forget, _) => {
+            ctx.store.remove(name)?;
+            Ok(Action::AwaitChange)
+        }
+        (Step::StayStopped, _) => {
+            if record.phase != Phase::Stopped {
+                ctx.event(name, "Stopped", "stopped: its manifest says state: Stopped");
+            }
+            ctx.save(record, Phase::Stopped, Some("state: Stopped".to_owned()))?;
+            Ok(Action::AwaitChange)
+        }
+        (Step::Completed, _) => {
+            record.completed = true;
+            let (phase, message) = match status.filter(|s| s.last_exit.is_some()) {
+                Some(s) if s.phase == berth_runtime::Phase::Failed => {
+                    (Phase::Failed, format!("completed: {}", describe_exit(s)))
+                }
+                Some(s) => (Phase::Stopped, format!("completed: {}", describe_exit(s))),
+                None => (record.phase, record.message.clone().unwrap_or_default()),
+            };
+            ctx.save(record, phase, Some(message))?;
+            Ok(Action::AwaitChange)
+        }
+        (Step::BackOff { until }, _) => {
+            // The message is the exit; readers count the back-off down from `until`.
+            let message = status.map(describe_exit).unwrap_or_default();
+            ctx.save(record, Phase::CrashLoopBackOff, Some(message))?;
+            Ok(Action::RequeueAfter(Duration::from_secs(
+                until.saturating_sub(now()),
+            )))
+        }
+        // Every step that needs a desired spec is only decided with one.
+        (_, None) => Ok(Action::AwaitChange),
+    }
+}
+
+async fn create(ctx: &Context, record: &mut Record, desired: &Container) -> Result<Action, Error> {
+    let name = desired.name.clone();
+    ctx.save(record, Phase::Creating, None)?;
+    let runtime = ctx.runtime.clone();
+    let c = desired.clone();
+    // A create of this name that died half way is cleaned up by create itself.
+    blocking(move || runtime.create(&c, Origin::Manifest)).await?;
+    reset_for_new_spec(record);
+    ctx.event(&name, "Created", "created from its manifest");
+    ctx.save(record, Phase::Created, None)?;
+    if desired.state == RunState::Stopped {
         return Ok(Action::RequeueAfter(Duration::ZERO));
     }
-    record.spec_hash = Some(container.hash.clone());
+    // Go straight on to starting it: queued behind every other create of a burst,
+    // the first container of a hundred would run only after the last was created.
+    start(ctx, &name, record, false, None).await
+}
 
-    if container.state == RunState::Stopped {
-        if running {
-            ctx.save(&mut record, "Stopping", Some("state: Stopped".to_owned()))?;
-            stop(&ctx, &name).await?;
-            ctx.event(
-                &name,
-                "Stopped",
-                "stopped: its manifest says state: Stopped",
-            );
-        }
-        record.init_pid = None;
-        ctx.save(&mut record, "Stopped", Some("state: Stopped".to_owned()))?;
-        return Ok(Action::AwaitChange);
-    }
-
-    if running {
-        if status
-            .as_ref()
-            .is_some_and(|s| matches!(s.phase, Phase::Stopped | Phase::Failed))
-        {
-            // Its monitor is cleaning up after the exit: decide once it is gone.
-            return Ok(Action::RequeueAfter(Duration::from_millis(100)));
-        }
-        adopt(&ctx, &mut record, status.as_ref())?;
-        ctx.watch(&name);
-        return Ok(Action::AwaitChange);
-    }
-    record.init_pid = None;
-    record.init_start_time = None;
-    if let Some(status) = &status {
-        record.last_exit = status
-            .last_exit
-            .as_ref()
-            .and_then(|e| serde_json::to_value(e).ok());
-    }
-
-    // It is not running. Did it run to an end that its policy accepts?
-    let ran = status
-        .as_ref()
-        .filter(|s| s.hash == container.hash && s.last_exit.is_some());
-    if let Some(status) = ran {
-        let succeeded = status.phase == Phase::Stopped;
-        let finished = match container.spec.restart_policy {
-            RestartPolicy::Never => true,
-            RestartPolicy::OnFailure => succeeded,
-            RestartPolicy::Always => false,
-        };
-        if finished || record.completed {
-            record.completed = true;
-            let phase = if succeeded { "Stopped" } else { "Failed" };
-            let message = describe_exit(status);
-            ctx.save(&mut record, phase, Some(format!("completed: {message}")))?;
-            return Ok(Action::AwaitChange);
-        }
-        // A restart, under crash-loop back-off.
-        if let Some(until) = record.backoff_until
-            && until > now()
-        {
-            let left = until - now();
-            let message = format!("back-off {left}s restarting: {}", describe_exit(status));
-            ctx.save(&mut record, "CrashLoopBackOff", Some(message))?;
-            return Ok(Action::RequeueAfter(Duration::from_secs(left)));
-        }
-    } else if record.completed {
-        let message = record.message.clone();
-        ctx.save(&mut record, "Stopped", message)?;
-        return Ok(Action::AwaitChange);
-    }
-
-    let restarting = ran.is_some();
-    ctx.save(&mut record, "Starting", None)?;
+async fn start(
+    ctx: &Context,
+    name: &str,
+    record: &mut Record,
+    restart: bool,
+    last_run: Option<&Status>,
+) -> Result<Action, Error> {
+    ctx.save(record, Phase::Starting, None)?;
     let runtime = ctx.runtime.clone();
-    let n = name.clone();
+    let n = name.to_owned();
     match blocking(move || runtime.start(&n)).await {
         Ok(pid) => {
-            if restarting {
+            if restart {
                 record.restarts += 1;
-                arm_backoff(&ctx, &mut record);
+                arm_backoff(ctx, record, last_run.and_then(|s| s.started_at));
             }
-            record.init_pid = Some(pid);
-            record.running_since = Some(now());
             ctx.event(
-                &name,
-                if restarting { "Restarted" } else { "Started" },
+                name,
+                if restart { "Restarted" } else { "Started" },
                 &format!("init pid {pid}"),
             );
-            ctx.save(&mut record, "Running", None)?;
-            ctx.watch(&name);
+            ctx.save(record, Phase::Running, None)?;
+            ctx.watch(name);
             Ok(Action::AwaitChange)
         }
         Err(Error::Runtime(e)) => {
             // Its own fault (a missing command...): back off like a crash.
             let message = e.to_string();
-            ctx.event(&name, "FailedStart", &message);
-            arm_backoff(&ctx, &mut record);
-            ctx.save(&mut record, "Failed", Some(message))?;
+            ctx.event(name, "FailedStart", &message);
+            arm_backoff(ctx, record, None);
+            ctx.save(record, Phase::Failed, Some(message))?;
             let wait = record.backoff_delay_secs.unwrap_or(10);
             Ok(Action::RequeueAfter(Duration::from_secs(wait)))
         }
@@ -348,12 +568,26 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
     }
 }
 
-/// The delay before the next restart: base, doubling, capped; reset after a long run.
-fn arm_backoff(ctx: &Context, record: &mut Record) {
+async fn destroy(ctx: &Context, name: &str) -> Result<(), Error> {
+    let runtime = ctx.runtime.clone();
+    let n = name.to_owned();
+    blocking(move || runtime.destroy(&n).map(drop)).await
+}
+
+/// A new spec starts with a clean slate: no restarts, no back-off, not completed.
+fn reset_for_new_spec(record: &mut Record) {
+    record.completed = false;
+    record.restarts = 0;
+    record.backoff_delay_secs = None;
+    record.backoff_until = None;
+}
+
+/// The delay before the next restart: base, doubling, capped; reset after a run
+/// of ten minutes (`started_at`: when the run that just ended began).
+fn arm_backoff(ctx: &Context, record: &mut Record, started_at: Option<u64>) {
     let base = ctx.backoff_base.as_secs().max(1);
-    let ran_long = record
-        .running_since
-        .is_some_and(|since| now().saturating_sub(since) >= BACKOFF_RESET_AFTER);
+    let ran_long =
+        started_at.is_some_and(|since| now().saturating_sub(since) >= BACKOFF_RESET_AFTER);
     let delay = match record.backoff_delay_secs {
         Some(previous) if !ran_long => (previous * 2).min(BACKOFF_CAP.as_secs()),
         _ => base,
@@ -364,34 +598,19 @@ fn arm_backoff(ctx: &Context, record: &mut Record) {
 
 /// A running container found at start-up or on a resync: take it as it is.
 fn adopt(ctx: &Context, record: &mut Record, status: Option<&Status>) -> Result<(), Error> {
-    if let Some(status) = status {
-        if record.init_pid != status.init_pid {
-            record.running_since = status.started_at;
-        }
-        record.init_pid = status.init_pid;
-        record.init_start_time = status.init_start_time;
-        record.reboots = status.reboots;
-        let phase = match status.phase {
-            Phase::Stopping => "Stopping",
-            Phase::Starting => "Starting",
-            _ => "Running",
-        };
-        let message = record
-            .conditions
-            .first()
-            .map(|c| format!("keeping the last good spec: {}", c.message));
-        ctx.save(record, phase, message)?;
-    }
-    Ok(())
+    let phase = match status.map(|s| s.phase) {
+        Some(berth_runtime::Phase::Stopping) => Phase::Stopping,
+        Some(berth_runtime::Phase::Starting) => Phase::Starting,
+        _ => Phase::Running,
+    };
+    let message = record
+        .conditions
+        .first()
+        .map(|c| format!("keeping the last good spec: {}", c.message));
+    ctx.save(record, phase, message)
 }
 
-async fn stop(ctx: &Context, name: &str) -> Result<(), Error> {
-    let runtime = ctx.runtime.clone();
-    let n = name.to_owned();
-    blocking(move || runtime.stop(&n, None).map(drop)).await
-}
-
-fn describe_exit(status: &Status) -> String {
+pub fn describe_exit(status: &Status) -> String {
     match &status.last_exit {
         Some(exit) => match (exit.reason, exit.code, &exit.signal) {
             (ExitReason::Exited, Some(code), _) => format!("exited with code {code}"),
@@ -409,4 +628,268 @@ pub fn desired_container(ctx: &Context, name: &str) -> Option<Container> {
         .ok()?
         .get(name)
         .map(|d| d.container.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_runtime::{LastExit, Phase as Run};
+
+    const NOW: u64 = 1_000_000;
+
+    fn container(command: &str, policy: &str, state: &str, rootfs: &str) -> Container {
+        let text = format!(
+            "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: web\nspec:\n  \
+             command: [{command}]\n  restartPolicy: {policy}\n  state: {state}\n  rootfs: {{template: {rootfs}}}\n"
+        );
+        let parsed = berth_manifests::parse_str("/m/web.yaml".as_ref(), &text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        parsed.containers.into_iter().next().unwrap()
+    }
+
+    fn web() -> Container {
+        container("/bin/web", "Always", "Running", "busybox")
+    }
+
+    fn status(phase: Run, hash: &str, exit: Option<(ExitReason, i32)>) -> Status {
+        Status {
+            phase,
+            monitor_pid: None,
+            init_pid: None,
+            init_start_time: None,
+            started_at: Some(NOW - 5),
+            reboots: 0,
+            last_exit: exit.map(|(reason, code)| LastExit {
+                reason,
+                code: Some(code),
+                signal: None,
+                at: NOW - 1,
+            }),
+            error: None,
+            hash: hash.to_owned(),
+            cgroups: None,
+        }
+    }
+
+    fn observed(
+        created: Option<(Origin, Container)>,
+        running: bool,
+        status: Option<Status>,
+    ) -> Observed {
+        Observed {
+            created: created.map(|(origin, container)| Created { origin, container }),
+            running,
+            stopping: false,
+            status,
+        }
+    }
+
+    fn managed() -> Record {
+        let mut record = Record::new("web");
+        record.managed = true;
+        record
+    }
+
+    #[test]
+    fn what_is_not_desired_is_stopped_then_pruned_if_the_daemon_made_it() {
+        let made = Some((Origin::Manifest, web()));
+        let by_hand = Some((Origin::Cli, web()));
+        let fresh = Record::new("web");
+        let cases = [
+            (
+                observed(made.clone(), true, None),
+                &managed(),
+                Step::Stop(StopFor::Prune),
+            ),
+            (observed(made.clone(), false, None), &managed(), Step::Prune),
+            (observed(by_hand.clone(), true, None), &fresh, Step::Nothing),
+            (observed(by_hand, false, None), &fresh, Step::Nothing),
+            (observed(None, false, None), &managed(), Step::Forget),
+            (observed(None, false, None), &fresh, Step::Nothing),
+        ];
+        for (i, (observed, record, step)) in cases.into_iter().enumerate() {
+            assert_eq!(decide(None, &observed, record, NOW), step, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_desired_container_is_created_refused_or_updated_by_what_changed() {
+        let want = web();
+        let new_command = container("/bin/web2", "Always", "Running", "busybox");
+        let new_rootfs = container("/bin/web", "Always", "Running", "host");
+        let record = managed();
+        let cases = [
+            (observed(None, false, None), Step::Create),
+            (
+                observed(Some((Origin::Cli, web())), true, None),
+                Step::Refuse,
+            ),
+            (
+                observed(Some((Origin::Manifest, new_command.clone())), true, None),
+                Step::Restart,
+            ),
+            (
+                observed(Some((Origin::Manifest, new_command)), false, None),
+                Step::Reconfigure,
+            ),
+            (
+                observed(Some((Origin::Manifest, new_rootfs.clone())), true, None),
+                Step::Stop(StopFor::NewRootfs),
+            ),
+            (
+                observed(Some((Origin::Manifest, new_rootfs)), false, None),
+                Step::Recreate,
+            ),
+        ];
+        for (i, (observed, step)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                decide(Some(&want), &observed, &record, NOW),
+                step,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn running_containers_are_adopted_waited_for_replaced_or_stopped() {
+        let want = web();
+        let stopped = container("/bin/web", "Always", "Stopped", "busybox");
+        let made = Some((Origin::Manifest, web()));
+        let hash = want.hash.clone();
+        let record = managed();
+        let cases = [
+            (
+                &want,
+                observed(made.clone(), true, Some(status(Run::Running, &hash, None))),
+                Step::Adopt,
+            ),
+            (
+                &want,
+                observed(made.clone(), true, Some(status(Run::Starting, &hash, None))),
+                Step::Adopt,
+            ),
+            (
+                &want,
+                observed(made.clone(), true, Some(status(Run::Orphaned, &hash, None))),
+                Step::ReplaceOrphan,
+            ),
+            (
+                &want,
+                observed(
+                    made.clone(),
+                    true,
+                    Some(status(Run::Failed, &hash, Some((ExitReason::Exited, 1)))),
+                ),
+                Step::WaitMonitor,
+            ),
+            (
+                &stopped,
+                observed(made.clone(), true, None),
+                Step::Stop(StopFor::StateStopped),
+            ),
+            (
+                &stopped,
+                observed(made.clone(), false, None),
+                Step::StayStopped,
+            ),
+        ];
+        for (i, (want, observed, step)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                decide(Some(want), &observed, &record, NOW),
+                step,
+                "case {i}"
+            );
+        }
+        // A stop under way: nothing, whatever else is true.
+        let mut busy = observed(made, true, None);
+        busy.stopping = true;
+        assert_eq!(decide(None, &busy, &record, NOW), Step::Nothing);
+        assert_eq!(decide(Some(&stopped), &busy, &record, NOW), Step::Nothing);
+    }
+
+    #[test]
+    fn an_exit_is_restarted_or_completed_by_policy_under_back_off() {
+        let ok = Some((ExitReason::Exited, 0));
+        let failed = Some((ExitReason::Exited, 1));
+        let mut backing_off = managed();
+        backing_off.backoff_until = Some(NOW + 8);
+        let mut backed_off = managed();
+        backed_off.backoff_until = Some(NOW - 1);
+        let mut completed = managed();
+        completed.completed = true;
+        let restart = Step::Start { restart: true };
+        let cases = [
+            // policy, exit phase, exit, record, step
+            ("Always", Run::Stopped, ok, managed(), restart.clone()),
+            ("Always", Run::Failed, failed, managed(), restart.clone()),
+            ("OnFailure", Run::Stopped, ok, managed(), Step::Completed),
+            ("OnFailure", Run::Failed, failed, managed(), restart.clone()),
+            ("Never", Run::Stopped, ok, managed(), Step::Completed),
+            ("Never", Run::Failed, failed, managed(), Step::Completed),
+            (
+                "Always",
+                Run::Failed,
+                failed,
+                backing_off.clone(),
+                Step::BackOff { until: NOW + 8 },
+            ),
+            (
+                "OnFailure",
+                Run::Failed,
+                failed,
+                backing_off.clone(),
+                Step::BackOff { until: NOW + 8 },
+            ),
+            (
+                "Never",
+                Run::Failed,
+                failed,
+                backing_off.clone(),
+                Step::Completed,
+            ),
+            ("Always", Run::Failed, failed, backed_off, restart),
+            (
+                "Always",
+                Run::Failed,
+                failed,
+                completed.clone(),
+                Step::Completed,
+            ),
+        ];
+        for (i, (policy, phase, exit, record, step)) in cases.into_iter().enumerate() {
+            let want = container("/bin/web", policy, "Running", "busybox");
+            let made = Some((Origin::Manifest, want.clone()));
+            let seen = observed(made, false, Some(status(phase, &want.hash, exit)));
+            assert_eq!(
+                decide(Some(&want), &seen, &record, NOW),
+                step,
+                "case {i}: {policy} {phase:?}"
+            );
+        }
+        // Never started, or an exit of another spec: a first start, also under back-off.
+        let want = web();
+        let made = Some((Origin::Manifest, want.clone()));
+        let other = observed(
+            made.clone(),
+            false,
+            Some(status(Run::Failed, "sha256:old", failed)),
+        );
+        assert_eq!(
+            decide(Some(&want), &other, &managed(), NOW),
+            Step::Start { restart: false }
+        );
+        let never = observed(made, false, None);
+        assert_eq!(
+            decide(Some(&want), &never, &managed(), NOW),
+            Step::Start { restart: false }
+        );
+        assert_eq!(
+            decide(Some(&want), &never, &backing_off, NOW),
+            Step::BackOff { until: NOW + 8 }
+        );
+        assert_eq!(
+            decide(Some(&want), &never, &completed, NOW),
+            Step::Completed
+        );
+    }
 }

@@ -66,6 +66,11 @@ impl SavedConfig {
     pub fn save(&self, path: &Path) -> Result<()> {
         write_json(path, self)
     }
+
+    /// Write it beside `path`, synced, without putting it in place yet.
+    pub fn stage(&self, path: &Path) -> Result<Staged> {
+        stage(path, &to_json(path, self)?)
+    }
 }
 
 /// A JSON file of berth's own; `None` if it does not exist.
@@ -85,16 +90,41 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
 
 /// Write `value` as pretty JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Config {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    write_atomic(path, &json)
+    write_atomic(path, &to_json(path, value)?)
 }
 
-/// Replace `path` with `bytes` so that a crash leaves the old or the new file, never
-/// a torn one.
+fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Config {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Write `bytes` to `path` so that a crash leaves the old or the new content,
+/// never a mix: a temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    stage(path, bytes)?.commit()
+}
+
+/// A file written and synced under a temp name beside its destination.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Staged {
+    /// Rename it into place and sync the directory.
+    pub fn commit(self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.path).map_err(io("rename", &self.path))?;
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", dir))
+    }
+}
+
+fn stage(path: &Path, bytes: &[u8]) -> Result<Staged> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(".tmp");
@@ -106,10 +136,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io("create", &tmp))?;
-    file.write_all(bytes).map_err(io("write", &tmp))?;
-    file.sync_all().map_err(io("fsync", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("rename", path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))
+    let written = file
+        .write_all(bytes)
+        .map_err(io("write", &tmp))
+        .and_then(|()| file.sync_all().map_err(io("fsync", &tmp)));
+    if let Err(e) = written {
+        // A full disk: leave no partial temp file taking the space.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(Staged {
+        tmp,
+        path: path.to_owned(),
+    })
 }

@@ -29,6 +29,7 @@ pub use config::{Header, ImageDefaults, Origin, SavedConfig};
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use layout::ContainerDir;
+pub use lifecycle::StagedConfig;
 pub use status::{ExitReason, LastExit, Phase, Status};
 
 use partial::{PartialLock, Probe};

@@ -243,9 +243,13 @@ impl Runtime {
     /// Replace the spec of a stopped container whose rootfs source is unchanged, so
     /// that the next start runs the new command, env, limits...
     pub fn reconfigure(&self, container: &berth_manifests::Container) -> Result<()> {
-        if self.is_running(&container.name)? {
-            return Err(Error::Running(container.name.clone()));
-        }
+        self.stage_config(container)?.apply(self)
+    }
+
+    /// Write a new spec for a container beside its config, synced but not yet in
+    /// place, so that what can fail (a full disk) fails before a running container
+    /// is stopped for it. [`StagedConfig::apply`] puts it in place once it is stopped.
+    pub fn stage_config(&self, container: &berth_manifests::Container) -> Result<StagedConfig> {
         let dir = self.dir(&container.name)?;
         let mut config = crate::config::SavedConfig::load(&dir.config())?;
         if config.container.spec.rootfs != container.spec.rootfs {
@@ -255,6 +259,26 @@ impl Runtime {
             });
         }
         config.container = container.clone();
-        config.save(&dir.config())
+        Ok(StagedConfig {
+            name: container.name.clone(),
+            file: config.stage(&dir.config())?,
+        })
+    }
+}
+
+/// A new spec written and synced, waiting for its container to stop.
+#[derive(Debug)]
+pub struct StagedConfig {
+    name: String,
+    file: crate::config::Staged,
+}
+
+impl StagedConfig {
+    /// Put the new spec in place: a rename, which a full disk does not fail.
+    pub fn apply(self, runtime: &Runtime) -> Result<()> {
+        if runtime.is_running(&self.name)? {
+            return Err(Error::Running(self.name));
+        }
+        self.file.commit()
     }
 }

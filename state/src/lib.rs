@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 pub use error::Error;
 pub use events::Event;
 pub use open::SCHEMA_VERSION;
-pub use record::{Condition, Record, SourceRef};
+pub use record::{Condition, Phase, Record};
 
 use record::unix_now;
 
@@ -193,19 +193,14 @@ mod tests {
 
     fn full_record(name: &str) -> Record {
         let mut record = Record::new(name);
-        record.spec_hash = Some("sha256:abc".into());
-        record.source = Some(SourceRef {
-            file: "/etc/berth/manifests/web.yaml".into(),
-            document: 2,
-        });
+        let text = "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: web\nspec:\n  command: [/bin/true]\n";
+        let parsed = berth_manifests::parse_str("/etc/berth/manifests/web.yaml".as_ref(), text);
+        record.desired = parsed.containers.into_iter().next();
+        assert!(record.desired.is_some());
         record.managed = true;
-        record.phase = "CrashLoopBackOff".into();
+        record.phase = Phase::CrashLoopBackOff;
         record.message = Some("exited with 1".into());
-        record.init_pid = Some(4242);
-        record.init_start_time = Some(123_456);
         record.restarts = 3;
-        record.reboots = 1;
-        record.last_exit = Some(serde_json::json!({"code": 1, "signal": null}));
         record.conditions = vec![Condition {
             kind: "InvalidManifest".into(),
             message: "spec.command: missing".into(),
@@ -214,7 +209,6 @@ mod tests {
         record.completed = false;
         record.backoff_until = Some(1_700_000_040);
         record.backoff_delay_secs = Some(40);
-        record.running_since = Some(1_700_000_000);
         record
     }
 
@@ -289,7 +283,7 @@ mod tests {
 
         let store = crate::reopen(dir.path()).unwrap();
         let back = store.get("web").unwrap().unwrap();
-        assert_eq!(back.spec_hash, record.spec_hash);
+        assert_eq!(back.desired, record.desired);
         assert_eq!(back.conditions, record.conditions);
         let events = store.events(Some("web"), 10).unwrap();
         assert_eq!(events.len(), 1);

@@ -1,55 +1,55 @@
 //! What berth knows about one container: the value of the `containers` tree.
 
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// The actual state of one container as the daemon last saw it.
+/// What only the daemon knows about one container. What the monitor knows (init
+/// pid, reboots, exits, the hash it runs with) is in the container's status file
+/// and nowhere else; readers merge the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     pub name: String,
-    /// Hash of the spec last applied.
-    pub spec_hash: Option<String>,
-    /// Manifest file and document index the container came from.
-    pub source: Option<SourceRef>,
-    /// The last good spec the daemon applied from that manifest: a restarted
-    /// daemon keeps it while the file cannot be used.
-    #[serde(default)]
-    pub desired: Option<berth_manifests::Container>,
     /// Created from a manifest by the daemon; only these are pruned.
     pub managed: bool,
-    /// "Pending" | "Creating" | "Created" | "Starting" | "Running" | "Stopping"
-    /// | "Stopped" | "Rebooting" | "CrashLoopBackOff" | "Failed"
-    pub phase: String,
+    /// The last good spec the daemon applied, with the file and document it came
+    /// from: a restarted daemon keeps it while that file cannot be used.
+    #[serde(default)]
+    pub desired: Option<berth_manifests::Container>,
+    pub phase: Phase,
     /// Human-readable reason for the phase.
     pub message: Option<String>,
-    pub init_pid: Option<i32>,
-    pub init_start_time: Option<u64>,
+    /// Restarts by the daemon under the restart policy.
     pub restarts: u32,
-    pub reboots: u32,
-    /// Opaque to this crate.
-    pub last_exit: Option<serde_json::Value>,
     pub conditions: Vec<Condition>,
     /// Finished under restartPolicy Never/OnFailure: never run again.
     pub completed: bool,
     /// Unix seconds; crash-loop backoff.
     pub backoff_until: Option<u64>,
     pub backoff_delay_secs: Option<u64>,
-    /// Unix seconds, for resetting backoff after 10 minutes of running.
-    pub running_since: Option<u64>,
     pub created_at: u64,
     pub updated_at: u64,
 }
 
-/// Where a managed container's spec came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceRef {
-    pub file: PathBuf,
-    /// Index of the YAML document within the file.
-    pub document: usize,
+/// Where a container stands, as the daemon sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Pending,
+    Creating,
+    Created,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    CrashLoopBackOff,
+    Failed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
 }
 
 /// A standing problem with a container, e.g. kind "InvalidManifest".
@@ -67,22 +67,15 @@ impl Record {
         let now = unix_now();
         Record {
             name: name.to_owned(),
-            spec_hash: None,
-            source: None,
-            desired: None,
             managed: false,
-            phase: "Pending".to_owned(),
+            desired: None,
+            phase: Phase::Pending,
             message: None,
-            init_pid: None,
-            init_start_time: None,
             restarts: 0,
-            reboots: 0,
-            last_exit: None,
             conditions: Vec::new(),
             completed: false,
             backoff_until: None,
             backoff_delay_secs: None,
-            running_since: None,
             created_at: now,
             updated_at: now,
         }
@@ -105,9 +98,9 @@ mod tests {
     #[test]
     fn record_serialises_in_camel_case() {
         let mut record = Record::new("web");
-        record.spec_hash = Some("abc".into());
+        record.backoff_until = Some(7);
         let json = serde_json::to_value(&record).unwrap();
-        assert_eq!(json["specHash"], "abc");
+        assert_eq!(json["backoffUntil"], 7);
         assert_eq!(json["phase"], "Pending");
         assert!(json.get("backoffDelaySecs").is_some());
     }

@@ -385,8 +385,9 @@ fn crash_loops_back_off_and_a_successful_job_stays_stopped() {
         ),
     );
 
-    // Back-off: 1 s, 2 s, 4 s...: the wait shown grows.
+    // Back-off: 1 s, 2 s, 4 s...: the wait shown grows, and counts down.
     let mut waits = Vec::new();
+    let mut countdown = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     while waits.len() < 2 || waits.windows(2).all(|w| w[1] <= w[0]) {
         assert!(
@@ -397,18 +398,30 @@ fn crash_loops_back_off_and_a_successful_job_stays_stopped() {
         if let Some(item) = get(&state, &crasher).filter(|i| i["phase"] == "CrashLoopBackOff") {
             let message = item["message"].as_str().unwrap().to_owned();
             assert!(message.contains("exited with code 1"), "{message}");
-            let wait: u64 = message
-                .strip_prefix("back-off ")
-                .and_then(|m| m.split('s').next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("{message}"));
+            // "back-off 4s, restarting in 3s: exited with code 1"
+            let number = |after: &str| -> u64 {
+                message
+                    .split_once(after)
+                    .and_then(|(_, m)| m.split('s').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{message}"))
+            };
+            let (wait, left) = (number("back-off "), number("restarting in "));
+            assert!(left <= wait, "{message}");
             if waits.last() != Some(&wait) {
                 waits.push(wait);
             }
+            countdown.push((wait, left));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(get(&state, &crasher).unwrap()["restarts"].as_u64().unwrap() >= 2);
+    assert!(
+        countdown
+            .windows(2)
+            .any(|w| w[0].0 == w[1].0 && w[1].1 < w[0].1),
+        "the back-off never counted down: {countdown:?}"
+    );
 
     let done = wait_phase(&state, &daemon, &job, "Stopped");
     assert_eq!(done["restarts"], 0);
@@ -888,7 +901,6 @@ fn processes_in(rootfs: &Path) -> Vec<i32> {
 }
 
 #[test]
-#[ignore = "needs reconcile change: an Orphaned status must lead to runtime.start (which kills the orphan), not to watch(), which fails at once and reschedules in a loop"]
 fn a_killed_monitor_leaves_exactly_one_init_once_the_daemon_converges() {
     let state = StateDir::new();
     let daemon = Daemon::start(&state);
@@ -942,4 +954,53 @@ fn a_killed_monitor_leaves_exactly_one_init_once_the_daemon_converges() {
     }
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(processes_in(&rootfs).len(), 1, "{}", daemon.log());
+}
+
+#[test]
+fn stops_wait_side_by_side_and_never_hold_up_other_work() {
+    let state = StateDir::new();
+    // One worker: before, each stop held it for the whole stopTimeout in turn.
+    let daemon = Daemon::start_with(&state, &["--concurrency", "1"]);
+    // A shell as PID 1 ignores SIGTERM: each stop waits its full stopTimeout.
+    let spec = "  command: [/bin/sh, -c, 'while :; do sleep 1; done']\n  stopTimeout: 4s\n";
+    let names: Vec<String> = (0..5).map(|i| unique(&format!("slow{i}"))).collect();
+    for name in &names {
+        save(&state, &format!("{name}.yaml"), &manifest(name, spec));
+    }
+    for name in &names {
+        wait_phase(&state, &daemon, name, "Running");
+    }
+    let removed = Instant::now();
+    for name in &names {
+        std::fs::remove_file(manifests_dir(&state).join(format!("{name}.yaml"))).unwrap();
+    }
+    // While they stop, a new container still starts at once.
+    let newcomer = unique("newcomer");
+    std::thread::sleep(Duration::from_millis(1500));
+    save(
+        &state,
+        &format!("{newcomer}.yaml"),
+        &manifest(
+            &newcomer,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    wait_phase(&state, &daemon, &newcomer, "Running");
+    let newcomer_running = removed.elapsed();
+    for name in &names {
+        wait_for(&format!("{name} to be removed"), || {
+            get(&state, name).is_none().then_some(())
+        });
+    }
+    let all_gone = removed.elapsed();
+    // 1 s of prune grace plus one stopTimeout of 4 s, not five of them (20 s).
+    assert!(
+        all_gone < Duration::from_secs(11),
+        "five stops took {all_gone:?}:\n{}",
+        daemon.log()
+    );
+    assert!(
+        newcomer_running < Duration::from_secs(4),
+        "a create waited behind the stops: {newcomer_running:?}"
+    );
 }
