@@ -97,10 +97,19 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             .into_future(),
     );
     let watch_task = tokio::spawn(watch_loop(ctx.clone(), options.clone(), stop_rx.clone()));
-    tokio::spawn(async move {
-        shutdown_signal().await;
+    let health = StoreHealth::default();
+    let store_gave_up = {
+        let (health, store) = (health.clone(), store.clone());
+        async move { health.give_up(&store).await }
+    };
+    let gave_up = tokio::spawn(async move {
+        let gave_up = tokio::select! {
+            _ = shutdown_signal() => false,
+            _ = store_gave_up => true,
+        };
         tracing::info!("shutting down: containers keep running");
         let _ = stop_tx.send(true);
+        gave_up
     });
     tracing::info!(manifests = %options.manifests.display(), socket = %socket.display(), "berth daemon started");
 
@@ -108,7 +117,15 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let mut stop = stop_rx.clone();
     let finished = scheduler
         .run(
-            move |name: String| reconcile::reconcile(reconcile_ctx.clone(), name).boxed(),
+            move |name: String| {
+                let (ctx, health) = (reconcile_ctx.clone(), health.clone());
+                async move {
+                    let result = reconcile::reconcile(ctx, name).await;
+                    health.note(&result);
+                    result
+                }
+                .boxed()
+            },
             async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             },
@@ -120,9 +137,69 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     }
     let _ = watch_task.await;
     let _ = api.await;
-    store.flush().context("cannot flush the state database")?;
     let _ = std::fs::remove_file(&socket);
+    if gave_up.await.unwrap_or(false) {
+        anyhow::bail!(
+            "the state database failed for {STORE_GIVE_UP:?}; exiting so that the supervisor \
+             starts berth again (the containers keep running)"
+        );
+    }
+    store.flush().context("cannot flush the state database")?;
     Ok(())
+}
+
+/// How long the state database may keep failing (a full disk, an I/O error)
+/// before the daemon exits non-zero, for its supervisor to start it anew with
+/// the database opened afresh.
+const STORE_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Since when every reconcile has failed on the state database, if they do.
+#[derive(Debug, Clone)]
+struct StoreHealth(Arc<watch::Sender<Option<std::time::Instant>>>);
+
+impl Default for StoreHealth {
+    fn default() -> StoreHealth {
+        StoreHealth(Arc::new(watch::channel(None).0))
+    }
+}
+
+impl StoreHealth {
+    fn note<T>(&self, result: &Result<T, reconcile::Error>) {
+        self.0.send_if_modified(|since| match result {
+            Err(reconcile::Error::State(_)) if since.is_none() => {
+                *since = Some(std::time::Instant::now());
+                true
+            }
+            Ok(_) if since.is_some() => {
+                *since = None;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Returns once the database has failed for longer than [`STORE_GIVE_UP`] and
+    /// a flush of it fails too. Sleeps while the database is well.
+    async fn give_up(&self, store: &Store) {
+        let mut failing = self.0.subscribe();
+        loop {
+            let Ok(since) = failing.wait_for(Option::is_some).await.map(|s| *s) else {
+                return futures::future::pending().await;
+            };
+            let Some(since) = since else { continue };
+            tokio::time::sleep_until((since + STORE_GIVE_UP).into()).await;
+            if *failing.borrow() != Some(since) {
+                continue;
+            }
+            match store.flush() {
+                Ok(()) => self.0.send_replace(None),
+                Err(e) => {
+                    tracing::error!("the state database keeps failing: {e}");
+                    return;
+                }
+            };
+        }
+    }
 }
 
 /// The last good spec of every container the daemon manages, from the store; for

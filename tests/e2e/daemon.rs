@@ -1004,3 +1004,155 @@ fn stops_wait_side_by_side_and_never_hold_up_other_work() {
         "a create waited behind the stops: {newcomer_running:?}"
     );
 }
+
+/// Every process in the test's own cgroup parent is killed when this is dropped:
+/// for containers whose state dir only their own mount namespace can see.
+struct KillCgroupParent<'a>(&'a StateDir);
+
+impl Drop for KillCgroupParent<'_> {
+    fn drop(&mut self) {
+        let roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        for _ in 0..50 {
+            let mut pids = Vec::new();
+            for root in roots.iter().chain([&PathBuf::from("/sys/fs/cgroup")]) {
+                let parent = root.join(&self.0.cgroup_parent);
+                for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                    for part in ["payload", "monitor", ""] {
+                        let procs = child.path().join(part).join("cgroup.procs");
+                        let text = std::fs::read_to_string(procs).unwrap_or_default();
+                        pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
+                    }
+                }
+            }
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_changes_nothing_that_runs_and_the_daemon_converges_once_space_is_back() {
+    let state = StateDir::new();
+    let _kill = KillCgroupParent(&state);
+    let manifests = manifests_dir(&state);
+    // The state dir on a small tmpfs that only the daemon's own mount namespace sees.
+    let small = state.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let name = unique("full");
+    let text = manifest(
+        &name,
+        "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+    );
+    save(&state, &format!("{name}.yaml"), &text);
+    let log = state.path().join("daemon.log");
+    let mut daemon = KillOnDrop(std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=8m,mode=0700 berth-test-tmpfs {small} && exec {berth} \
+             --state-dir {small} --cgroup-parent {parent} daemon --manifests {manifests} \
+             --prune-grace 1s --crash-backoff 1s",
+            small = small.display(),
+            berth = env!("CARGO_BIN_EXE_berth"),
+            parent = state.cgroup_parent,
+            manifests = manifests.display(),
+        ))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("unshare(1) runs the daemon in a mount namespace of its own (apt-get install util-linux)"));
+    let pid = daemon.0.id().to_string();
+    let inside = |args: &[&str]| {
+        std::process::Command::new("nsenter")
+            .args(["-t", &pid, "-m", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let small_str = small.display().to_string();
+    let berth_in = |args: &[&str]| {
+        let mut all = vec![env!("CARGO_BIN_EXE_berth"), "--state-dir", &small_str];
+        all.extend(args);
+        inside(&all)
+    };
+    let item = |name: &str| -> Option<serde_json::Value> {
+        let out = berth_in(&["get", name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    };
+    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let running = wait_for("the container on the small disk", || {
+        item(&name).filter(|i| i["phase"] == "Running")
+    });
+    let first = pid_of(&running);
+
+    // Fill the disk, then change the spec and add a container.
+    let fill = format!("{small_str}/fill");
+    let out = inside(&["dd", "if=/dev/zero", &format!("of={fill}"), "bs=64k"]);
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    save(
+        &state,
+        &format!("{name}.yaml"),
+        &manifest(
+            &name,
+            "  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n",
+        ),
+    );
+    let second = unique("full-new");
+    save(
+        &state,
+        &format!("{second}.yaml"),
+        &manifest(
+            &second,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    wait_for("the daemon to meet the full disk", || {
+        daemon_log()
+            .contains("No space left on device")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        Path::new(&format!("/proc/{first}")).exists(),
+        "the running container was stopped for a spec it could not write:\n{}",
+        daemon_log()
+    );
+
+    // Space is back: both converge without a restart of the daemon.
+    let out = inside(&["rm", &fill]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let edited = wait_for("the new spec to run", || {
+        item(&name).filter(|i| i["phase"] == "Running" && i["pid"] != first)
+    });
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid_of(&edited))).unwrap();
+    assert_eq!(cmdline, b"/bin/sleep\x001000\x00");
+    wait_for("the new container to run", || {
+        item(&second).filter(|i| i["phase"] == "Running")
+    });
+    assert!(daemon.0.try_wait().unwrap().is_none(), "{}", daemon_log());
+    for n in [&name, &second] {
+        berth_in(&["--cgroup-parent", &state.cgroup_parent, "stop", n]);
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when this is dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
