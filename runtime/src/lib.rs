@@ -16,6 +16,7 @@ mod pty;
 mod remove;
 mod seccomp;
 mod security;
+mod sources;
 mod spawn;
 mod status;
 mod sync;
