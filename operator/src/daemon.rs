@@ -49,12 +49,15 @@ pub fn run(runtime: Runtime, mut options: Options) -> anyhow::Result<()> {
 }
 
 async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
-    std::fs::create_dir_all(runtime.state_dir()).with_context(|| {
-        format!(
-            "cannot create the state directory {}",
-            runtime.state_dir().display()
-        )
-    })?;
+    // 0700, as Store::open and install.sh make it: only root may look in.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(runtime.state_dir())
+        .with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                runtime.state_dir().display()
+            )
+        })?;
     let store = Store::open(runtime.state_dir()).context("cannot open the state database")?;
     let recovered = {
         let runtime = runtime.clone();
