@@ -245,7 +245,20 @@ fn rootfs(c: &mut Checker, rootfs: schema::Rootfs) -> RootfsSource {
         );
     }
     if let Some(path) = rootfs.path {
-        return RootfsSource::Path(c.absolute("spec.rootfs.path", &path, "rootfs.path"));
+        let dir = c.absolute("spec.rootfs.path", &path, "rootfs.path");
+        let climbs_to_root = dir.components().all(|part| {
+            matches!(
+                part,
+                Component::RootDir | Component::CurDir | Component::ParentDir
+            )
+        });
+        if path.starts_with('/') && climbs_to_root {
+            c.value(
+                "spec.rootfs.path",
+                format!("{path:?} is the host's root; a container needs a root of its own"),
+            );
+        }
+        return RootfsSource::Path(dir);
     }
     if let Some(tarball) = rootfs.tarball {
         let file = c.absolute("spec.rootfs.tarball", &tarball, "rootfs.tarball");

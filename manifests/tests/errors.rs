@@ -314,6 +314,18 @@ fn allowed_host_paths_are_absolute_and_absent_from_the_hash_when_unset() {
 }
 
 #[test]
+fn the_hosts_root_is_not_a_rootfs() {
+    for path in ["/", "//", "/.", "/.."] {
+        assert_one(
+            &with_spec("web", &format!("  rootfs: {{path: \"{path}\"}}\n")),
+            &format!(
+                "m.yaml:7:18: spec.rootfs.path: \"{path}\" is the host's root; a container needs a root of its own"
+            ),
+        );
+    }
+}
+
+#[test]
 fn host_paths_must_be_absolute() {
     let cases = [
         (

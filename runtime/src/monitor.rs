@@ -189,6 +189,7 @@ impl Monitor {
         let config = SavedConfig::load(&dir.config()).map_err(|e| e.to_string())?;
         // What can fail cheaply fails before anything is made.
         let mut plan = plan(&config)?;
+        crate::sources::refuse_host_root(&config.rootfs)?;
         let spec = &config.container.spec;
         let allowed = spec
             .security

@@ -252,6 +252,24 @@ pub fn check(
         .collect()
 }
 
+/// A `rootfs.path` that is the host's `/` by another name: pivoting into it would
+/// leave the container on the host's own files.
+pub fn refuse_host_root(rootfs: &Path) -> Result<(), String> {
+    let id = |path: &Path| {
+        open_path(path)
+            .and_then(|fd| identify(&fd))
+            .map(|(id, _)| id)
+            .map_err(|e| format!("rootfs {}: {e}", path.display()))
+    };
+    if id(rootfs)? == id(Path::new("/"))? {
+        return Err(format!(
+            "rootfs {} is the host's root; a container needs a root of its own",
+            rootfs.display()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -368,6 +368,34 @@ fn the_hosts_proc_sys_and_dev_are_refused_as_mount_sources_unless_allowed() {
 }
 
 #[test]
+fn a_rootfs_path_that_is_the_hosts_root_by_another_name_does_not_start() {
+    let state = StateDir::new();
+    let aliases = tempfile::Builder::new()
+        .prefix("berth-alias-")
+        .tempdir()
+        .unwrap();
+    let link = aliases.path().join("host");
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    let name = unique("hostroot");
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{path: {}}}\n  command: [/bin/sh, -c, 'touch /berth-escaped; sleep 60']\n  stopTimeout: 0s\n",
+            link.display()
+        ),
+    );
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["start", &name]);
+    assert_eq!(out.status.code(), Some(1), "the host's root was used");
+    assert!(
+        stderr(&out).contains("is the host's root"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn a_userns_container_is_root_inside_and_an_ordinary_user_outside() {
     use std::os::unix::fs::PermissionsExt;
     let state = StateDir::new();
