@@ -97,14 +97,15 @@ pub fn router(ctx: Context) -> Router {
 
 /// Bind the socket: mode 0660, group `berth` where that group exists.
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+    let short = berth_runtime::SocketPath::new(path)?;
+    if std::os::unix::net::UnixStream::connect(short.as_path()).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             format!("another daemon serves {}", path.display()),
         ));
     }
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
+    let listener = tokio::net::UnixListener::bind(short.as_path())?;
     if let Ok(Some(group)) = nix::unistd::Group::from_name("berth") {
         nix::unistd::chown(path, None, Some(group.gid)).map_err(std::io::Error::from)?;
     }

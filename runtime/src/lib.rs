@@ -16,6 +16,7 @@ mod pty;
 mod remove;
 mod seccomp;
 mod security;
+mod socket;
 mod sources;
 mod spawn;
 mod status;
@@ -29,6 +30,7 @@ pub use config::{Header, ImageDefaults, Origin, SavedConfig};
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use layout::ContainerDir;
+pub use socket::SocketPath;
 pub use status::{ExitReason, LastExit, Phase, Status};
 
 use partial::{PartialLock, Probe};

@@ -496,11 +496,11 @@ fn refuse_device_mounts(
 
 fn bind_socket(path: &Path) -> Result<UnixListener, String> {
     // A socket left by a monitor that died: nobody answers on it.
-    if UnixStream::connect(path).is_ok() {
+    if crate::socket::connect(path).is_ok() {
         return Err(format!("a monitor already serves {}", path.display()));
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
+    let listener = crate::socket::bind(path)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("chmod {}: {e}", path.display()))?;
