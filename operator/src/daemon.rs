@@ -87,14 +87,8 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let socket = runtime.state_dir().join("berth.sock");
     let listener = crate::api::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
-    let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(
-        axum::serve(listener, crate::api::router(ctx.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let router = crate::api::router(ctx.clone());
+    let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
     let watch_task = tokio::spawn(watch_loop(ctx.clone(), options.clone(), stop_rx.clone()));
     tokio::spawn(async move {
         shutdown_signal().await;

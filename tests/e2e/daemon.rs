@@ -650,3 +650,75 @@ fn sigterm_stops_the_daemon_promptly_and_leaves_containers_running() {
     );
     assert!(!state.path().join("berth.sock").exists());
 }
+
+/// Sends `request` as is on a new connection to the API and returns the answer.
+fn raw_http(state: &StateDir, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(state.path().join("berth.sock")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_reboot_of_an_invalid_name_is_a_bad_request() {
+    let state = StateDir::new();
+    let _daemon = Daemon::start(&state);
+    let post = |name: &str| {
+        raw_http(
+            &state,
+            &format!(
+                "POST /v1/containers/{name}/reboot HTTP/1.1\r\nHost: berth\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let answer = post("Not_A_Name");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("is not a valid container name"), "{answer}");
+    let answer = post(&unique("absent"));
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+}
+
+#[test]
+fn a_connection_whose_headers_never_finish_is_closed_and_others_are_served() {
+    use std::io::{Read, Write};
+    let state = StateDir::new();
+    let _daemon = Daemon::start(&state);
+    let socket = state.path().join("berth.sock");
+    // More stalled clients than the daemon serves at once: half a header each,
+    // and one that sends nothing at all.
+    let mut stalled: Vec<std::os::unix::net::UnixStream> = (0..70)
+        .map(|_| {
+            let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            stream
+                .write_all(b"GET /v1/containers HTTP/1.1\r\nHost: ber")
+                .unwrap();
+            stream
+        })
+        .collect();
+    stalled.push(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+    let started = Instant::now();
+    let out = state.run(&["get"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for stream in &mut stalled {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut rest = Vec::new();
+        assert!(
+            stream.read_to_end(&mut rest).is_ok(),
+            "a stalled connection is still open after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
