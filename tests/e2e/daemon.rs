@@ -722,3 +722,54 @@ fn a_connection_whose_headers_never_finish_is_closed_and_others_are_served() {
         started.elapsed()
     );
 }
+
+#[test]
+fn the_daemon_runs_and_follows_a_63_character_name_under_a_long_state_dir() {
+    // <state>/containers/NAME/monitor.sock is past the 108 bytes of a socket address.
+    let state = StateDir::with_path_length(90);
+    let daemon = Daemon::start(&state);
+    let mut name = unique("long");
+    name.push_str(&"b".repeat(63 - name.len()));
+    save(
+        &state,
+        "long.yaml",
+        &manifest(
+            &name,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    let first = pid_of(&wait_phase(&state, &daemon, &name, "Running"));
+    // Following the monitor is a wait on its socket, not reconciles in a loop.
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.child.id())).unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fields[0] + fields[1]
+    };
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = cpu() - before;
+    assert!(
+        ticks < 50,
+        "the daemon used {ticks} ticks of CPU in 2 s while idle"
+    );
+    // The daemon learns of the exit through monitor.sock, and restarts it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let second = wait_for("a restart", || {
+        get(&state, &name)
+            .filter(|i| i["phase"] == "Running" && i["restarts"] == 1)
+            .map(|i| pid_of(&i))
+    });
+    assert_ne!(first, second);
+}
