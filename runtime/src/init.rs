@@ -215,7 +215,11 @@ fn bind(source: &Path, rootfs: &Path, target: &Path, read_only: bool) -> Step {
     // A symlink in the image may lead the target into /proc or /sys, where a
     // mount would hide what berth masks.
     if on_kernel_filesystem(&fd) {
-        return Err(fail("bind mount", Errno::EPERM, shown_target));
+        return Err(fail(
+            "mount over /proc or /sys (a symlink led there)",
+            Errno::EPERM,
+            shown_target,
+        ));
     }
     mount(
         Some(source),

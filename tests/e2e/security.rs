@@ -210,6 +210,40 @@ fn a_mount_target_that_is_a_symlink_out_of_the_rootfs_lands_inside_it() {
 }
 
 #[test]
+fn a_mount_target_that_a_symlink_leads_onto_proc_is_refused() {
+    let state = StateDir::new();
+    let name = unique("ontoproc");
+    let source = tempfile::Builder::new()
+        .prefix("berth-src-")
+        .tempdir()
+        .unwrap();
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  command: [/bin/sleep, infinity]\n  mounts: [{{source: {}, target: /data}}]\n  stopTimeout: 0s\n",
+            source.path().display()
+        ),
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // Inside the container, /proc/sys is the kernel's: a mount there would hide
+    // its read-only protection.
+    std::os::unix::fs::symlink("/proc/sys", state.container_dir(&name).join("rootfs/data"))
+        .unwrap();
+    let out = state.run(&["start", &name]);
+    assert_eq!(out.status.code(), Some(1), "mounted onto /proc/sys");
+    assert!(
+        stderr(&out).contains("mount over /proc or /sys"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn mount_sources_must_exist_and_not_be_berths_own_files() {
     let state = StateDir::new();
     for (name, source) in [
