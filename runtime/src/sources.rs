@@ -108,6 +108,56 @@ fn parent_dir(fd: &OwnedFd, id: FileId) -> Result<OwnedFd, String> {
     Ok(dir)
 }
 
+/// `struct file_handle` with room for the largest handle (MAX_HANDLE_SZ).
+#[repr(C)]
+struct FileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; 128],
+}
+
+/// The directory `dir` as seen from the mount of `on`: opened again by its file
+/// handle, so that a bind mount of one of its subdirectories climbs (`..`) to
+/// where the directory really is in the filesystem. `None` where the
+/// filesystems differ or do not give handles.
+fn reopen_on_mount_of(dir: &OwnedFd, on: &OwnedFd) -> Option<OwnedFd> {
+    use nix::libc;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut handle = FileHandle {
+        handle_bytes: 128,
+        handle_type: 0,
+        f_handle: [0; 128],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `handle` is a file_handle with `handle_bytes` bytes of room after
+    // its header, the path is a NUL-terminated empty string used with
+    // AT_EMPTY_PATH on a valid fd, and `mount_id` is a valid int to write.
+    let rc = unsafe {
+        libc::name_to_handle_at(
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            (&raw mut handle).cast::<libc::file_handle>(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return None;
+    }
+    // SAFETY: the handle was filled in by the kernel just above; `on` is a valid
+    // fd naming the mount to open it in. The kernel refuses a handle of another
+    // filesystem (ESTALE).
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            on.as_raw_fd(),
+            (&raw mut handle).cast::<libc::file_handle>(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: a non-negative return is a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The filesystem type of the mount `fd` is on, from /proc/self/mountinfo.
 fn filesystem_type(fd: &OwnedFd) -> Result<String, String> {
     let statx = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
@@ -135,6 +185,9 @@ struct Landmarks {
     /// The state dir and every directory above it.
     state_and_above: Vec<FileId>,
     state: FileId,
+    /// The state dir, open for reading: a source on its filesystem is reopened on
+    /// its mount.
+    state_fd: OwnedFd,
     /// Each host kernel path, its id, and every directory above it.
     kernel: Vec<(&'static str, FileId, Vec<FileId>)>,
     /// The ids of `allowHostPaths` entries that exist.
@@ -143,8 +196,15 @@ struct Landmarks {
 
 impl Landmarks {
     fn gather(state_dir: &Path, allowed: &[PathBuf]) -> Result<Landmarks, String> {
-        let state_and_above = ancestors_of(state_dir)
-            .map_err(|e| format!("berth's state directory {}: {e}", state_dir.display()))?;
+        let shown = |e| format!("berth's state directory {}: {e}", state_dir.display());
+        // open_by_handle_at takes no O_PATH fd as its mount.
+        let state_fd = rustix::fs::open(
+            state_dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(shown)?;
+        let state_and_above = ancestors_of(state_dir).map_err(shown)?;
         let state = *state_and_above
             .first()
             .ok_or_else(|| format!("berth's state directory {}", state_dir.display()))?;
@@ -167,6 +227,7 @@ impl Landmarks {
             state_dir: state_dir.to_owned(),
             state_and_above,
             state,
+            state_fd,
             kernel,
             allowed,
         })
@@ -188,11 +249,22 @@ impl Landmarks {
         } else {
             parent_dir(&fd, id).map_err(|e| format!("mount source {shown}: {e}"))?
         };
+        // A bind mount of a directory inside the state dir climbs to where it is
+        // mounted, not to the state dir: climb from the same directory as seen on
+        // the state dir's mount too.
+        let in_state_mount = (id.dev == self.state.dev)
+            .then(|| reopen_on_mount_of(&holder, &self.state_fd))
+            .flatten()
+            .and_then(|fd| ancestors(fd).ok())
+            .unwrap_or_default();
         // The source and every directory above it.
         let mut above = vec![id];
         above.extend(ancestors(holder).map_err(|e| format!("mount source {shown}: {e}"))?);
         // Never allowed, whatever the manifest says.
-        if self.state_and_above.contains(&id) || above.contains(&self.state) {
+        if self.state_and_above.contains(&id)
+            || above.contains(&self.state)
+            || in_state_mount.contains(&self.state)
+        {
             return Err(format!(
                 "mount source {shown} overlaps berth's state directory {}; containers may not see berth's own files",
                 self.state_dir.display()

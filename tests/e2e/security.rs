@@ -337,27 +337,31 @@ fn a_bind_mount_of_the_state_dir_is_refused_as_a_mount_source() {
             .success()
     );
     // The alias exists only in a mount namespace of this test's own (private
-    // propagation), in which `berth start` and its monitor run.
+    // propagation), in which `berth start` and its monitor run. Of the state dir,
+    // or of a directory inside it: either way berth's own files are below.
     let berth = state.berth(&["start", &name]);
-    let out = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg("mount --bind \"$0\" \"$1\" && shift && exec \"$@\"")
-        .arg(state.path())
-        .arg(alias.path())
-        .arg(berth.get_program())
-        .args(berth.get_args())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the bind-mount alias was mounted"
-    );
-    assert!(
-        stderr(&out).contains("overlaps berth's state directory"),
-        "{}",
-        stderr(&out)
-    );
+    for aliased in [state.path().to_owned(), state.path().join("containers")] {
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$0\" \"$1\" && shift && exec \"$@\"")
+            .arg(&aliased)
+            .arg(alias.path())
+            .arg(berth.get_program())
+            .args(berth.get_args())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a bind-mount alias of {} was mounted",
+            aliased.display()
+        );
+        assert!(
+            stderr(&out).contains("overlaps berth's state directory"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
