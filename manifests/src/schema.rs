@@ -268,6 +268,10 @@ pub struct Security {
     /// `{uidMap: [...], gidMap: [...]}`. Root inside is then an unprivileged user
     /// on the host. Default: none.
     pub userns: Option<Userns>,
+    /// Host paths that mount sources may be, or be inside, although they are (or
+    /// are inside) the host's /proc, /sys or /dev, e.g. `[/dev/ttyUSB0]`. Absolute
+    /// paths. Default: none.
+    pub allow_host_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

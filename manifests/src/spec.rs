@@ -107,6 +107,9 @@ pub struct Security {
     /// without one stays what it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<UsernsSpec>,
+    /// Absent when unset, for the same reason as `userns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_host_paths: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

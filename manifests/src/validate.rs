@@ -140,8 +140,8 @@ pub fn container(
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
     let resources = resources(&mut c, spec.resources.unwrap_or_default());
-    let mounts = mounts(&mut c, spec.mounts);
     let security = security(&mut c, spec.security.unwrap_or_default());
+    let mounts = mounts(&mut c, spec.mounts, &security);
     let network = spec
         .network
         .and_then(|n| n.mode)
@@ -245,7 +245,20 @@ fn rootfs(c: &mut Checker, rootfs: schema::Rootfs) -> RootfsSource {
         );
     }
     if let Some(path) = rootfs.path {
-        return RootfsSource::Path(c.absolute("spec.rootfs.path", &path, "rootfs.path"));
+        let dir = c.absolute("spec.rootfs.path", &path, "rootfs.path");
+        let climbs_to_root = dir.components().all(|part| {
+            matches!(
+                part,
+                Component::RootDir | Component::CurDir | Component::ParentDir
+            )
+        });
+        if path.starts_with('/') && climbs_to_root {
+            c.value(
+                "spec.rootfs.path",
+                format!("{path:?} is the host's root; a container needs a root of its own"),
+            );
+        }
+        return RootfsSource::Path(dir);
     }
     if let Some(tarball) = rootfs.tarball {
         let file = c.absolute("spec.rootfs.tarball", &tarball, "rootfs.tarball");
@@ -364,7 +377,7 @@ fn resources(c: &mut Checker, resources: schema::Resources) -> Resources {
     }
 }
 
-fn mounts(c: &mut Checker, mounts: Vec<schema::Mount>) -> Vec<Mount> {
+fn mounts(c: &mut Checker, mounts: Vec<schema::Mount>, security: &Security) -> Vec<Mount> {
     let mut targets = BTreeSet::new();
     let mut resolved = Vec::with_capacity(mounts.len());
     for (i, mount) in mounts.into_iter().enumerate() {
@@ -378,6 +391,9 @@ fn mounts(c: &mut Checker, mounts: Vec<schema::Mount>) -> Vec<Mount> {
         if target.components().all(|part| part == Component::RootDir) {
             c.value(&path, "cannot mount over the container's root");
         }
+        if let Some(message) = kernel_target(&target, &source, security) {
+            c.value(&path, message);
+        }
         let normal: PathBuf = target.components().collect();
         if !targets.insert(normal) {
             c.value(&path, format!("{:?} is mounted twice", mount.target));
@@ -389,6 +405,39 @@ fn mounts(c: &mut Checker, mounts: Vec<schema::Mount>) -> Vec<Mount> {
         });
     }
     resolved
+}
+
+/// Why a mount at `target` is refused: over /proc or /sys it would hide what
+/// berth masks there, over /dev the container's own device nodes. A device node
+/// below /dev is allowed when its source is named in `allowHostPaths`.
+fn kernel_target(target: &Path, source: &Path, security: &Security) -> Option<String> {
+    let mut parts = target
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)));
+    let top = parts.next()?;
+    let below = parts.next().is_some();
+    match top.as_os_str().to_str() {
+        Some(dir @ ("proc" | "sys")) => Some(format!(
+            "{target:?} is on or under /{dir}, where berth masks the kernel's files; mount elsewhere",
+        )),
+        Some("dev") if !below => Some(
+            "cannot mount over /dev; berth makes the container's /dev (name a single device node, e.g. target /dev/ttyUSB0)".to_owned(),
+        ),
+        Some("dev") if !allowed_host_path(source, security) => Some(format!(
+            "{target:?} is under /dev; only a device node whose source is named in spec.security.allowHostPaths may be mounted there",
+        )),
+        _ => None,
+    }
+}
+
+/// Is `source` equal to or below one of `allowHostPaths` (by path here; the
+/// runtime compares device and inode at start)?
+fn allowed_host_path(source: &Path, security: &Security) -> bool {
+    security
+        .allow_host_paths
+        .iter()
+        .flatten()
+        .any(|allowed| source.starts_with(allowed))
 }
 
 fn security(c: &mut Checker, security: schema::Security) -> Security {
@@ -432,12 +481,26 @@ fn security(c: &mut Checker, security: schema::Security) -> Security {
             Some(UsernsSpec::Maps { uid, gid })
         }
     });
+    let allow_host_paths = security.allow_host_paths.map(|paths| {
+        paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                c.absolute(
+                    &format!("spec.security.allowHostPaths[{i}]"),
+                    p,
+                    "an allowed host path",
+                )
+            })
+            .collect()
+    });
     Security {
         read_only_rootfs: security.read_only_rootfs,
         cap_add,
         cap_drop,
         seccomp,
         userns,
+        allow_host_paths,
     }
 }
 

@@ -263,6 +263,69 @@ fn mount_targets_must_be_absolute_and_stay_inside() {
 }
 
 #[test]
+fn mount_targets_on_the_kernels_files_are_refused() {
+    let mounts = "  mounts:\n    - {source: /srv, target: /proc}\n    - {source: /srv, target: /proc/sys}\n    \
+                  - {source: /srv, target: /sys/kernel}\n    - {source: /srv, target: /dev}\n    \
+                  - {source: /srv, target: /dev/tty0}\n";
+    assert_eq!(
+        errors(&with_spec("web", mounts)),
+        [
+            "m.yaml:8:30: spec.mounts[0].target: \"/proc\" is on or under /proc, where berth masks the kernel's files; mount elsewhere",
+            "m.yaml:9:30: spec.mounts[1].target: \"/proc/sys\" is on or under /proc, where berth masks the kernel's files; mount elsewhere",
+            "m.yaml:10:30: spec.mounts[2].target: \"/sys/kernel\" is on or under /sys, where berth masks the kernel's files; mount elsewhere",
+            "m.yaml:11:30: spec.mounts[3].target: cannot mount over /dev; berth makes the container's /dev (name a single device node, e.g. target /dev/ttyUSB0)",
+            "m.yaml:12:30: spec.mounts[4].target: \"/dev/tty0\" is under /dev; only a device node whose source is named in spec.security.allowHostPaths may be mounted there",
+        ]
+    );
+    // A device node the manifest names may go under /dev.
+    let device = check(&with_spec(
+        "web",
+        "  mounts: [{source: /dev/net/tun, target: /dev/tun}]\n  security: {allowHostPaths: [/dev/net]}\n",
+    ));
+    assert!(device.is_valid(), "{:?}", device.diagnostics);
+}
+
+#[test]
+fn allowed_host_paths_are_absolute_and_absent_from_the_hash_when_unset() {
+    assert_one(
+        &with_spec(
+            "web",
+            "  security: {allowHostPaths: [/dev/ttyUSB0, dev/ttyUSB1]}\n",
+        ),
+        "m.yaml:7:45: spec.security.allowHostPaths[1]: \"dev/ttyUSB1\" is not absolute; an allowed host path must start with /",
+    );
+    let parsed = check(&with_spec(
+        "web",
+        "  security: {allowHostPaths: [/dev/ttyUSB0]}\n",
+    ));
+    assert_eq!(
+        parsed.containers[0].spec.security.allow_host_paths,
+        Some(vec![std::path::PathBuf::from("/dev/ttyUSB0")])
+    );
+    assert_ne!(
+        parsed.containers[0].hash,
+        check(&with_spec("web", "")).containers[0].hash
+    );
+    assert!(
+        !serde_json::to_string(&check(&with_spec("web", "")).containers[0].spec)
+            .unwrap()
+            .contains("allowHostPaths")
+    );
+}
+
+#[test]
+fn the_hosts_root_is_not_a_rootfs() {
+    for path in ["/", "//", "/.", "/.."] {
+        assert_one(
+            &with_spec("web", &format!("  rootfs: {{path: \"{path}\"}}\n")),
+            &format!(
+                "m.yaml:7:18: spec.rootfs.path: \"{path}\" is the host's root; a container needs a root of its own"
+            ),
+        );
+    }
+}
+
+#[test]
 fn host_paths_must_be_absolute() {
     let cases = [
         (

@@ -126,16 +126,80 @@ pub fn router(ctx: Context) -> Router {
         .with_state(ctx)
 }
 
+/// How long a client may take to send a request's headers before its
+/// connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; further clients wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long open connections (a `logs -f`, say) may go on after the stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serve `router` on `listener` until `stop` turns true: at most
+/// `MAX_CONNECTIONS` at once, each closed if its headers take longer than
+/// `HEADER_READ_TIMEOUT` (axum::serve has neither).
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    router: Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = stopped(stop.clone()) => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of fds, most likely: let connections finish before retrying.
+                    tracing::warn!("cannot accept an API connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(stop.clone()) => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stopped(stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+                }
+            }
+        });
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.join_all()).await;
+}
+
 /// Bind the socket: mode 0660, group `berth` where that group exists.
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+    let short = berth_runtime::SocketPath::new(path)?;
+    if std::os::unix::net::UnixStream::connect(short.as_path()).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             format!("another daemon serves {}", path.display()),
         ));
     }
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
+    let listener = tokio::net::UnixListener::bind(short.as_path())?;
     if let Ok(Some(group)) = nix::unistd::Group::from_name("berth") {
         nix::unistd::chown(path, None, Some(group.gid)).map_err(std::io::Error::from)?;
     }
@@ -334,10 +398,17 @@ async fn reboot(
             ctx.event(&name, "Rebooting", "reboot requested through the API");
             Ok(Json(serde_json::json!({ "rebooting": name })))
         }
-        Err(e @ berth_runtime::Error::NotRunning(_)) => {
-            Err(ApiError(StatusCode::CONFLICT, e.to_string()))
-        }
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(ApiError(reboot_status(&e), e.to_string())),
+    }
+}
+
+/// The client's mistakes are 4xx; only the daemon's own failures are 500.
+fn reboot_status(error: &berth_runtime::Error) -> StatusCode {
+    match error {
+        berth_runtime::Error::BadName(..) => StatusCode::BAD_REQUEST,
+        berth_runtime::Error::NotFound(_) => StatusCode::NOT_FOUND,
+        berth_runtime::Error::NotRunning(_) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

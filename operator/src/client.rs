@@ -24,7 +24,12 @@ impl Client {
     /// GET `path`; `on_chunk` sees the body as it streams. Non-2xx is an error
     /// carrying the daemon's message.
     async fn get(&self, path: &str, mut on_chunk: impl FnMut(&[u8])) -> anyhow::Result<()> {
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.with_context(|| {
+        let socket = berth_runtime::SocketPath::new(&self.socket);
+        let stream = match &socket {
+            Ok(short) => tokio::net::UnixStream::connect(short.as_path()).await,
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        let stream = stream.with_context(|| {
             format!(
                 "cannot reach the berth daemon at {} (is `berth daemon` running with this --state-dir?)",
                 self.socket.display()

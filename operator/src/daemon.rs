@@ -50,12 +50,15 @@ pub fn run(runtime: Runtime, mut options: Options) -> anyhow::Result<()> {
 }
 
 async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
-    std::fs::create_dir_all(runtime.state_dir()).with_context(|| {
-        format!(
-            "cannot create the state directory {}",
-            runtime.state_dir().display()
-        )
-    })?;
+    // 0700, as Store::open and install.sh make it: only root may look in.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(runtime.state_dir())
+        .with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                runtime.state_dir().display()
+            )
+        })?;
     let store = Store::open(runtime.state_dir()).context("cannot open the state database")?;
     let recovered = {
         let runtime = runtime.clone();
@@ -88,14 +91,8 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let socket = runtime.state_dir().join("berth.sock");
     let listener = crate::api::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
-    let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(
-        axum::serve(listener, crate::api::router(ctx.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let router = crate::api::router(ctx.clone());
+    let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
     let watch_task = tokio::spawn(watch_loop(ctx.clone(), options.clone(), stop_rx.clone()));
     let health = StoreHealth::default();
     let store_gave_up = {

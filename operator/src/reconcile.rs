@@ -297,7 +297,8 @@ impl Context {
 /// connection to close: the monitor closes it by exiting.
 async fn wait_for_monitor(socket: &std::path::Path) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    let socket = berth_runtime::SocketPath::new(socket)?;
+    let mut stream = tokio::net::UnixStream::connect(socket.as_path()).await?;
     stream.write_all(b"{\"op\":\"wait\"}\n").await?;
     let mut sink = Vec::new();
     stream.read_to_end(&mut sink).await?;

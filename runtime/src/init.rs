@@ -23,6 +23,9 @@ pub struct Plan {
     /// Host directories bound read-only at the same place (the host template).
     pub host_binds: Vec<PathBuf>,
     pub mounts: Vec<berth_manifests::Mount>,
+    /// Device and inode of each of `mounts`' sources as the monitor checked them:
+    /// init binds a source only if the path still leads there.
+    pub mount_ids: Vec<crate::sources::FileId>,
     pub hostname: String,
     pub command: Vec<String>,
     /// `KEY=VALUE`, final.
@@ -151,10 +154,36 @@ fn build_root(plan: &Plan) -> Step {
     .map_err(|e| fail("mount /sys", e, shown(&at("sys"))))?;
     build_dev(&at("dev"))?;
     // The manifest's mounts last, so that one under /dev or /proc is not hidden.
-    for m in &plan.mounts {
-        bind(&m.source, rootfs, &m.target, m.read_only)?;
+    for (i, m) in plan.mounts.iter().enumerate() {
+        let source = reopen_source(&m.source, plan.mount_ids.get(i))?;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
+        bind(&by_fd, rootfs, &m.target, m.read_only)?;
     }
     Ok(())
+}
+
+/// The mount source opened again in this mount namespace (an fd from the
+/// monitor's cannot be bound here), refused unless it is the file the monitor
+/// checked.
+fn reopen_source(source: &Path, checked: Option<&crate::sources::FileId>) -> Step<OwnedFd> {
+    let changed = || fail("find the mount source", Errno::ESTALE, shown(source));
+    let checked = checked.ok_or_else(changed)?;
+    let fd = rustix::fs::open(
+        source,
+        OFlags::PATH | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        fail(
+            "find the mount source",
+            Errno::from_raw(e.raw_os_error()),
+            shown(source),
+        )
+    })?;
+    match crate::sources::identify(&fd) {
+        Ok((id, _)) if id == *checked => Ok(fd),
+        _ => Err(changed()),
+    }
 }
 
 fn ensure_dir(path: &Path) -> Step {
@@ -183,6 +212,15 @@ fn bind(source: &Path, rootfs: &Path, target: &Path, read_only: bool) -> Step {
     let fd = open_in_root(rootfs, target, is_dir)?;
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let shown_target = shown(&rootfs.join(target.strip_prefix("/").unwrap_or(target)));
+    // A symlink in the image may lead the target into /proc or /sys, where a
+    // mount would hide what berth masks.
+    if on_kernel_filesystem(&fd) {
+        return Err(fail(
+            "mount over /proc or /sys (a symlink led there)",
+            Errno::EPERM,
+            shown_target,
+        ));
+    }
     mount(
         Some(source),
         proc_path.as_str(),
@@ -204,6 +242,14 @@ fn bind(source: &Path, rootfs: &Path, target: &Path, read_only: bool) -> Step {
         .map_err(|e| fail("remount read-only", e, shown_target))?;
     }
     Ok(())
+}
+
+fn on_kernel_filesystem(fd: &OwnedFd) -> bool {
+    use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
+    fstatfs(fd).is_ok_and(|fs| {
+        let kind = fs.filesystem_type();
+        kind == PROC_SUPER_MAGIC || kind == SYSFS_MAGIC
+    })
 }
 
 /// An `O_PATH` fd of `rootfs/target`, creating it (a directory, or an empty file

@@ -17,6 +17,8 @@ mod pty;
 mod remove;
 mod seccomp;
 mod security;
+mod socket;
+mod sources;
 mod spawn;
 mod status;
 mod sync;
@@ -30,6 +32,7 @@ pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use layout::ContainerDir;
 pub use lifecycle::StagedConfig;
+pub use socket::SocketPath;
 pub use status::{ExitReason, LastExit, Phase, Status};
 
 use partial::{PartialLock, Probe};

@@ -191,7 +191,7 @@ impl Runtime {
     /// A connection to the container's monitor, if one is listening.
     pub(crate) fn connect(&self, name: &str) -> Result<Option<UnixStream>> {
         let socket = self.dir(name)?.monitor_socket();
-        match UnixStream::connect(&socket) {
+        match crate::socket::connect(&socket) {
             Ok(stream) => Ok(Some(stream)),
             Err(_) => Ok(None),
         }

@@ -188,8 +188,16 @@ impl Monitor {
             ContainerDir::new(&state_dir.join("containers"), name).map_err(|e| e.to_string())?;
         let config = SavedConfig::load(&dir.config()).map_err(|e| e.to_string())?;
         // What can fail cheaply fails before anything is made.
-        let plan = plan(&config)?;
-        check_mount_sources(&config, state_dir)?;
+        let mut plan = plan(&config)?;
+        crate::sources::refuse_host_root(&config.rootfs)?;
+        let spec = &config.container.spec;
+        let allowed = spec
+            .security
+            .allow_host_paths
+            .as_deref()
+            .unwrap_or_default();
+        let sources = crate::sources::check(&spec.mounts, state_dir, allowed)?;
+        plan.mount_ids = sources.iter().map(|s| s.id).collect();
         if let Some(uid) = config.id_maps.as_ref().and_then(|m| m.root_uid()) {
             crate::userns::check_reachable(&config.rootfs, uid)?;
         }
@@ -207,7 +215,7 @@ impl Monitor {
         let cgroups = Cgroups::new(cgroup_parent, name, resources).map_err(|e| e.to_string())?;
         refuse_a_second_init(&cgroups, name)?;
         if !cgroups.restricts_devices() {
-            refuse_device_mounts(&config)?;
+            refuse_device_mounts(&config, &sources)?;
         }
         let made = cgroups
             .create()
@@ -482,31 +490,14 @@ fn refuse_a_second_init(cgroups: &Cgroups, name: &str) -> Result<(), String> {
     ))
 }
 
-/// `spec.mounts` sources must exist and must not be berth's own files.
-fn check_mount_sources(config: &SavedConfig, state_dir: &Path) -> Result<(), String> {
-    let state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
-    for mount in &config.container.spec.mounts {
-        let source = std::fs::canonicalize(&mount.source)
-            .map_err(|e| format!("mount source {}: {e}", mount.source.display()))?;
-        if source.starts_with(&state) || state.starts_with(&source) {
-            return Err(format!(
-                "mount source {} overlaps berth's state directory {}; containers may not see berth's own files",
-                mount.source.display(),
-                state.display()
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Without a devices controller (cgroup v2: berth loads no device BPF program)
 /// nothing would stop a bound device node from being used: refuse them.
-fn refuse_device_mounts(config: &SavedConfig) -> Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
-    for mount in &config.container.spec.mounts {
-        if std::fs::metadata(&mount.source)
-            .is_ok_and(|m| m.file_type().is_char_device() || m.file_type().is_block_device())
-        {
+fn refuse_device_mounts(
+    config: &SavedConfig,
+    sources: &[crate::sources::CheckedSource],
+) -> Result<(), String> {
+    for (mount, source) in config.container.spec.mounts.iter().zip(sources) {
+        if source.is_device {
             return Err(format!(
                 "mount source {} is a device node, and this host has no devices cgroup controller to confine its use",
                 mount.source.display()
@@ -518,11 +509,11 @@ fn refuse_device_mounts(config: &SavedConfig) -> Result<(), String> {
 
 fn bind_socket(path: &Path) -> Result<UnixListener, String> {
     // A socket left by a monitor that died: nobody answers on it.
-    if UnixStream::connect(path).is_ok() {
+    if crate::socket::connect(path).is_ok() {
         return Err(format!("a monitor already serves {}", path.display()));
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
+    let listener = crate::socket::bind(path)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("chmod {}: {e}", path.display()))?;
@@ -573,6 +564,8 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         rootfs: config.rootfs.clone(),
         host_binds: config.host_binds.clone(),
         mounts: spec.mounts.clone(),
+        // Filled in by the monitor's checks; without them init binds nothing.
+        mount_ids: Vec::new(),
         hostname: spec.hostname.clone(),
         command,
         env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),

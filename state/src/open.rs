@@ -32,14 +32,15 @@ impl Store {
     /// warning) and replaced by an empty one. A database of another schema
     /// version is refused with [`Error::Schema`].
     pub fn open(state_dir: &Path) -> Result<Store, Error> {
-        std::fs::create_dir_all(state_dir).map_err(|source| Error::Io {
-            context: "creating state directory",
-            path: state_dir.to_owned(),
-            source,
-        })?;
+        make_state_dir(state_dir)?;
+        warn_if_open_to_others(state_dir);
         let path = state_dir.join(DB_DIR);
+        make_db_dir(&path)?;
         let reason = match attempt(&path) {
-            Ok(store) => return Ok(store),
+            Ok(store) => {
+                restrict_files(&path)?;
+                return Ok(store);
+            }
             Err(Failure::Fatal(error)) => return Err(error),
             Err(Failure::Corrupt(reason)) => reason,
         };
@@ -51,8 +52,98 @@ impl Store {
             "state database is unreadable: moved it aside and starting with an \
              empty one; the daemon rebuilds state from the containers"
         );
-        attempt(&path).map_err(|(Failure::Corrupt(error) | Failure::Fatal(error))| error)
+        make_db_dir(&path)?;
+        let store =
+            attempt(&path).map_err(|(Failure::Corrupt(error) | Failure::Fatal(error))| error)?;
+        restrict_files(&path)?;
+        Ok(store)
     }
+}
+
+/// Create the state dir (and what is missing above it) as 0700: it holds the API
+/// socket and every container's files, and only root may look in.
+fn make_state_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| Error::Io {
+            context: "creating state directory",
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Create the database directory as 0700 before sled fills it, and tighten one an
+/// older berth made 0755. Anything else in its place is left for sled to refuse
+/// (and so to be set aside).
+fn make_db_dir(db: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| Error::Io {
+        context: "creating the database directory",
+        path: db.to_owned(),
+        source,
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(db) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(db).is_ok_and(|m| m.is_dir()) {
+                std::fs::set_permissions(db, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// A state dir the operator made readable or writable by others is left as it
+/// is (o+x is needed for user namespaces), but said.
+fn warn_if_open_to_others(state_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(state_dir)
+        && meta.permissions().mode() & 0o066 != 0
+    {
+        tracing::warn!(
+            state_dir = %state_dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the state directory is readable or writable by group or others; chmod 0700 (or 0711 for user namespaces)"
+        );
+    }
+}
+
+/// sled makes its files with the process's umask (0644 as a rule): make every
+/// file under the database 0600 and every directory 0700. Files sled makes later
+/// sit inside the 0700 directory.
+fn restrict_files(db: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries = std::fs::read_dir(db).map_err(|source| Error::Io {
+        context: "listing the database directory",
+        path: db.to_owned(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let mode = if kind.is_dir() {
+            restrict_files(&path)?;
+            0o700
+        } else if kind.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(
+            |source| Error::Io {
+                context: "restricting the permissions of",
+                path: path.clone(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn attempt(path: &Path) -> Result<Store, Failure> {
@@ -219,6 +310,32 @@ mod tests {
                     .starts_with("state.db.corrupt-")
             })
             .collect()
+    }
+
+    #[test]
+    fn a_new_state_dir_and_database_are_private_to_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::tempdir().unwrap();
+        let state = top.path().join("var/lib/berth");
+        let store = Store::open(&state).unwrap();
+        store.flush().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        let mut seen = 0;
+        let mut dirs = vec![state.join(DB_DIR)];
+        while let Some(dir) = dirs.pop() {
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    assert_eq!(mode(&path), 0o600, "{}", path.display());
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 2, "sled made {seen} files");
     }
 
     #[test]

@@ -1156,3 +1156,126 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Sends `request` as is on a new connection to the API and returns the answer.
+fn raw_http(state: &StateDir, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(state.path().join("berth.sock")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_reboot_of_an_invalid_name_is_a_bad_request() {
+    let state = StateDir::new();
+    let _daemon = Daemon::start(&state);
+    let post = |name: &str| {
+        raw_http(
+            &state,
+            &format!(
+                "POST /v1/containers/{name}/reboot HTTP/1.1\r\nHost: berth\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let answer = post("Not_A_Name");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("is not a valid container name"), "{answer}");
+    let answer = post(&unique("absent"));
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+}
+
+#[test]
+fn a_connection_whose_headers_never_finish_is_closed_and_others_are_served() {
+    use std::io::{Read, Write};
+    let state = StateDir::new();
+    let _daemon = Daemon::start(&state);
+    let socket = state.path().join("berth.sock");
+    // More stalled clients than the daemon serves at once: half a header each,
+    // and one that sends nothing at all.
+    let mut stalled: Vec<std::os::unix::net::UnixStream> = (0..70)
+        .map(|_| {
+            let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            stream
+                .write_all(b"GET /v1/containers HTTP/1.1\r\nHost: ber")
+                .unwrap();
+            stream
+        })
+        .collect();
+    stalled.push(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+    let started = Instant::now();
+    let out = state.run(&["get"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for stream in &mut stalled {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut rest = Vec::new();
+        assert!(
+            stream.read_to_end(&mut rest).is_ok(),
+            "a stalled connection is still open after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_daemon_runs_and_follows_a_63_character_name_under_a_long_state_dir() {
+    // <state>/containers/NAME/monitor.sock is past the 108 bytes of a socket address.
+    let state = StateDir::with_path_length(90);
+    let daemon = Daemon::start(&state);
+    let mut name = unique("long");
+    name.push_str(&"b".repeat(63 - name.len()));
+    save(
+        &state,
+        "long.yaml",
+        &manifest(
+            &name,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    let first = pid_of(&wait_phase(&state, &daemon, &name, "Running"));
+    // Following the monitor is a wait on its socket, not reconciles in a loop.
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.child.id())).unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fields[0] + fields[1]
+    };
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = cpu() - before;
+    assert!(
+        ticks < 50,
+        "the daemon used {ticks} ticks of CPU in 2 s while idle"
+    );
+    // The daemon learns of the exit through monitor.sock, and restarts it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let second = wait_for("a restart", || {
+        get(&state, &name)
+            .filter(|i| i["phase"] == "Running" && i["restarts"] == 1)
+            .map(|i| pid_of(&i))
+    });
+    assert_ne!(first, second);
+}

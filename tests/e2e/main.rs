@@ -36,6 +36,8 @@ pub fn stderr(output: &Output) -> String {
 #[derive(Debug)]
 pub struct StateDir {
     pub dir: tempfile::TempDir,
+    /// The state dir itself: `dir`, or a directory nested inside it.
+    path: PathBuf,
     /// A cgroup parent of this test's own, removed on drop.
     pub cgroup_parent: String,
 }
@@ -49,17 +51,31 @@ impl StateDir {
         );
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir()
+            .unwrap();
         StateDir {
-            dir: tempfile::Builder::new()
-                .prefix("berth-test-")
-                .tempdir()
-                .unwrap(),
+            path: dir.path().to_owned(),
+            dir,
             cgroup_parent: format!("berth-test-{}-{n}", std::process::id()),
         }
     }
 
+    /// A state dir whose path is `length` bytes long (a directory nested in the
+    /// temporary one, made by berth itself).
+    pub fn with_path_length(length: usize) -> StateDir {
+        let mut state = StateDir::new();
+        let base = state.dir.path().join("s");
+        let pad = length.saturating_sub(base.as_os_str().len());
+        let mut path = base.into_os_string();
+        path.push("x".repeat(pad));
+        state.path = PathBuf::from(path);
+        state
+    }
+
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// `berth --state-dir <this> ARGS...`

@@ -210,6 +210,40 @@ fn a_mount_target_that_is_a_symlink_out_of_the_rootfs_lands_inside_it() {
 }
 
 #[test]
+fn a_mount_target_that_a_symlink_leads_onto_proc_is_refused() {
+    let state = StateDir::new();
+    let name = unique("ontoproc");
+    let source = tempfile::Builder::new()
+        .prefix("berth-src-")
+        .tempdir()
+        .unwrap();
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  command: [/bin/sleep, infinity]\n  mounts: [{{source: {}, target: /data}}]\n  stopTimeout: 0s\n",
+            source.path().display()
+        ),
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // Inside the container, /proc/sys is the kernel's: a mount there would hide
+    // its read-only protection.
+    std::os::unix::fs::symlink("/proc/sys", state.container_dir(&name).join("rootfs/data"))
+        .unwrap();
+    let out = state.run(&["start", &name]);
+    assert_eq!(out.status.code(), Some(1), "mounted onto /proc/sys");
+    assert!(
+        stderr(&out).contains("mount over /proc or /sys"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn mount_sources_must_exist_and_not_be_berths_own_files() {
     let state = StateDir::new();
     for (name, source) in [
@@ -231,6 +265,172 @@ fn mount_sources_must_exist_and_not_be_berths_own_files() {
         let err = stderr(&out);
         assert!(err.contains(&format!("mount source {source}")), "{err}");
     }
+}
+
+/// `berth start NAME`, expecting it to fail because of `source`.
+fn start_refused(state: &StateDir, name: &str, source: &str, extra: &str, why: &str) {
+    let manifest = state.manifest(
+        name,
+        &format!(
+            "  command: [/bin/true]\n  mounts: [{{source: {source}, target: /data}}]\n{extra}"
+        ),
+    );
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["start", name]);
+    assert_eq!(out.status.code(), Some(1), "{source} was mounted");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("mount source {source}")), "{err}");
+    assert!(err.contains(why), "{err}");
+    assert!(state.run(&["destroy", name]).status.success());
+}
+
+#[test]
+fn every_alias_of_the_state_dir_is_refused_as_a_mount_source() {
+    let state = StateDir::new();
+    let aliases = tempfile::Builder::new()
+        .prefix("berth-alias-")
+        .tempdir()
+        .unwrap();
+    let link = aliases.path().join("link");
+    std::os::unix::fs::symlink(state.path(), &link).unwrap();
+    let parent = state.path().parent().unwrap().display().to_string();
+    let base = state.path().file_name().unwrap().to_str().unwrap();
+    let name = unique("alias");
+    for source in [
+        link.display().to_string(),
+        format!("{}/containers/{name}/config.json", link.display()),
+        format!("{}/containers/../containers", state.path().display()),
+        format!("/proc/self/root{}", state.path().display()),
+        format!("{parent}/./{base}/."),
+        parent,
+    ] {
+        start_refused(
+            &state,
+            &name,
+            &source,
+            "",
+            "overlaps berth's state directory",
+        );
+    }
+}
+
+#[test]
+fn a_bind_mount_of_the_state_dir_is_refused_as_a_mount_source() {
+    let state = StateDir::new();
+    let alias = tempfile::Builder::new()
+        .prefix("berth-alias-")
+        .tempdir()
+        .unwrap();
+    let name = unique("bindalias");
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  command: [/bin/true]\n  mounts: [{{source: {}, target: /data}}]\n",
+            alias.path().display()
+        ),
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // The alias exists only in a mount namespace of this test's own (private
+    // propagation), in which `berth start` and its monitor run. Of the state dir,
+    // or of a directory inside it: either way berth's own files are below.
+    let berth = state.berth(&["start", &name]);
+    for aliased in [state.path().to_owned(), state.path().join("containers")] {
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$0\" \"$1\" && shift && exec \"$@\"")
+            .arg(&aliased)
+            .arg(alias.path())
+            .arg(berth.get_program())
+            .args(berth.get_args())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a bind-mount alias of {} was mounted",
+            aliased.display()
+        );
+        assert!(
+            stderr(&out).contains("overlaps berth's state directory"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn the_hosts_proc_sys_and_dev_are_refused_as_mount_sources_unless_allowed() {
+    let state = StateDir::new();
+    let aliases = tempfile::Builder::new()
+        .prefix("berth-alias-")
+        .tempdir()
+        .unwrap();
+    let link = aliases.path().join("kernel");
+    std::os::unix::fs::symlink("/proc/sys/kernel", &link).unwrap();
+    let name = unique("kernelpaths");
+    for (source, why) in [
+        ("/proc", "is or contains the host's /proc"),
+        ("/sys", "is or contains the host's /sys"),
+        ("/dev", "is or contains the host's /dev"),
+        ("/proc/sys", "is inside the host's /proc"),
+        (link.to_str().unwrap(), "is inside the host's /proc"),
+        ("/sys/fs/cgroup", "is inside the host's /sys"),
+    ] {
+        start_refused(&state, &name, source, "", why);
+    }
+    // `/` holds the state dir as well; that is said first.
+    start_refused(&state, &name, "/", "", "overlaps berth's state directory");
+    // Named in allowHostPaths, a kernel path is the operator's choice.
+    let manifest = state.manifest(
+        &name,
+        "  command: [/bin/sh, -c, 'cat /data/ostype; exec sleep infinity']\n  \
+         mounts: [{source: /proc/sys/kernel, target: /data, readOnly: true}]\n  \
+         security: {allowHostPaths: [/proc/sys/kernel]}\n  stopTimeout: 0s\n",
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = state.run(&["start", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = console_until(&state, &name, "Linux");
+    assert!(log.contains("Linux"), "{log}");
+}
+
+#[test]
+fn a_rootfs_path_that_is_the_hosts_root_by_another_name_does_not_start() {
+    let state = StateDir::new();
+    let aliases = tempfile::Builder::new()
+        .prefix("berth-alias-")
+        .tempdir()
+        .unwrap();
+    let link = aliases.path().join("host");
+    std::os::unix::fs::symlink("/", &link).unwrap();
+    let name = unique("hostroot");
+    let manifest = state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{path: {}}}\n  command: [/bin/sh, -c, 'touch /berth-escaped; sleep 60']\n  stopTimeout: 0s\n",
+            link.display()
+        ),
+    );
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["start", &name]);
+    assert_eq!(out.status.code(), Some(1), "the host's root was used");
+    assert!(
+        stderr(&out).contains("is the host's root"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -305,7 +505,8 @@ fn only_the_default_devices_can_be_used() {
         &name,
         "  command: [/bin/sh, -c, '[ -c /dev/tun ] && echo tun present; (exec 3</dev/tun) 2>/dev/null && echo tun opened || echo tun refused; \
          head -c 4 /dev/urandom | wc -c; exec sleep infinity']\n  \
-         mounts: [{source: /dev/net/tun, target: /dev/tun}]\n  stopTimeout: 0s\n",
+         mounts: [{source: /dev/net/tun, target: /dev/tun}]\n  \
+         security: {allowHostPaths: [/dev/net/tun]}\n  stopTimeout: 0s\n",
     );
     assert!(
         state

@@ -460,6 +460,33 @@ fn after_stop_no_process_mount_or_cgroup_of_the_container_remains() {
 }
 
 #[test]
+fn a_63_character_name_starts_and_stops_under_a_long_state_dir() {
+    // state dir + containers/NAME/monitor.sock is 90 + 12 + 63 + 13 bytes, past
+    // the 108 a unix socket address holds.
+    let state = StateDir::with_path_length(90);
+    let mut name = unique("long");
+    name.push_str(&"a".repeat(63 - name.len()));
+    assert_eq!(name.len(), 63);
+    let manifest = state.dir.path().join("long.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  \
+             command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n"
+        ),
+    )
+    .unwrap();
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let pid = start(&state, &name);
+    assert_eq!(status(&state, &name)["phase"], "Running");
+    let out = state.run(&["stop", &name]);
+    assert!(out.status.success(), "stop: {}", stderr(&out));
+    assert_eq!(status(&state, &name)["phase"], "Stopped");
+    assert!(process_gone(pid));
+}
+
+#[test]
 fn destroy_refuses_a_running_container() {
     let state = StateDir::new();
     let name = unique("busy");
