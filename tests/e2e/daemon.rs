@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{StateDir, process_gone, stderr, stdout, unique};
+use crate::{StateDir, process_gone, processes_in, stderr, stdout, unique};
 
 /// A running `berth daemon`, ended (SIGTERM, then SIGKILL) when dropped. Declare it
 /// after its StateDir, so that it ends first.
@@ -875,29 +875,6 @@ fn an_idle_daemon_does_not_keep_reading_its_manifests() {
         opens, 0,
         "the idle daemon opened its manifests {opens} times in 2 s"
     );
-}
-
-/// Every live process whose root directory is `rootfs` (same device and inode).
-fn processes_in(rootfs: &Path) -> Vec<i32> {
-    use std::os::unix::fs::MetadataExt;
-    let want = std::fs::metadata(rootfs).unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::metadata(format!("/proc/{pid}/root/"))
-                .is_ok_and(|m| m.dev() == want.dev() && m.ino() == want.ino())
-        })
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                !stat
-                    .rsplit(')')
-                    .next()
-                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-            })
-        })
-        .collect()
 }
 
 #[test]

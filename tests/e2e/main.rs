@@ -176,19 +176,36 @@ fn process_gone_all(procs: &Path) {
 pub fn process_gone(pid: i32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        // A zombie still has /proc/PID; its state says Z.
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return true,
-            Ok(stat)
-                if stat
-                    .rsplit(')')
-                    .next()
-                    .is_some_and(|rest| rest.trim_start().starts_with('Z')) =>
-            {
-                return true;
-            }
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        if process_gone_now(pid) {
+            return true;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Is `pid` gone, or a zombie (its state says Z)?
+pub fn process_gone_now(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Every live process whose root directory is `rootfs` (same device and inode):
+/// the container's processes, found without asking berth.
+pub fn processes_in(rootfs: &Path) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(rootfs).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/root/"))
+                .is_ok_and(|m| m.dev() == want.dev() && m.ino() == want.ino())
+        })
+        .filter(|pid| !process_gone_now(*pid))
+        .collect()
 }

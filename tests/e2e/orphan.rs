@@ -2,43 +2,17 @@
 //! orphans in the payload cgroup. berth must see them as running, kill them
 //! cleanly on `stop` or before a new `start`, and never delete the rootfs under them.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{StateDir, process_gone, stderr, stdout, unique};
+use crate::{StateDir, process_gone, process_gone_now, processes_in, stderr, stdout, unique};
 
 fn status(state: &StateDir, name: &str) -> serde_json::Value {
     let out = state.run(&["status", name]);
     assert!(out.status.success(), "status: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Every process whose root directory is `rootfs` (same device and inode): the
-/// container's processes, found without asking berth.
-fn processes_in(rootfs: &Path) -> Vec<i32> {
-    let want = std::fs::metadata(rootfs).unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::metadata(format!("/proc/{pid}/root/"))
-                .is_ok_and(|m| m.dev() == want.dev() && m.ino() == want.ino())
-        })
-        .filter(|pid| !process_gone_now(*pid))
-        .collect()
-}
-
-/// A zombie (or a process that just vanished) is not a live process.
-fn process_gone_now(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-    })
 }
 
 fn cgroup_dirs(status: &serde_json::Value) -> Vec<PathBuf> {
