@@ -219,7 +219,8 @@ pub enum Cpus {
 pub struct Resources {
     /// Memory limit in bytes or with a suffix (`64Mi`, `1Gi`, `500M`).
     pub memory: Option<NumberOrText>,
-    /// The most processes and threads the container may have.
+    /// The most processes and threads the container may have; `0` for no limit.
+    /// Default: 4096, applied at start (it is not part of the spec or its hash).
     pub pids: Option<u64>,
     /// CPU time limit as a number of CPUs (`0.5`) or thousandths (`"500m"`).
     pub cpus: Option<Cpus>,

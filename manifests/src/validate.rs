@@ -357,12 +357,6 @@ fn resources(c: &mut Checker, resources: schema::Resources) -> Resources {
             bytes => Some(bytes),
         }
     });
-    if resources.pids == Some(0) {
-        c.value(
-            "spec.resources.pids",
-            "must be at least 1 (the command itself)",
-        );
-    }
     let millicpus = resources.cpus.and_then(|cpus| {
         let text = match cpus {
             schema::Cpus::Number(n) => n.to_string(),

@@ -54,6 +54,15 @@ fn a_minimal_manifest_is_valid_and_defaulted() {
         berth_manifests::SeccompPolicy::Default
     );
     assert_eq!((c.source.line, c.source.column), (4, 9));
+    // No pids limit in the spec: the runtime's default applies at start.
+    assert_eq!(c.spec.resources.pids, None);
+}
+
+#[test]
+fn pids_zero_means_no_limit_and_is_valid() {
+    let parsed = check(&with_spec("web", "  resources: {pids: 0}\n"));
+    assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+    assert_eq!(parsed.containers[0].spec.resources.pids, Some(0));
 }
 
 #[test]
@@ -224,10 +233,6 @@ fn bad_quantities_durations_and_signals_say_how_to_write_them() {
     assert_one(
         &with_spec("web", "  resources: {cpus: lots}\n"),
         "m.yaml:7:21: spec.resources.cpus: \"lots\" is not a CPU count; use e.g. 0.5, 2 or 500m",
-    );
-    assert_one(
-        &with_spec("web", "  resources: {pids: 0}\n"),
-        "m.yaml:7:21: spec.resources.pids: must be at least 1 (the command itself)",
     );
     assert_one(
         &with_spec("web", "  stopTimeout: ten\n"),

@@ -554,10 +554,12 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
     set("HOME", "/root", false);
     set("TERM", "xterm", false);
     let security = &spec.security;
+    let capabilities = crate::security::capability_set(&security.cap_add, &security.cap_drop);
+    // The profile's capability-gated rules follow the container's capabilities.
     let seccomp = match &security.seccomp {
-        SeccompPolicy::Default => crate::seccomp::default_filter(),
+        SeccompPolicy::Default => crate::seccomp::default_filters(&capabilities),
         SeccompPolicy::Unconfined => Ok(Vec::new()),
-        SeccompPolicy::Profile(path) => crate::seccomp::profile_filters(path),
+        SeccompPolicy::Profile(path) => crate::seccomp::profile_filters(path, &capabilities),
     }
     .map_err(|e| e.to_string())?;
     Ok(Plan {
@@ -572,7 +574,7 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         working_dir,
         network: spec.network,
         read_only_rootfs: security.read_only_rootfs,
-        capabilities: crate::security::capability_set(&security.cap_add, &security.cap_drop),
+        capabilities,
         seccomp,
         id_maps: config.id_maps.clone(),
     })

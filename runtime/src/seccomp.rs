@@ -3,17 +3,23 @@
 //!
 //! seccompiler (rust-vmm, Firecracker's) rather than libseccomp: it is pure Rust,
 //! so berth stays one static-friendly binary with no C library to ship to devices.
+//!
+//! Profiles are OCI's `linux.seccomp` JSON with Docker's additions (`includes` and
+//! `excludes` by capability, architecture and kernel), which seccompiler's own
+//! JSON format lacks: they are converted here, one filter per action. The default
+//! profile is one of them, built into the binary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use caps::Capability;
+use seccompiler::{BpfProgram, TargetArch};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+/// An allow list derived from Docker's default profile: EPERM for everything else.
+const DEFAULT_PROFILE: &str = include_str!("seccomp/default.json");
 
 fn arch() -> Result<TargetArch> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|_| Error::Config {
@@ -25,77 +31,52 @@ fn arch() -> Result<TargetArch> {
     })
 }
 
-fn compile(filter: SeccompFilter) -> Result<BpfProgram> {
-    BpfProgram::try_from(filter).map_err(|e| Error::Config {
-        path: "seccomp".into(),
-        message: e.to_string(),
-    })
+/// The default profile, for a container holding `caps`.
+pub fn default_filters(caps: &HashSet<Capability>) -> Result<Vec<BpfProgram>> {
+    compile_profile(
+        DEFAULT_PROFILE.as_bytes(),
+        Path::new("the default seccomp profile"),
+        &Host::this(caps)?,
+    )
 }
 
-/// Docker's spirit, as a deny list: EPERM for what a container has no business
-/// calling, whatever its capabilities.
-pub fn default_filter() -> Result<Vec<BpfProgram>> {
-    use nix::libc;
-    let deny = [
-        libc::SYS_kexec_load,
-        libc::SYS_kexec_file_load,
-        libc::SYS_init_module,
-        libc::SYS_finit_module,
-        libc::SYS_delete_module,
-        libc::SYS_open_by_handle_at,
-        libc::SYS_keyctl,
-        libc::SYS_add_key,
-        libc::SYS_request_key,
-        libc::SYS_bpf,
-        libc::SYS_perf_event_open,
-        libc::SYS_userfaultfd,
-        libc::SYS_swapon,
-        libc::SYS_swapoff,
-        libc::SYS_settimeofday,
-        libc::SYS_clock_settime,
-        libc::SYS_clock_adjtime,
-        libc::SYS_adjtimex,
-        libc::SYS_acct,
-        libc::SYS_lookup_dcookie,
-        libc::SYS_quotactl,
-        libc::SYS_pivot_root,
-        libc::SYS_fsopen,
-        libc::SYS_fsmount,
-        libc::SYS_fspick,
-        libc::SYS_open_tree,
-        libc::SYS_move_mount,
-        libc::SYS_mount_setattr,
-    ];
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        deny.iter().map(|nr| (*nr, Vec::new())).collect();
-    // No new user namespaces: unshare(CLONE_NEWUSER) and clone(CLONE_NEWUSER...).
-    let newuser = libc::CLONE_NEWUSER as u64;
-    let flag = |index: u8| {
-        SeccompCondition::new(
-            index,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(newuser),
-            newuser,
-        )
-        .and_then(|c| SeccompRule::new(vec![c]))
-    };
-    let rule_err = |e: seccompiler::BackendError| Error::Config {
-        path: "seccomp".into(),
-        message: e.to_string(),
-    };
-    rules.insert(libc::SYS_unshare, vec![flag(0).map_err(rule_err)?]);
-    rules.insert(libc::SYS_clone, vec![flag(0).map_err(rule_err)?]);
-    let eperm = SeccompAction::Errno(libc::EPERM as u32);
-    let deny = SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch()?).map_err(rule_err)?;
-    // clone3 hides its flags behind a pointer: ENOSYS makes libc fall back to clone.
-    let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch()?,
-    )
-    .map_err(rule_err)?;
-    Ok(vec![compile(deny)?, compile(clone3)?])
+/// A profile file, for a container holding `caps`.
+pub fn profile_filters(path: &Path, caps: &HashSet<Capability>) -> Result<Vec<BpfProgram>> {
+    let text = std::fs::read(path).map_err(|e| Error::Config {
+        path: path.to_owned(),
+        message: format!("cannot read the seccomp profile: {e}"),
+    })?;
+    compile_profile(&text, path, &Host::this(caps)?)
+}
+
+/// What a rule's `includes` and `excludes` are checked against.
+#[derive(Debug)]
+struct Host<'a> {
+    caps: &'a HashSet<Capability>,
+    arch: TargetArch,
+}
+
+impl<'a> Host<'a> {
+    fn this(caps: &'a HashSet<Capability>) -> Result<Host<'a>> {
+        Ok(Host {
+            caps,
+            arch: arch()?,
+        })
+    }
+
+    /// Docker's (Go's) architecture names, and Rust's.
+    fn is_arch(&self, name: &str) -> bool {
+        let names: &[&str] = match self.arch {
+            TargetArch::x86_64 => &["amd64", "x86_64"],
+            TargetArch::aarch64 => &["arm64", "aarch64"],
+            TargetArch::riscv64 => &["riscv64"],
+        };
+        names.contains(&name)
+    }
+
+    fn has_cap(&self, name: &str) -> bool {
+        name.parse().is_ok_and(|cap| self.caps.contains(&cap))
+    }
 }
 
 /// An OCI seccomp profile (the `linux.seccomp` object of runtime-spec, as Docker's
@@ -119,6 +100,68 @@ struct SyscallRule {
     errno_ret: Option<u32>,
     #[serde(default)]
     args: Vec<ArgRule>,
+    #[serde(default)]
+    includes: Condition,
+    #[serde(default)]
+    excludes: Condition,
+}
+
+/// Docker's `includes`/`excludes`: a rule counts only if the container holds every
+/// capability of `includes` and none of `excludes`, and likewise for the
+/// architecture and the running kernel's version.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Condition {
+    #[serde(default)]
+    caps: Vec<String>,
+    #[serde(default)]
+    arches: Vec<String>,
+    #[serde(default)]
+    min_kernel: Option<String>,
+}
+
+impl SyscallRule {
+    fn applies(&self, host: &Host, origin: &Path) -> Result<bool> {
+        let (inc, exc) = (&self.includes, &self.excludes);
+        let caps =
+            inc.caps.iter().all(|c| host.has_cap(c)) && !exc.caps.iter().any(|c| host.has_cap(c));
+        let arches = (inc.arches.is_empty() || inc.arches.iter().any(|a| host.is_arch(a)))
+            && !exc.arches.iter().any(|a| host.is_arch(a));
+        if !(caps && arches) {
+            return Ok(false);
+        }
+        let kernel_included = match &inc.min_kernel {
+            Some(min) => kernel_at_least(min, origin)?,
+            None => true,
+        };
+        let kernel_excluded = match &exc.min_kernel {
+            Some(min) => kernel_at_least(min, origin)?,
+            None => false,
+        };
+        Ok(kernel_included && !kernel_excluded)
+    }
+}
+
+/// Is the running kernel at least `min` (`MAJOR.MINOR`)?
+fn kernel_at_least(min: &str, origin: &Path) -> Result<bool> {
+    let version = |text: &str| -> Option<(u32, u32)> {
+        let mut parts = text.trim().split(['.', '-']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    let wanted = version(min).ok_or_else(|| Error::Config {
+        path: origin.to_owned(),
+        message: format!("minKernel {min:?} is not a MAJOR.MINOR version"),
+    })?;
+    let release_file = "/proc/sys/kernel/osrelease";
+    let release = std::fs::read_to_string(release_file).map_err(|e| Error::Config {
+        path: release_file.into(),
+        message: format!("cannot read the kernel's version for minKernel: {e}"),
+    })?;
+    let running = version(&release).ok_or_else(|| Error::Config {
+        path: release_file.into(),
+        message: format!("cannot read the kernel's version from {release:?}"),
+    })?;
+    Ok(running >= wanted)
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,75 +216,144 @@ fn condition(arg: &ArgRule, path: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::json!({ "index": arg.index, "type": "qword", "op": op, "val": value }))
 }
 
-/// Compile a profile file. Each action gets a filter of its own (the kernel runs
-/// them all and the strictest answer wins, which is the profile's meaning); names
-/// this architecture does not have are skipped.
-pub fn profile_filters(path: &Path) -> Result<Vec<BpfProgram>> {
-    let bad = |message: String| Error::Config {
-        path: path.to_owned(),
-        message,
-    };
-    let text =
-        std::fs::read(path).map_err(|e| bad(format!("cannot read the seccomp profile: {e}")))?;
-    let profile: Profile = serde_json::from_slice(&text)
-        .map_err(|e| bad(format!("not an OCI seccomp profile: {e}")))?;
-    let default = action(&profile.default_action, profile.default_errno_ret, path)?;
-    let arch = arch()?;
-    // Group rules by action; rules with the default action add nothing.
-    let mut groups: BTreeMap<String, (serde_json::Value, Vec<serde_json::Value>)> = BTreeMap::new();
+/// The calls of one action: per syscall name, `None` when it matches whatever its
+/// arguments, else its alternatives (each a list of conditions that must all hold).
+type Calls = BTreeMap<String, Option<Vec<Vec<serde_json::Value>>>>;
+
+/// Compile a profile for this host. Each action gets a filter of its own (the
+/// kernel runs them all, and the strictest action wins; between two errnos the
+/// filter installed last, so the allow list goes first and the explicit rules
+/// after it); names this architecture does not have are skipped, as runc does.
+fn compile_profile(text: &[u8], origin: &Path, host: &Host) -> Result<Vec<BpfProgram>> {
+    let profile: Profile = serde_json::from_slice(text).map_err(|e| Error::Config {
+        path: origin.to_owned(),
+        message: format!("not an OCI seccomp profile: {e}"),
+    })?;
+    let default = action(&profile.default_action, profile.default_errno_ret, origin)?;
+    let mut groups: BTreeMap<String, (serde_json::Value, Calls)> = BTreeMap::new();
     for rule in &profile.syscalls {
-        let act = action(&rule.action, rule.errno_ret, path)?;
-        if act == default {
+        let act = action(&rule.action, rule.errno_ret, origin)?;
+        // Rules with the default action add nothing.
+        if act == default || !rule.applies(host, origin)? {
             continue;
         }
         let args = rule
             .args
             .iter()
-            .map(|a| condition(a, path))
+            .map(|a| condition(a, origin))
             .collect::<Result<Vec<_>>>()?;
+        let calls = &mut groups
+            .entry(act.to_string())
+            .or_insert_with(|| (act.clone(), Calls::new()))
+            .1;
         for name in &rule.names {
-            let mut entry = serde_json::json!({ "syscall": name });
-            if !args.is_empty() {
-                entry["args"] = serde_json::Value::Array(args.clone());
-            }
-            // Unknown to this architecture (or to seccompiler): skip, as runc does.
-            if compile_json(
-                &serde_json::json!({ "syscall": name }),
-                "allow".into(),
-                "log".into(),
-                arch,
-            )
-            .is_err()
-            {
-                continue;
-            }
-            groups
-                .entry(act.to_string())
-                .or_insert_with(|| (act.clone(), Vec::new()))
-                .1
-                .push(entry);
+            add_call(calls, name, &args);
         }
     }
-    let mut programs = Vec::new();
     let allow: serde_json::Value = "allow".into();
+    let mut programs = Vec::new();
     if default != allow {
         // An allow list: everything not allowed gets the default action.
         let allowed = groups
             .remove(&allow.to_string())
-            .map(|(_, rules)| rules)
+            .map(|(_, calls)| calls)
             .unwrap_or_default();
-        programs.push(compile_rules(
+        programs.push(compile_group(
             &allowed,
             default.clone(),
             allow.clone(),
-            arch,
-            path,
+            host.arch,
+            origin,
         )?);
     }
-    for (_, (act, rules)) in groups {
-        programs.push(compile_rules(&rules, allow.clone(), act, arch, path)?);
+    for (_, (act, calls)) in groups {
+        programs.push(compile_group(
+            &calls,
+            allow.clone(),
+            act,
+            host.arch,
+            origin,
+        )?);
     }
     Ok(programs)
+}
+
+/// A call matched unconditionally stays so: seccompiler would otherwise keep
+/// only its conditional alternatives.
+fn add_call(calls: &mut Calls, name: &str, args: &[serde_json::Value]) {
+    let entry = calls
+        .entry(name.to_owned())
+        .or_insert_with(|| Some(Vec::new()));
+    match entry {
+        None => {}
+        Some(_) if args.is_empty() => *entry = None,
+        Some(alternatives) => alternatives.push(args.to_vec()),
+    }
+}
+
+fn rules_of(calls: &Calls, keep: impl Fn(&str) -> bool) -> Vec<serde_json::Value> {
+    let mut rules = Vec::new();
+    for (name, alternatives) in calls.iter().filter(|(name, _)| keep(name)) {
+        match alternatives {
+            None => rules.push(serde_json::json!({ "syscall": name })),
+            Some(alternatives) => rules.extend(
+                alternatives
+                    .iter()
+                    .map(|args| serde_json::json!({ "syscall": name, "args": args })),
+            ),
+        }
+    }
+    rules
+}
+
+/// Compile one action's calls, leaving out the names unknown to this architecture
+/// (or to seccompiler's table). The common case, where all are known, compiles once.
+fn compile_group(
+    calls: &Calls,
+    mismatch: serde_json::Value,
+    matched: serde_json::Value,
+    arch: TargetArch,
+    origin: &Path,
+) -> Result<BpfProgram> {
+    let all = rules_of(calls, |_| true);
+    let first = match compile_rules(&all, mismatch.clone(), matched.clone(), arch, origin) {
+        Ok(program) => return Ok(program),
+        Err(e) => e,
+    };
+    let names: Vec<&str> = calls.keys().map(String::as_str).collect();
+    let known: HashSet<&str> = known_names(&names, arch).into_iter().collect();
+    if known.len() == names.len() {
+        return Err(first);
+    }
+    let rules = rules_of(calls, |name| known.contains(name));
+    compile_rules(&rules, mismatch, matched, arch, origin)
+}
+
+/// The names seccompiler knows on `arch`, found by halving: a compile per unknown
+/// name and level instead of one per name.
+fn known_names<'a>(names: &[&'a str], arch: TargetArch) -> Vec<&'a str> {
+    let rules: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| serde_json::json!({ "syscall": name }))
+        .collect();
+    let compiles = compile_rules(
+        &rules,
+        "allow".into(),
+        "log".into(),
+        arch,
+        Path::new("seccomp"),
+    )
+    .is_ok();
+    match names {
+        _ if compiles => names.to_vec(),
+        [] | [_] => Vec::new(),
+        _ => {
+            let (left, right) = names.split_at(names.len() / 2);
+            let mut known = known_names(left, arch);
+            known.extend(known_names(right, arch));
+            known
+        }
+    }
 }
 
 fn compile_rules(
@@ -265,22 +377,6 @@ fn compile_rules(
     })
 }
 
-fn compile_json(
-    rule: &serde_json::Value,
-    mismatch: serde_json::Value,
-    matched: serde_json::Value,
-    arch: TargetArch,
-) -> Result<()> {
-    compile_rules(
-        std::slice::from_ref(rule),
-        mismatch,
-        matched,
-        arch,
-        Path::new("seccomp"),
-    )
-    .map(drop)
-}
-
 /// Install the filters: the last thing before exec, after no_new_privs.
 pub fn install(programs: &[BpfProgram]) -> std::result::Result<(), String> {
     for program in programs {
@@ -293,11 +389,134 @@ pub fn install(programs: &[BpfProgram]) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
+    use nix::libc;
+
+    fn all_caps() -> HashSet<Capability> {
+        caps::all().into_iter().collect()
+    }
+
+    /// Run `calls` in a thread of its own under `programs` (a filter binds only
+    /// its thread, and no_new_privs too): each call's result, or its errno negated.
+    fn under_filter(programs: Vec<BpfProgram>, calls: fn() -> Vec<i64>) -> Vec<i64> {
+        std::thread::spawn(move || {
+            nix::sys::prctl::set_no_new_privs().unwrap();
+            install(&programs).unwrap();
+            calls()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn errno_of(result: impl Into<i64>) -> i64 {
+        if result.into() < 0 {
+            -i64::from(nix::errno::Errno::last_raw())
+        } else {
+            0
+        }
+    }
+
     #[test]
-    fn the_default_filter_compiles() {
-        let programs = default_filter().unwrap();
-        assert_eq!(programs.len(), 2);
-        assert!(programs.iter().all(|p| !p.is_empty()));
+    fn the_default_profile_names_only_calls_both_architectures_know() {
+        // An unknown name would cost a search at every start.
+        let caps = all_caps();
+        for arch in [TargetArch::x86_64, TargetArch::aarch64] {
+            let host = Host { caps: &caps, arch };
+            let profile: Profile = serde_json::from_str(DEFAULT_PROFILE).unwrap();
+            let origin = Path::new("default");
+            for rule in profile.syscalls {
+                if !rule.applies(&host, origin).unwrap() {
+                    continue;
+                }
+                let names: Vec<&str> = rule.names.iter().map(String::as_str).collect();
+                assert_eq!(known_names(&names, arch), names, "{arch:?}");
+            }
+            let programs = compile_profile(DEFAULT_PROFILE.as_bytes(), origin, &host).unwrap();
+            // The allow list, and clone3's ENOSYS only without SYS_ADMIN.
+            assert_eq!(programs.len(), 1, "{arch:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_profile_allows_what_docker_allows_and_refuses_the_rest() {
+        let caps = crate::security::capability_set(&[], &[]);
+        let results = under_filter(default_filters(&caps).unwrap(), || {
+            // SAFETY: each call gets arguments it cannot misuse: a zeroed buffer
+            // of the size io_uring_setup reads, null pointers, flag values.
+            unsafe {
+                let params = [0u8; 120];
+                vec![
+                    errno_of(libc::syscall(libc::SYS_getpid)),
+                    errno_of(libc::syscall(libc::SYS_io_uring_setup, 1, params.as_ptr())),
+                    errno_of(libc::syscall(libc::SYS_userfaultfd, 1)),
+                    errno_of(libc::syscall(libc::SYS_set_mempolicy, 0, 0, 0)),
+                    errno_of(libc::unshare(libc::CLONE_NEWUSER)),
+                    errno_of(libc::syscall(libc::SYS_clone3, 0, 0)),
+                    errno_of(libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0)),
+                    errno_of(libc::personality(0xffff_ffff)),
+                    errno_of(libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong)),
+                    // SYS_BOOT is a default capability: reboot reaches the kernel,
+                    // which refuses the wrong magic with EINVAL.
+                    errno_of(libc::syscall(libc::SYS_reboot, 0, 0, 0, 0)),
+                    // Threads still start: glibc's clone3 meets ENOSYS, falls back to clone.
+                    if std::thread::spawn(|| ()).join().is_ok() {
+                        0
+                    } else {
+                        -1
+                    },
+                ]
+            }
+        });
+        let (eperm, enosys) = (-i64::from(libc::EPERM), -i64::from(libc::ENOSYS));
+        let einval = -i64::from(libc::EINVAL);
+        assert_eq!(
+            results,
+            [
+                0, eperm, eperm, eperm, eperm, enosys, eperm, 0, eperm, einval, 0
+            ]
+        );
+    }
+
+    #[test]
+    fn a_capability_brings_its_calls_into_the_default_profile() {
+        let mut caps = crate::security::capability_set(&[], &[]);
+        caps.insert(Capability::CAP_SYS_NICE);
+        let results = under_filter(default_filters(&caps).unwrap(), || {
+            // SAFETY: MPOL_DEFAULT with no node mask resets this thread's policy to
+            // what it already is.
+            vec![errno_of(unsafe {
+                libc::syscall(libc::SYS_set_mempolicy, 0, 0, 0)
+            })]
+        });
+        assert_eq!(results, [0]);
+    }
+
+    #[test]
+    fn docker_includes_and_excludes_pick_the_rules_for_this_host() {
+        let caps = HashSet::from([Capability::CAP_CHOWN]);
+        let host = Host {
+            caps: &caps,
+            arch: TargetArch::x86_64,
+        };
+        let count = |rule: &str| {
+            let text = format!(
+                r#"{{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                    {{"names": ["chmod"], "action": "SCMP_ACT_ERRNO", {rule}}}]}}"#
+            );
+            compile_profile(text.as_bytes(), Path::new("p"), &host)
+                .unwrap()
+                .len()
+        };
+        assert_eq!(count(r#""includes": {"caps": ["CAP_CHOWN"]}"#), 1);
+        assert_eq!(
+            count(r#""includes": {"caps": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}"#),
+            0
+        );
+        assert_eq!(count(r#""excludes": {"caps": ["CAP_CHOWN"]}"#), 0);
+        assert_eq!(count(r#""includes": {"arches": ["arm64"]}"#), 0);
+        assert_eq!(count(r#""includes": {"arches": ["amd64", "x32"]}"#), 1);
+        assert_eq!(count(r#""excludes": {"arches": ["amd64"]}"#), 0);
+        assert_eq!(count(r#""includes": {"minKernel": "3.10"}"#), 1);
+        assert_eq!(count(r#""includes": {"minKernel": "999.0"}"#), 0);
     }
 
     #[test]
@@ -313,13 +532,13 @@ mod tests {
             ]}"#,
         )
         .unwrap();
-        assert_eq!(profile_filters(&path).unwrap().len(), 3);
+        assert_eq!(profile_filters(&path, &HashSet::new()).unwrap().len(), 3);
         std::fs::write(&path, r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}"#)
             .unwrap();
-        assert_eq!(profile_filters(&path).unwrap().len(), 1);
+        assert_eq!(profile_filters(&path, &HashSet::new()).unwrap().len(), 1);
         std::fs::write(&path, r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#).unwrap();
         assert!(
-            profile_filters(&path)
+            profile_filters(&path, &HashSet::new())
                 .unwrap_err()
                 .to_string()
                 .contains("SCMP_ACT_NOTIFY is not supported")

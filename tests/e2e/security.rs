@@ -51,6 +51,16 @@ fn probe_script() -> String {
         format!("echo init_module $({})", errno_of(format!("c.syscall({}, 0, 0, 0)", libc::SYS_init_module))),
         format!("echo keyctl $({})", errno_of(format!("c.syscall({}, 0, 0, 0, 0, 0)", libc::SYS_keyctl))),
         format!("echo mount $({})", errno_of("c.mount(b'none', b'/mnt', b'tmpfs', 0, None)".to_owned())),
+        // Outside Docker's allow list: io_uring (a run of kernel escapes), userfaultfd
+        // (even in its unprivileged user-mode-only form), set_mempolicy (needs SYS_NICE).
+        format!("echo io_uring_setup $({})", errno_of(format!("c.syscall({}, 1, ctypes.create_string_buffer(120))", libc::SYS_io_uring_setup))),
+        format!("echo userfaultfd $({})", errno_of(format!("c.syscall({}, 1)", libc::SYS_userfaultfd))),
+        format!("echo set_mempolicy $({})", errno_of(format!("c.syscall({}, 0, None, 0)", libc::SYS_set_mempolicy))),
+        format!("echo unshare_user $({})", errno_of(format!("c.unshare({})", libc::CLONE_NEWUSER))),
+        format!("echo socket_vsock $({})", errno_of(format!("c.socket({}, 1, 0)", libc::AF_VSOCK))),
+        // personality: the query and PER_LINUX pass, ADDR_NO_RANDOMIZE does not.
+        format!("echo personality_query $({})", errno_of("c.personality(ctypes.c_ulong(0xffffffff))".to_owned())),
+        format!("echo personality_norandom $({})", errno_of(format!("c.personality({})", libc::ADDR_NO_RANDOMIZE))),
         "echo keys $(wc -c < /proc/keys)".to_owned(),
         "[ -e /proc/kcore ] && echo kcore $(wc -c < /proc/kcore)".to_owned(),
         "[ -e /proc/sysrq-trigger ] && { echo h > /proc/sysrq-trigger && echo sysrq written || echo sysrq refused; }".to_owned(),
@@ -92,6 +102,17 @@ fn a_container_gets_the_default_capabilities_no_new_privs_and_seccomp() {
     assert_eq!(line(&log, "init_module "), eperm, "loading a module");
     assert_eq!(line(&log, "keyctl "), eperm, "keyctl");
     assert_eq!(line(&log, "mount "), eperm, "mounting a tmpfs");
+    for call in [
+        "io_uring_setup",
+        "userfaultfd",
+        "set_mempolicy",
+        "unshare_user",
+        "socket_vsock",
+        "personality_norandom",
+    ] {
+        assert_eq!(line(&log, &format!("{call} ")), eperm, "{call}: {log}");
+    }
+    assert_eq!(line(&log, "personality_query "), "0", "{log}");
     assert_eq!(line(&log, "keys "), "0", "/proc/keys is masked");
     if Path::new("/proc/kcore").exists() {
         assert_eq!(line(&log, "kcore "), "0", "/proc/kcore is masked");

@@ -332,6 +332,33 @@ fn limits_are_applied_and_a_fork_bomb_stops_at_the_pids_limit() {
 }
 
 #[test]
+fn without_a_pids_limit_a_container_gets_4096_and_pids_zero_means_none() {
+    let state = StateDir::new();
+    for (prefix, pids, expected) in [
+        ("pidsdefault", "", "4096"),
+        ("pidsunlimited", "  resources: {pids: 0}\n", "max"),
+    ] {
+        let name = unique(prefix);
+        create(
+            &state,
+            &name,
+            &format!("  command: [/bin/sleep, infinity]\n{pids}  stopTimeout: 0s\n"),
+        );
+        start(&state, &name);
+        let max = cgroup_dirs(&status(&state, &name))
+            .iter()
+            .map(|d| d.join("payload/pids.max"))
+            .find(|p| p.exists())
+            .expect("no payload cgroup has pids.max");
+        assert_eq!(
+            std::fs::read_to_string(max).unwrap().trim(),
+            expected,
+            "{pids:?}"
+        );
+    }
+}
+
+#[test]
 fn the_monitor_is_titled_in_ps_and_outlives_the_process_that_started_it() {
     let state = StateDir::new();
     let name = unique("detached");

@@ -15,7 +15,8 @@ pub(super) fn required(resources: &Resources) -> Vec<(&'static str, String)> {
     if let Some(bytes) = resources.memory_bytes {
         needed.push(("memory", format!("memory limit of {bytes} bytes")));
     }
-    if let Some(pids) = resources.pids {
+    // 0, no limit, needs no controller.
+    if let Some(pids) = resources.pids.filter(|&pids| pids != 0) {
         needed.push(("pids", format!("pids limit of {pids}")));
     }
     if let Some(millicpus) = resources.millicpus {

@@ -29,6 +29,11 @@ use choose::{choose, required};
 /// How long `kill_payload` keeps killing before it reports what is left.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The pids limit of a container whose manifest sets none, as Podman's
+/// `pids_limit`: a fork bomb stops there instead of at the host's limit. Applied
+/// here, at start, so the spec (and its hash) stays as written.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupVersion {
@@ -189,6 +194,7 @@ impl Cgroups {
                 )));
             }
         }
+        let resources = &self.with_default_pids(resources);
         let files = match self.version {
             CgroupVersion::V1 => v1::limit_files(resources),
             CgroupVersion::V2 => v2::limit_files(resources),
@@ -202,6 +208,17 @@ impl Cgroups {
             v1::restrict_devices(&payload)?;
         }
         Ok(())
+    }
+
+    /// `resources` with the default pids limit if they set none and these cgroups
+    /// have the pids controller (a host without it runs containers unlimited, as
+    /// before, rather than refusing them).
+    fn with_default_pids(&self, resources: &Resources) -> Resources {
+        let mut resources = resources.clone();
+        if resources.pids.is_none() && self.payload_dir("pids").is_some() {
+            resources.pids = Some(DEFAULT_PIDS_LIMIT);
+        }
+        resources
     }
 
     /// Does the host enforce which devices the container may use?
@@ -406,3 +423,11 @@ fn make_dir(dir: &Path) -> Result<bool> {
 
 #[cfg(test)]
 mod tests;
+
+/// `pids.max` for a pids limit: `0` is the manifest's word for no limit.
+fn pids_max(pids: u64) -> String {
+    match pids {
+        0 => "max".to_owned(),
+        n => n.to_string(),
+    }
+}

@@ -185,6 +185,44 @@ fn v2_limits_are_written_to_the_payload() {
 }
 
 #[test]
+fn without_a_pids_limit_the_default_is_written_and_zero_writes_max() {
+    let (root, text) = fake_v2("memory pids");
+    let payload = root.path().join("berth/web/payload");
+    std::fs::create_dir_all(&payload).unwrap();
+    std::fs::write(payload.join("pids.max"), "").unwrap();
+    let read = || std::fs::read_to_string(payload.join("pids.max")).unwrap();
+    let none = limits(false, false, false);
+    let c = Cgroups::from_mountinfo(&text, "berth", "web", &none).unwrap();
+    c.apply_limits(&none).unwrap();
+    assert_eq!(read(), DEFAULT_PIDS_LIMIT.to_string());
+
+    let unlimited = Resources {
+        pids: Some(0),
+        ..none.clone()
+    };
+    let c = Cgroups::from_mountinfo(&text, "berth", "web", &unlimited).unwrap();
+    std::fs::write(payload.join("pids.max"), "").unwrap(); // a plain file is not truncated
+    c.apply_limits(&unlimited).unwrap();
+    assert_eq!(read(), "max");
+}
+
+#[test]
+fn without_a_pids_controller_the_default_and_zero_need_none() {
+    let (root, text) = fake_v2("memory");
+    let payload = root.path().join("berth/web/payload");
+    std::fs::create_dir_all(&payload).unwrap();
+    for pids in [None, Some(0)] {
+        let resources = Resources {
+            pids,
+            ..limits(false, false, false)
+        };
+        let c = Cgroups::from_mountinfo(&text, "berth", "web", &resources).unwrap();
+        c.apply_limits(&resources).unwrap();
+        assert!(!payload.join("pids.max").exists());
+    }
+}
+
+#[test]
 fn v1_comounted_cpu_and_cpuacct_is_one_hierarchy() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();

@@ -3,7 +3,7 @@
 
 use berth_manifests::Resources;
 
-use super::{Hierarchy, make_dir, write_value};
+use super::{Hierarchy, make_dir, pids_max, write_value};
 use crate::error::{Result, io};
 
 /// CFS period for CPU limits, in microseconds: the kernel's default.
@@ -46,7 +46,7 @@ pub(super) fn limit_files(resources: &Resources) -> Vec<(&'static str, &'static 
         files.push(("memory", "memory.limit_in_bytes", bytes.to_string()));
     }
     if let Some(pids) = resources.pids {
-        files.push(("pids", "pids.max", pids.to_string()));
+        files.push(("pids", "pids.max", pids_max(pids)));
     }
     if let Some(millicpus) = resources.millicpus {
         // The period first: the quota is checked against it.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use berth_manifests::Resources;
 
-use super::{Hierarchy, make_dir, write_value};
+use super::{Hierarchy, make_dir, pids_max, write_value};
 use crate::error::{Result, io};
 
 /// CPU period for `cpu.max`, in microseconds: the kernel's default.
@@ -45,7 +45,7 @@ pub(super) fn limit_files(resources: &Resources) -> Vec<(&'static str, &'static 
         files.push(("memory", "memory.max", bytes.to_string()));
     }
     if let Some(pids) = resources.pids {
-        files.push(("pids", "pids.max", pids.to_string()));
+        files.push(("pids", "pids.max", pids_max(pids)));
     }
     if let Some(millicpus) = resources.millicpus {
         let quota = millicpus.saturating_mul(CPU_PERIOD_US / 1000);
