@@ -79,6 +79,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             tty,
             command,
         } => {
+            // Before anything else: the container must never see the host's binary.
+            berth_runtime::reexec_from_sealed_copy()?;
             let options = berth_runtime::ExecOptions {
                 command,
                 env,

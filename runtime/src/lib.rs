@@ -14,6 +14,7 @@ pub mod monitor;
 mod partial;
 mod pty;
 mod remove;
+mod sealed;
 mod seccomp;
 mod security;
 mod spawn;
@@ -28,6 +29,7 @@ pub use config::{Header, ImageDefaults, Origin, SavedConfig};
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use layout::ContainerDir;
+pub use sealed::{reexec_from_sealed_copy, running_from_sealed_copy};
 pub use status::{ExitReason, LastExit, Phase, Status};
 
 use partial::{PartialLock, Probe};
