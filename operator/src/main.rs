@@ -98,6 +98,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             crash_backoff,
             log_format: _,
         } => {
+            // One sealed copy of berth, shared by every monitor the daemon starts.
+            berth_runtime::reexec_from_sealed_copy()?;
             let concurrency = concurrency
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             daemon::run(

@@ -40,9 +40,6 @@ pub struct Runtime {
     state_dir: PathBuf,
     /// Cgroups go to `<parent>/<name>/{monitor,payload}` in each hierarchy used.
     cgroup_parent: String,
-    /// The binary run as the monitor: this one, re-executed (never a fork of a
-    /// possibly multi-threaded caller).
-    monitor_exe: PathBuf,
 }
 
 impl Runtime {
@@ -50,7 +47,6 @@ impl Runtime {
         Runtime {
             state_dir: state_dir.into(),
             cgroup_parent: "berth".to_owned(),
-            monitor_exe: PathBuf::from("/proc/self/exe"),
         }
     }
 

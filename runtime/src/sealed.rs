@@ -1,15 +1,16 @@
 //! runc's CVE-2019-5736: a process that joins a container is visible inside it,
 //! and its /proc/PID/exe is a handle on berth's own binary that the container
 //! can reopen for writing once no berth runs it any more, replacing the host's
-//! berth. So `berth exec` runs from a sealed in-memory copy of its binary, as
-//! runc and crun do: all the container can reach is that copy, which nobody can
-//! write, and which is gone when the exec ends.
+//! berth. A command that is `#!/proc/self/exe` even runs that binary inside. So
+//! `berth exec` and the monitors (which the containers' inits are cloned from)
+//! run from a sealed in-memory copy of the binary, as runc and crun do: all a
+//! container can reach is that copy, which nobody can write.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{MemfdFlags, SealFlags};
 
@@ -52,6 +53,37 @@ pub fn reexec_from_sealed_copy() -> Result<()> {
         Ok(never) => match never {},
     };
     Err(crate::error::errno("run a sealed copy of", SELF_EXE)(error))
+}
+
+/// A sealed copy of this process's binary for a child to run: this process's
+/// own when it already runs from one (the daemon: one copy for all the monitors
+/// it starts), else a new one, which the child keeps alive while it runs.
+#[derive(Debug)]
+pub(crate) struct SealedBinary {
+    copy: Option<OwnedFd>,
+}
+
+impl SealedBinary {
+    pub(crate) fn new() -> Result<SealedBinary> {
+        if running_from_sealed_copy() {
+            return Ok(SealedBinary { copy: None });
+        }
+        let copy = sealed_copy()?;
+        // Above the low fds a child may be handed with dup2 (the monitor's report
+        // pipe goes to 3), which would replace the copy before its exec.
+        let copy = rustix::io::fcntl_dupfd_cloexec(&copy, 10)
+            .map_err(|e| crate::error::io("keep the copy of", Path::new(SELF_EXE))(e.into()))?;
+        Ok(SealedBinary { copy: Some(copy) })
+    }
+
+    /// What to exec: valid in this process and in a child forked from it, until
+    /// the child's exec (the fd is close-on-exec).
+    pub(crate) fn path(&self) -> PathBuf {
+        match &self.copy {
+            None => PathBuf::from(SELF_EXE),
+            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        }
+    }
 }
 
 /// A memfd holding this process's binary, sealed.

@@ -283,3 +283,30 @@ for pid in os.listdir("/proc"):
         "the probe saw no joining process:\n{text}"
     );
 }
+
+#[test]
+fn a_containers_init_is_cloned_from_a_sealed_copy_of_berth() {
+    // The init is cloned from the monitor and runs its binary until it execs the
+    // command, or after: a command that is `#!/proc/self/exe` runs it as PID 1.
+    let state = StateDir::new();
+    let name = unique("init-sealed");
+    running(&state, &name, "[/bin/sleep, infinity]");
+    let out = state.run(&["status", &name]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let monitor = status["monitorPid"].as_i64().expect("a monitor pid");
+
+    let host_binary = std::fs::metadata(env!("CARGO_BIN_EXE_berth")).unwrap();
+    let monitor_binary = std::fs::File::open(format!("/proc/{monitor}/exe")).unwrap();
+    let meta = monitor_binary.metadata().unwrap();
+    assert_ne!(
+        (meta.dev(), meta.ino()),
+        (host_binary.dev(), host_binary.ino()),
+        "the monitor runs the host's berth binary"
+    );
+    let seals = nix::fcntl::fcntl(&monitor_binary, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
+    let wanted = nix::libc::F_SEAL_SEAL
+        | nix::libc::F_SEAL_SHRINK
+        | nix::libc::F_SEAL_GROW
+        | nix::libc::F_SEAL_WRITE;
+    assert_eq!(seals & wanted, wanted, "the monitor's binary is not sealed");
+}
