@@ -29,7 +29,7 @@ pub use config::{Header, ImageDefaults, Origin, SavedConfig};
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use layout::ContainerDir;
-pub use sealed::{reexec_from_sealed_copy, running_from_sealed_copy};
+pub use sealed::reexec_from_sealed_copy;
 pub use status::{ExitReason, LastExit, Phase, Status};
 
 use partial::{PartialLock, Probe};

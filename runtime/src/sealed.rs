@@ -25,7 +25,7 @@ const SEALS: SealFlags = SealFlags::SEAL
     .union(SealFlags::WRITE);
 
 /// Whether this process runs from a sealed copy of its binary.
-pub fn running_from_sealed_copy() -> bool {
+pub(crate) fn running_from_sealed_copy() -> bool {
     File::open(SELF_EXE)
         .ok()
         .and_then(|exe| rustix::fs::fcntl_get_seals(&exe).ok())
