@@ -79,6 +79,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             tty,
             command,
         } => {
+            // Before anything else: the container must never see the host's binary.
+            berth_runtime::reexec_from_sealed_copy()?;
             let options = berth_runtime::ExecOptions {
                 command,
                 env,
@@ -97,6 +99,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             prune_grace,
             log_format: _,
         } => {
+            // One sealed copy of berth, shared by every monitor the daemon starts.
+            berth_runtime::reexec_from_sealed_copy()?;
             let concurrency = concurrency
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             daemon::run(

@@ -15,6 +15,9 @@ pub enum Error {
     Running(String),
     #[error("container {0} is not running")]
     NotRunning(String),
+    /// `exec` from the host's binary would hand the container a handle on it.
+    #[error("berth exec must run from a sealed copy of its binary (see reexec_from_sealed_copy)")]
+    NotSealed,
     /// The start failed; the message is the container's own setup error.
     #[error("{0}")]
     Start(String),

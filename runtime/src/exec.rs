@@ -34,6 +34,9 @@ impl Runtime {
         if options.command.is_empty() {
             return Err(Error::Start("exec needs a command".to_owned()));
         }
+        if !crate::sealed::running_from_sealed_copy() {
+            return Err(Error::NotSealed);
+        }
         let config = self.config(name)?;
         let status = self
             .status(name)?
@@ -124,8 +127,8 @@ fn exit_code(status: nix::Result<WaitStatus>) -> i32 {
     }
 }
 
-/// In the first child: cgroup, namespaces, then a grandchild that is in the
-/// container's PID namespace runs the command. Returns its exit code.
+/// In the first child: non-dumpable, cgroup, namespaces, then a grandchild that
+/// is in the container's PID namespace runs the command. Returns its exit code.
 fn attach(
     pidfd: &OwnedFd,
     cgroups: Option<&crate::cgroup::Cgroups>,
@@ -134,6 +137,9 @@ fn attach(
     command: &[String],
     io: &Io,
 ) -> std::result::Result<i32, String> {
+    // Until the command is exec'd, the container must not open this process's
+    // /proc/PID/{exe,fd,mem,environ}; the grandchild inherits this.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("make berth non-dumpable: {e}"))?;
     let me = std::process::id() as i32;
     if let Some(cgroups) = cgroups {
         cgroups.enter_payload(me).map_err(|e| e.to_string())?;

@@ -15,6 +15,7 @@ mod orphan;
 mod partial;
 mod pty;
 mod remove;
+mod sealed;
 mod seccomp;
 mod security;
 mod socket;
@@ -32,6 +33,7 @@ pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use layout::ContainerDir;
 pub use lifecycle::StagedConfig;
+pub use sealed::reexec_from_sealed_copy;
 pub use socket::SocketPath;
 pub use status::{ExitReason, LastExit, Phase, Status};
 
@@ -43,9 +45,6 @@ pub struct Runtime {
     state_dir: PathBuf,
     /// Cgroups go to `<parent>/<name>/{monitor,payload}` in each hierarchy used.
     cgroup_parent: String,
-    /// The binary run as the monitor: this one, re-executed (never a fork of a
-    /// possibly multi-threaded caller).
-    monitor_exe: PathBuf,
 }
 
 impl Runtime {
@@ -53,7 +52,6 @@ impl Runtime {
         Runtime {
             state_dir: state_dir.into(),
             cgroup_parent: "berth".to_owned(),
-            monitor_exe: PathBuf::from("/proc/self/exe"),
         }
     }
 

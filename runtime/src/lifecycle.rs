@@ -34,7 +34,11 @@ impl Runtime {
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(crate::error::errno("create a pipe for", dir.path.clone()))?;
         let write_fd = report_write.as_raw_fd();
-        let mut command = Command::new(&self.monitor_exe);
+        // The monitor is this binary re-executed (never a fork of a possibly
+        // multi-threaded caller), from a sealed copy: the container's init is
+        // cloned from it and must give the container no handle on the host's file.
+        let binary = crate::sealed::SealedBinary::new()?;
+        let mut command = Command::new(binary.path());
         command
             .arg0(format!("{TITLE}{} {name}", self.state_dir.display()))
             .env_clear()
@@ -52,10 +56,10 @@ impl Runtime {
                 Ok(())
             });
         }
-        let mut first = command.spawn().map_err(crate::error::io(
-            "run the monitor",
-            self.monitor_exe.clone(),
-        ))?;
+        let mut first = command
+            .spawn()
+            .map_err(crate::error::io("run the monitor", binary.path()))?;
+        drop(binary);
         drop(report_write);
         // Read to EOF: the monitor holds its end until it has reported and, after a
         // failed start, until it has cleaned up and exited.

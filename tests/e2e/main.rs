@@ -6,6 +6,7 @@ mod cli;
 mod create;
 mod daemon;
 mod exec;
+mod exec_isolation;
 mod orphan;
 mod security;
 mod start;
