@@ -239,9 +239,11 @@ impl Context {
                 Ok(socket) => wait_for_monitor(&socket).await,
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
-            if waited.is_ok() {
-                ctx.record_exit(&name).await;
+            if let Err(e) = waited {
+                // Most often it exited before the wait began (a short job).
+                tracing::debug!(container = %name, "waiting on its monitor: {e}");
             }
+            ctx.record_exit(&name).await;
             if let Ok(mut set) = ctx.watched.lock() {
                 set.remove(&name);
             }
@@ -249,11 +251,16 @@ impl Context {
         });
     }
 
-    /// An event saying how a container's init ended, from its monitor's last word.
+    /// An event saying how a container's init ended, from its monitor's last word
+    /// (once the monitor has written it: not while the container still runs).
     async fn record_exit(&self, name: &str) {
         let runtime = self.runtime.clone();
         let n = name.to_owned();
         if let Ok(Some(status)) = blocking(move || runtime.status(&n)).await
+            && matches!(
+                status.phase,
+                berth_runtime::Phase::Stopped | berth_runtime::Phase::Failed
+            )
             && status.last_exit.is_some()
         {
             self.event(name, "Exited", &describe_exit(&status));

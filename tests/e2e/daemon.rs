@@ -436,6 +436,20 @@ fn crash_loops_back_off_and_a_successful_job_stays_stopped() {
         1,
         "the job ran again"
     );
+    // Every exit is an event saying how it ended.
+    let exits = |name: &str| -> Vec<String> {
+        events(&state)
+            .into_iter()
+            .filter(|e| e["name"] == name && e["reason"] == "Exited")
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(exits(&job), ["exited with code 0"]);
+    assert!(
+        exits(&crasher).iter().all(|m| m == "exited with code 1") && !exits(&crasher).is_empty(),
+        "{:?}",
+        exits(&crasher)
+    );
 }
 
 #[test]
