@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{StateDir, process_gone, processes_in, stderr, stdout, unique};
@@ -1032,86 +1032,105 @@ impl Drop for KillCgroupParent<'_> {
     }
 }
 
-#[test]
-fn a_full_disk_changes_nothing_that_runs_and_the_daemon_converges_once_space_is_back() {
-    let state = StateDir::new();
-    let _kill = KillCgroupParent(&state);
-    let manifests = manifests_dir(&state);
-    // The state dir on a small tmpfs that only the daemon's own mount namespace sees.
-    let small = state.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let name = unique("full");
-    let text = manifest(
-        &name,
-        "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
-    );
-    save(&state, &format!("{name}.yaml"), &text);
-    let log = state.path().join("daemon.log");
-    let mut daemon = KillOnDrop(std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
+/// A daemon whose state dir is a small tmpfs that only its own mount namespace
+/// sees: a disk to fill or to make read-only without touching the host's.
+/// Declare it after its StateDir and KillCgroupParent guard.
+struct SmallDiskDaemon {
+    child: Child,
+    small: String,
+    log: PathBuf,
+}
+
+impl SmallDiskDaemon {
+    fn start(state: &StateDir) -> SmallDiskDaemon {
+        let small = state.path().join("small");
+        std::fs::create_dir(&small).unwrap();
+        let log = state.path().join("daemon.log");
+        let script = format!(
             "mount -t tmpfs -o size=8m,mode=0700 berth-test-tmpfs {small} && exec {berth} \
              --state-dir {small} --cgroup-parent {parent} daemon --manifests {manifests} \
              --prune-grace 1s --crash-backoff 1s",
             small = small.display(),
             berth = env!("CARGO_BIN_EXE_berth"),
             parent = state.cgroup_parent,
-            manifests = manifests.display(),
-        ))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("unshare(1) runs the daemon in a mount namespace of its own (apt-get install util-linux)"));
-    let pid = daemon.0.id().to_string();
-    let inside = |args: &[&str]| {
-        std::process::Command::new("nsenter")
-            .args(["-t", &pid, "-m", "--"])
+            manifests = manifests_dir(state).display(),
+        );
+        let child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("unshare(1) from util-linux (apt-get install util-linux)");
+        SmallDiskDaemon {
+            child,
+            small: small.display().to_string(),
+            log,
+        }
+    }
+
+    /// Runs `args` in the daemon's mount namespace.
+    fn inside(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.child.id().to_string(), "-m", "--"])
             .args(args)
             .output()
             .unwrap()
-    };
-    let small_str = small.display().to_string();
-    let berth_in = |args: &[&str]| {
-        let mut all = vec![env!("CARGO_BIN_EXE_berth"), "--state-dir", &small_str];
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        let mut all = vec![env!("CARGO_BIN_EXE_berth"), "--state-dir", &self.small];
         all.extend(args);
-        inside(&all)
-    };
-    let item = |name: &str| -> Option<serde_json::Value> {
-        let out = berth_in(&["get", name, "-o", "json"]);
+        self.inside(&all)
+    }
+
+    fn get(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.berth(&["get", name, "-o", "json"]);
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).ok())
             .flatten()
-    };
-    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SmallDiskDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_full_disk_changes_nothing_that_runs_and_the_daemon_converges_once_space_is_back() {
+    let state = StateDir::new();
+    let _kill = KillCgroupParent(&state);
+    let name = unique("full");
+    let spec = "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n";
+    save(&state, &format!("{name}.yaml"), &manifest(&name, spec));
+    let mut daemon = SmallDiskDaemon::start(&state);
     let running = wait_for("the container on the small disk", || {
-        item(&name).filter(|i| i["phase"] == "Running")
+        daemon.get(&name).filter(|i| i["phase"] == "Running")
     });
     let first = pid_of(&running);
 
     // Fill the disk, then change the spec and add a container.
-    let fill = format!("{small_str}/fill");
-    let out = inside(&["dd", "if=/dev/zero", &format!("of={fill}"), "bs=64k"]);
+    let fill = format!("{}/fill", daemon.small);
+    let out = daemon.inside(&["dd", "if=/dev/zero", &format!("of={fill}"), "bs=64k"]);
     assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    let edited_spec = "  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n";
     save(
         &state,
         &format!("{name}.yaml"),
-        &manifest(
-            &name,
-            "  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n",
-        ),
+        &manifest(&name, edited_spec),
     );
     let second = unique("full-new");
-    save(
-        &state,
-        &format!("{second}.yaml"),
-        &manifest(
-            &second,
-            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
-        ),
-    );
+    save(&state, &format!("{second}.yaml"), &manifest(&second, spec));
     wait_for("the daemon to meet the full disk", || {
-        daemon_log()
+        daemon
+            .log()
             .contains("No space left on device")
             .then_some(())
     });
@@ -1119,34 +1138,77 @@ fn a_full_disk_changes_nothing_that_runs_and_the_daemon_converges_once_space_is_
     assert!(
         Path::new(&format!("/proc/{first}")).exists(),
         "the running container was stopped for a spec it could not write:\n{}",
-        daemon_log()
+        daemon.log()
     );
 
     // Space is back: both converge without a restart of the daemon.
-    let out = inside(&["rm", &fill]);
+    let out = daemon.inside(&["rm", &fill]);
     assert!(out.status.success(), "{}", stderr(&out));
     let edited = wait_for("the new spec to run", || {
-        item(&name).filter(|i| i["phase"] == "Running" && i["pid"] != first)
+        daemon
+            .get(&name)
+            .filter(|i| i["phase"] == "Running" && i["pid"] != first)
     });
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid_of(&edited))).unwrap();
     assert_eq!(cmdline, b"/bin/sleep\x001000\x00");
     wait_for("the new container to run", || {
-        item(&second).filter(|i| i["phase"] == "Running")
+        daemon.get(&second).filter(|i| i["phase"] == "Running")
     });
-    assert!(daemon.0.try_wait().unwrap().is_none(), "{}", daemon_log());
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "{}",
+        daemon.log()
+    );
     for n in [&name, &second] {
-        berth_in(&["--cgroup-parent", &state.cgroup_parent, "stop", n]);
+        daemon.berth(&["--cgroup-parent", &state.cgroup_parent, "stop", n]);
     }
 }
 
-/// A child process killed (SIGKILL) and reaped when this is dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+#[test]
+fn a_daemon_whose_state_database_keeps_failing_exits_non_zero_and_leaves_containers_running() {
+    let state = StateDir::new();
+    let _kill = KillCgroupParent(&state);
+    let name = unique("rofs");
+    let spec = "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n";
+    save(&state, &format!("{name}.yaml"), &manifest(&name, spec));
+    let mut daemon = SmallDiskDaemon::start(&state);
+    let pid = pid_of(&wait_for("the container", || {
+        daemon.get(&name).filter(|i| i["phase"] == "Running")
+    }));
+    // The disk under the database fills for good, and a container that crashes
+    // every second keeps the daemon writing records and events.
+    let fill = format!("{}/fill", daemon.small);
+    let out = daemon.inside(&["dd", "if=/dev/zero", &format!("of={fill}"), "bs=4k"]);
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    let crasher = unique("rofs-crash");
+    let crash = "  command: [/bin/sh, -c, 'exit 1']\n";
+    save(
+        &state,
+        &format!("{crasher}.yaml"),
+        &manifest(&crasher, crash),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let exit = loop {
+        if let Some(exit) = daemon.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon kept running on a failing database:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!exit.success(), "{exit:?}\n{}", daemon.log());
+    assert!(
+        daemon.log().contains("the state database failed for"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with the daemon"
+    );
 }
 
 /// Sends `request` as is on a new connection to the API and returns the answer.
