@@ -665,7 +665,7 @@ fn choose_edit(model: &mut Model, rng: &mut Rng) -> Edit {
                 what: format!("{name}: emptied, then written again as it was"),
                 steps: vec![
                     Step::Overwrite(index, String::new()),
-                    Step::Sleep(rng.millis(300)),
+                    Step::Sleep(Duration::from_millis(150) + rng.millis(150)),
                     Step::Overwrite(index, text),
                 ],
             }
@@ -674,7 +674,9 @@ fn choose_edit(model: &mut Model, rng: &mut Rng) -> Edit {
             what: format!("{name}: moved away and back"),
             steps: vec![
                 Step::MoveAway(index),
-                Step::Sleep(rng.millis(300)),
+                // Long enough for the daemon to see it gone (it reads 100 ms after
+                // a burst), well within the prune grace.
+                Step::Sleep(Duration::from_millis(150) + rng.millis(150)),
                 Step::MoveBack(index),
             ],
         },
@@ -886,8 +888,13 @@ impl Harness {
         let mut faults = Vec::new();
         let mut monitors_killed = BTreeSet::new();
 
-        // The daemon dies before the edit, between its steps, or after it.
-        let kill_at = self.rng.below(edit.steps.len() + 1);
+        // Most rounds the daemon dies before the edit, between its steps or after
+        // it; in the others it runs throughout, so that what it holds in memory
+        // alone is tried too.
+        let kill_at = self
+            .rng
+            .chance(80)
+            .then(|| self.rng.below(edit.steps.len() + 1));
         if self.rng.chance(20)
             && let Some(name) = self.kill_a_monitor()?
         {
@@ -895,22 +902,27 @@ impl Harness {
             monitors_killed.insert(name);
         }
         for (i, step) in edit.steps.iter().enumerate() {
-            if i == kill_at {
+            if kill_at == Some(i) {
                 self.kill_daemon_soon(&mut faults, &format!("before step {}", i + 1));
             }
             self.write(step)?;
         }
-        if kill_at == edit.steps.len() {
+        if kill_at == Some(edit.steps.len()) {
             self.kill_daemon_soon(&mut faults, "after the edit");
         }
-        if self.rng.chance(20)
-            && let Some(name) = self.kill_a_monitor()?
-        {
-            faults.push(format!("monitor of {name} killed while no daemon ran"));
-            monitors_killed.insert(name);
-        }
-        if self.rng.chance(20) {
-            faults.push(self.kill_a_create(round)?);
+        if kill_at.is_none() {
+            faults.push("the daemon runs on".to_owned());
+        } else {
+            if self.rng.chance(20)
+                && let Some(name) = self.kill_a_monitor()?
+            {
+                faults.push(format!("monitor of {name} killed while no daemon ran"));
+                monitors_killed.insert(name);
+            }
+            // A daemon cleans up interrupted creates when it starts.
+            if self.rng.chance(20) {
+                faults.push(self.kill_a_create(round)?);
+            }
         }
         let pid_suffix = format!("-{}", std::process::id());
         let desired: Vec<String> = self
@@ -925,7 +937,27 @@ impl Harness {
             faults.join("; "),
             desired.join(" ")
         ));
-        self.start_daemon(&format!("round {round}"))?;
+        if kill_at.is_some() {
+            self.start_daemon(&format!("round {round}"))?;
+            if self.rng.chance(15) {
+                // Killed again while it recovers, adopts and reconciles at start-up.
+                let mut again = Vec::new();
+                self.kill_daemon_soon(&mut again, "again after its start");
+                self.report
+                    .note(format!("round {round}: {}", again.join("")));
+                self.start_daemon(&format!("round {round}, once more"))?;
+            }
+        }
+        if self.rng.chance(15) {
+            // A monitor killed while the new daemon converges.
+            std::thread::sleep(self.rng.millis(300));
+            if let Some(name) = self.kill_a_monitor()? {
+                self.report.note(format!(
+                    "round {round}: monitor of {name} killed while the new daemon converged"
+                ));
+                monitors_killed.insert(name);
+            }
+        }
         self.converge()?;
         self.check(&before, &desired_before, &monitors_killed)
     }
