@@ -4,9 +4,10 @@
 //! host and busybox templates). Each round makes one random edit to one manifest
 //! (a new command, invalid YAML, a misspelt field, empty then rewritten, moved away
 //! and back, removed, restored), SIGKILLs the daemon at a random moment (0–300 ms
-//! after a step of the edit, so sometimes mid-reconcile), sometimes also SIGKILLs a
-//! container's monitor or a `berth create` half way through its template, starts
-//! the daemon again, waits for it to converge, and checks what a user would notice:
+//! after a step of the edit, so sometimes mid-reconcile; in a fifth of the rounds it
+//! runs on), sometimes also SIGKILLs a container's monitor or a `berth create` half
+//! way through its template, or the new daemon right after its start, starts the
+//! daemon again, waits for it to converge, and checks what a user would notice:
 //! every desired container runs exactly once (one monitor, one init), nothing was
 //! restarted that the edit did not change (the last good spec of a file that cannot
 //! be used is kept), an orphan was replaced, nothing of a removed container is left
