@@ -608,7 +608,14 @@ fn choose_edit(model: &mut Model, rng: &mut Rng) -> Edit {
         };
     }
     let multi = file.docs.len() > 1;
-    match rng.below(9) {
+    // A file that cannot be used, moved away and back, must still keep what it
+    // described: tried more often than chance alone would.
+    let choice = if matches!(file.content, Content::Broken(_)) && rng.chance(25) {
+        7
+    } else {
+        rng.below(9)
+    };
+    match choice {
         0 | 1 => {
             // A new command for one document (or all).
             let count = file.docs.len();
