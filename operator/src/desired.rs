@@ -140,7 +140,10 @@ impl DesiredSet {
         let mut again = false;
         let mut files = BTreeMap::new();
         for path in listed {
-            let mut state = self.files.remove(&path).unwrap_or_default();
+            let mut state = match self.files.remove(&path) {
+                Some(state) => state,
+                None => self.returning(&path),
+            };
             let read = match trust.refusal(&path) {
                 Some(why) => Read::Problem(why),
                 None => read_checked(&path),
@@ -172,6 +175,27 @@ impl DesiredSet {
         }
         self.files = files;
         Ok((self.resolve(), again))
+    }
+
+    /// The state of a file not seen in the last scan. One back within the grace of
+    /// the names it defined starts from their last good specs, so that coming back
+    /// unusable (a broken file moved away and back) keeps them, as any file that
+    /// cannot be used does.
+    fn returning(&self, path: &Path) -> FileState {
+        let containers = self
+            .leaving
+            .keys()
+            .filter_map(|name| self.resolved.get(name))
+            .filter(|desired| desired.container.source.file == path)
+            .map(|desired| Kept {
+                container: desired.container.clone(),
+                current: false,
+            })
+            .collect();
+        FileState {
+            containers,
+            ..FileState::default()
+        }
     }
 
     /// Rebuild the name → desired map; returns the names that changed.
@@ -556,6 +580,33 @@ mod tests {
                 web.problems
             );
         }
+    }
+
+    #[test]
+    fn a_broken_file_moved_away_and_back_still_keeps_what_it_described() {
+        let dir = dir();
+        let file = dir.path().join("web.yaml");
+        std::fs::write(&file, doc("web", "/bin/a")).unwrap();
+        let mut set = DesiredSet::new(dir.path(), Duration::from_millis(300));
+        set.rescan().unwrap();
+        std::fs::write(&file, "").unwrap();
+        set.rescan().unwrap();
+        let away = dir.path().join(".away");
+        std::fs::rename(&file, &away).unwrap();
+        set.rescan().unwrap();
+        std::fs::rename(&away, &file).unwrap();
+        set.rescan().unwrap();
+        let web = set.get("web").expect("kept");
+        assert_eq!(web.container.spec.command, ["/bin/a"]);
+        assert!(
+            web.problems[0].contains("describes no container"),
+            "{:?}",
+            web.problems
+        );
+        assert!(set.next_prune().is_none(), "it is to be pruned");
+        std::thread::sleep(Duration::from_millis(350));
+        set.rescan().unwrap();
+        assert!(set.get("web").is_some(), "pruned though its file is back");
     }
 
     #[test]

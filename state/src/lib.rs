@@ -164,7 +164,8 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// Open a database a test has just dropped: sled's background threads may hold its
-/// file lock for a moment after the last handle goes (a new process never waits).
+/// file lock for a moment after the last handle goes (`Store::open` waits for
+/// that lock too, up to 5 s; this waits longer, for a loaded test machine).
 #[cfg(test)]
 pub(crate) fn reopen(dir: &std::path::Path) -> Result<Store, Error> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -5,6 +5,7 @@ use std::io::ErrorKind;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::record::unix_now;
 use crate::{Error, Store};
@@ -16,6 +17,8 @@ const DB_DIR: &str = "state.db";
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Page cache size: the whole database is a few hundred records and events.
 const CACHE_BYTES: u64 = 1024 * 1024;
+/// How long an open waits for another process to let go of the database's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Why one attempt to open failed.
 enum Failure {
@@ -36,6 +39,7 @@ impl Store {
         warn_if_open_to_others(state_dir);
         let path = state_dir.join(DB_DIR);
         make_db_dir(&path)?;
+        wait_for_lock(&path);
         let reason = match attempt(&path) {
             Ok(store) => {
                 restrict_files(&path)?;
@@ -144,6 +148,31 @@ fn restrict_files(db: &Path) -> Result<(), Error> {
         )?;
     }
     Ok(())
+}
+
+/// Wait (up to [`LOCK_WAIT`]) until nobody holds sled's lock on the database. A
+/// daemon killed with SIGKILL a moment ago may have left it to a child it had just
+/// forked: an flock goes with the fork until the child execs. sled itself gives up
+/// at once, and says so only in an error's text. Any other trouble is left to sled
+/// to report.
+fn wait_for_lock(path: &Path) {
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(file) = std::fs::File::open(path.join("db")) else {
+        return;
+    };
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            // Unlocked again when dropped, for sled to take.
+            Ok(_free) => return,
+            Err((held, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = held;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 fn attempt(path: &Path) -> Result<Store, Failure> {
@@ -336,6 +365,24 @@ mod tests {
             }
         }
         assert!(seen >= 2, "sled made {seen} files");
+    }
+
+    #[test]
+    fn a_lock_another_process_lets_go_of_soon_is_waited_for() {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        // What a child forked by a just-killed daemon holds until it execs: the
+        // same flock sled takes, on another open file description.
+        let file = std::fs::File::open(dir.path().join("state.db/db")).unwrap();
+        let held = Flock::lock(file, FlockArg::LockExclusive).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let store = Store::open(dir.path());
+        release.join().unwrap();
+        assert!(store.is_ok(), "{:?}", store.err());
     }
 
     #[test]
