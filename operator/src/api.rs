@@ -63,6 +63,8 @@ impl Item {
             )
         });
         let phase = match (record, status) {
+            // The monitor's word beats the daemon's last one: it is gone.
+            (_, Some(s)) if s.phase == RuntimePhase::Orphaned => "Orphaned".to_owned(),
             (Some(r), _) => r.phase.to_string(),
             (None, Some(s)) => format!("{:?}", s.phase),
             (None, None) => "Created".to_owned(),
@@ -414,7 +416,51 @@ fn reboot_status(error: &berth_runtime::Error) -> StatusCode {
 
 #[cfg(test)]
 mod tests {
-    use super::tail_start;
+    use super::*;
+
+    fn status(phase: RuntimePhase, pid: Option<i32>) -> Status {
+        Status {
+            phase,
+            monitor_pid: None,
+            init_pid: pid,
+            init_start_time: None,
+            started_at: None,
+            reboots: 2,
+            last_exit: None,
+            error: None,
+            hash: "sha256:run".to_owned(),
+            cgroups: None,
+        }
+    }
+
+    #[test]
+    fn the_merge_takes_pids_from_the_monitor_and_the_phase_from_the_daemon_unless_orphaned() {
+        let mut record = Record::new("web");
+        record.phase = Phase::Running;
+        let running = status(RuntimePhase::Running, Some(42));
+        let item = Item::merge("web", Some(&record), Some(&running), 0);
+        assert_eq!(
+            (item.phase.as_str(), item.pid, item.reboots),
+            ("Running", Some(42), 2)
+        );
+        assert_eq!(item.spec_hash.as_deref(), Some("sha256:run"));
+        let orphan = status(RuntimePhase::Orphaned, Some(42));
+        let item = Item::merge("web", Some(&record), Some(&orphan), 0);
+        assert_eq!((item.phase.as_str(), item.pid), ("Orphaned", Some(42)));
+        let exited = status(RuntimePhase::Stopped, Some(42));
+        record.phase = Phase::CrashLoopBackOff;
+        record.message = Some("exited with code 1".to_owned());
+        record.backoff_until = Some(100);
+        record.backoff_delay_secs = Some(8);
+        let item = Item::merge("web", Some(&record), Some(&exited), 95);
+        assert_eq!(item.pid, None);
+        assert_eq!(
+            item.message.as_deref(),
+            Some("back-off 8s, restarting in 5s: exited with code 1")
+        );
+        let by_hand = Item::merge("web", None, Some(&exited), 0);
+        assert_eq!(by_hand.phase, "Stopped");
+    }
 
     #[test]
     fn tail_finds_the_last_lines() {
