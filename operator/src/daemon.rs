@@ -330,6 +330,9 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
             _ = resync.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
+        // The rescan about to run reads whatever these announce: a hundred files
+        // renamed in at once are one rescan, not a hundred.
+        while rx.try_recv().is_ok() {}
     }
 }
 
