@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -104,11 +105,39 @@ impl Item {
     }
 }
 
+/// Every error the API answers, as `{"error": {"code": "...", "message": "..."}}`
+/// with its HTTP status; the code names the status so that scripts need not
+/// parse messages.
 struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self.0 {
+            StatusCode::BAD_REQUEST => "BadRequest",
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+            StatusCode::CONFLICT => "Conflict",
+            _ => "InternalError",
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.1 } });
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, e.body_text())
     }
 }
 
@@ -125,7 +154,28 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/containers/{name}/logs", get(logs))
         .route("/v1/containers/{name}/reboot", post(reboot))
         .route("/v1/events", get(events))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(ctx)
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no route {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A name the runtime refuses is the client's mistake (400), not an absent container.
+fn check_name(ctx: &Context, name: &str) -> Result<(), ApiError> {
+    ctx.runtime
+        .dir(name)
+        .map(|_| ())
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// How long a client may take to send a request's headers before its
@@ -233,8 +283,10 @@ async fn list(State(ctx): State<Context>) -> Result<Json<Vec<Item>>, ApiError> {
 
 async fn describe(
     State(ctx): State<Context>,
-    UrlPath(name): UrlPath<String>,
+    name: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<Detail>, ApiError> {
+    let UrlPath(name) = name?;
+    check_name(&ctx, &name)?;
     let item = all_items(&ctx)?
         .into_iter()
         .find(|i| i.name == name)
@@ -270,9 +322,10 @@ struct LogQuery {
 
 async fn logs(
     State(ctx): State<Context>,
-    UrlPath(name): UrlPath<String>,
-    Query(q): Query<LogQuery>,
+    name: Result<UrlPath<String>, PathRejection>,
+    query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let (UrlPath(name), Query(q)) = (name?, query?);
     let dir = ctx
         .runtime
         .dir(&name)
@@ -347,8 +400,9 @@ struct EventQuery {
 
 async fn events(
     State(ctx): State<Context>,
-    Query(q): Query<EventQuery>,
+    query: Result<Query<EventQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = query?;
     let existing = ctx.store.events(None, 1000)?;
     let last = existing.last().map_or(0, |e| e.seq);
     let mut text = String::new();
@@ -388,8 +442,9 @@ async fn events(
 
 async fn reboot(
     State(ctx): State<Context>,
-    UrlPath(name): UrlPath<String>,
+    name: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let UrlPath(name) = name?;
     let runtime = ctx.runtime.clone();
     let n = name.clone();
     let result = tokio::task::spawn_blocking(move || runtime.reboot(&n))

@@ -48,7 +48,14 @@ impl Client {
             let bytes = body.collect().await?.to_bytes();
             let message = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .and_then(|v| {
+                    // `{"error": {"code", "message"}}`; a bare string from older daemons.
+                    let error = &v["error"];
+                    error["message"]
+                        .as_str()
+                        .or(error.as_str())
+                        .map(str::to_owned)
+                })
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             bail!("{message}");
         }

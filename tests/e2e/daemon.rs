@@ -1225,6 +1225,91 @@ fn raw_http(state: &StateDir, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Sends `METHOD path` with no body and returns the status code and the body.
+fn request(state: &StateDir, method: &str, path: &str) -> (u16, String) {
+    let answer = raw_http(
+        state,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: berth\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    let status = answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    (status, body)
+}
+
+#[test]
+fn every_api_error_is_json_with_a_code_and_a_message() {
+    let state = StateDir::new();
+    let _daemon = Daemon::start(&state);
+    let absent = unique("absent");
+    for (method, path, status, code, says) in [
+        (
+            "GET",
+            "/v1/nothing",
+            404,
+            "NotFound",
+            "no route /v1/nothing",
+        ),
+        (
+            "GET",
+            "/v1/events?follow=maybe",
+            400,
+            "BadRequest",
+            "follow",
+        ),
+        (
+            "GET",
+            "/v1/containers/x/logs?tail=-1",
+            400,
+            "BadRequest",
+            "tail",
+        ),
+        (
+            "DELETE",
+            "/v1/containers",
+            405,
+            "MethodNotAllowed",
+            "DELETE",
+        ),
+        (
+            "GET",
+            "/v1/containers/Not_A_Name",
+            400,
+            "BadRequest",
+            "not a valid container name",
+        ),
+        (
+            "GET",
+            &format!("/v1/containers/{absent}"),
+            404,
+            "NotFound",
+            "no container",
+        ),
+    ] {
+        let (got, body) = request(&state, method, path);
+        assert_eq!(got, status, "{method} {path}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+        assert_eq!(json["error"]["code"], code, "{method} {path}: {body}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{method} {path}: {body}");
+    }
+    // The CLI still shows the daemon's message.
+    let out = state.run(&["describe", "Not_A_Name"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a valid container name"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn a_reboot_of_an_invalid_name_is_a_bad_request() {
     let state = StateDir::new();
