@@ -154,6 +154,8 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/containers/{name}/logs", get(logs))
         .route("/v1/containers/{name}/reboot", post(reboot))
         .route("/v1/events", get(events))
+        .route("/v1/version", get(version))
+        .route("/v1/healthz", get(healthz))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ctx)
@@ -168,6 +170,30 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+/// `GET /v1/version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Version {
+    pub version: String,
+    /// The commit built, when the build set `BERTH_GIT_COMMIT`
+    /// (`BERTH_GIT_COMMIT=$(git rev-parse HEAD) cargo build`).
+    pub git_commit: Option<String>,
+    pub api_version: String,
+}
+
+async fn version() -> Json<Version> {
+    Json(Version {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        git_commit: option_env!("BERTH_GIT_COMMIT").map(str::to_owned),
+        api_version: "v1".to_owned(),
+    })
+}
+
+/// `GET /v1/healthz`: answered as long as the daemon serves its socket.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// A name the runtime refuses is the client's mistake (400), not an absent container.

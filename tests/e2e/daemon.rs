@@ -1311,6 +1311,26 @@ fn every_api_error_is_json_with_a_code_and_a_message() {
 }
 
 #[test]
+fn the_api_answers_its_version_and_health() {
+    let state = StateDir::new();
+    let _daemon = Daemon::start(&state);
+    let (status, body) = request(&state, "GET", "/v1/version");
+    assert_eq!(status, 200, "{body}");
+    let version: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let cli = stdout(&state.run(&["--version"]));
+    let number = version["version"].as_str().unwrap();
+    assert!(
+        !number.is_empty() && cli.contains(number),
+        "{body} vs {cli}"
+    );
+    assert_eq!(version["apiVersion"], "v1", "{body}");
+    let (status, body) = request(&state, "GET", "/v1/healthz");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health, serde_json::json!({ "status": "ok" }));
+}
+
+#[test]
 fn a_reboot_of_an_invalid_name_is_a_bad_request() {
     let state = StateDir::new();
     let _daemon = Daemon::start(&state);
