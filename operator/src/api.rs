@@ -371,7 +371,7 @@ async fn logs(
     let first = Bytes::copy_from_slice(&text[start..]);
     let offset = text.len() as u64;
     if !q.follow {
-        return Ok(Body::from(first).into_response());
+        return Ok(stream_response(LOG_TYPE, Body::from(first)));
     }
     // Follow: poll for growth; a rotation (smaller file) starts from its beginning.
     let stream = futures::stream::unfold(
@@ -397,7 +397,16 @@ async fn logs(
             }
         },
     );
-    Ok(Body::from_stream(stream).into_response())
+    Ok(stream_response(LOG_TYPE, Body::from_stream(stream)))
+}
+
+/// A container's console output, as `docker logs` gives it.
+const LOG_TYPE: &str = "text/plain; charset=utf-8";
+/// One JSON event a line.
+const EVENT_TYPE: &str = "application/x-ndjson";
+
+fn stream_response(content_type: &'static str, body: Body) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// Where the last `n` lines of `text` begin.
@@ -437,7 +446,7 @@ async fn events(
         text.push('\n');
     }
     if !q.follow {
-        return Ok(Body::from(text).into_response());
+        return Ok(stream_response(EVENT_TYPE, Body::from(text)));
     }
     let store = ctx.store.clone();
     let stream = futures::stream::unfold(
@@ -463,7 +472,7 @@ async fn events(
             }
         },
     );
-    Ok(Body::from_stream(stream).into_response())
+    Ok(stream_response(EVENT_TYPE, Body::from_stream(stream)))
 }
 
 async fn reboot(

@@ -1331,6 +1331,71 @@ fn the_api_answers_its_version_and_health() {
 }
 
 #[test]
+fn logs_are_plain_text_and_events_ndjson_also_when_followed() {
+    let state = StateDir::new();
+    let daemon = Daemon::start(&state);
+    let name = unique("said");
+    save(
+        &state,
+        &format!("{name}.yaml"),
+        &manifest(
+            &name,
+            "  command: [/bin/sh, -c, 'echo hello; exec sleep infinity']\n  stopTimeout: 0s\n",
+        ),
+    );
+    wait_phase(&state, &daemon, &name, "Running");
+    let header = |answer: &str| {
+        answer
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-type: ")
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default()
+    };
+    let get = |path: &str| {
+        raw_http(
+            &state,
+            &format!("GET {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let logs = get(&format!("/v1/containers/{name}/logs"));
+    assert!(
+        logs.starts_with("HTTP/1.1 200") && logs.contains("hello"),
+        "{logs}"
+    );
+    assert_eq!(header(&logs), "text/plain; charset=utf-8", "{logs}");
+    let events = get("/v1/events");
+    assert_eq!(header(&events), "application/x-ndjson", "{events}");
+    // A followed stream never ends: read its headers only.
+    for (path, expected) in [
+        (
+            format!("/v1/containers/{name}/logs?follow=true"),
+            "text/plain; charset=utf-8",
+        ),
+        ("/v1/events?follow=true".to_owned(), "application/x-ndjson"),
+    ] {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(state.path().join("berth.sock")).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: berth\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "{path}: closed early");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(header(&answer), expected, "{path}: {answer}");
+    }
+}
+
+#[test]
 fn a_reboot_of_an_invalid_name_is_a_bad_request() {
     let state = StateDir::new();
     let _daemon = Daemon::start(&state);
