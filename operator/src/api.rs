@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use berth_manifests::RunState;
 use berth_runtime::{Phase as RuntimePhase, Status};
 use berth_state::{Condition, Event, Phase, Record};
 use serde::{Deserialize, Serialize};
@@ -153,6 +154,9 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/containers/{name}", get(describe))
         .route("/v1/containers/{name}/logs", get(logs))
         .route("/v1/containers/{name}/reboot", post(reboot))
+        .route("/v1/containers/{name}/start", post(start))
+        .route("/v1/containers/{name}/stop", post(stop))
+        .route("/v1/containers/{name}/restart", post(restart))
         .route("/v1/events", get(events))
         .route("/v1/version", get(version))
         .route("/v1/healthz", get(healthz))
@@ -490,6 +494,120 @@ async fn reboot(
             ctx.event(&name, "Rebooting", "reboot requested through the API");
             Ok(Json(serde_json::json!({ "rebooting": name })))
         }
+        Err(e) => Err(ApiError(reboot_status(&e), e.to_string())),
+    }
+}
+
+/// What a start, stop or restart through the API does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// Refuse an action its manifest would undo at once: a stop of a container
+/// whose manifest says `state: Running`, a start or restart of one whose
+/// manifest says `state: Stopped`. The manifest is the truth; the API never
+/// fights the reconciler. Containers made by hand have no manifest here.
+fn against_manifest(ctx: &Context, name: &str, action: Action) -> Result<(), ApiError> {
+    let Some(desired) = crate::reconcile::desired_container(ctx, name) else {
+        return Ok(());
+    };
+    let (says, wanted) = match (desired.state, action) {
+        (RunState::Running, Action::Stop) => ("Running", "Stopped"),
+        (RunState::Stopped, Action::Start | Action::Restart) => ("Stopped", "Running"),
+        _ => return Ok(()),
+    };
+    Err(ApiError(
+        StatusCode::CONFLICT,
+        format!(
+            "container {name}: its manifest says state: {says}; set state: {wanted} in {}",
+            desired.source.file.display()
+        ),
+    ))
+}
+
+async fn start(
+    State(ctx): State<Context>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let UrlPath(name) = name?;
+    act(&ctx, &name, Action::Start).await
+}
+
+async fn stop(
+    State(ctx): State<Context>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let UrlPath(name) = name?;
+    act(&ctx, &name, Action::Stop).await
+}
+
+async fn restart(
+    State(ctx): State<Context>,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let UrlPath(name) = name?;
+    act(&ctx, &name, Action::Restart).await
+}
+
+/// Start, stop or restart the live container through the runtime, as `reboot`
+/// does. A restart of a running container restarts it in place through its
+/// monitor (as a reboot: the daemon's watch on the monitor stays); a restart of
+/// a stopped one starts it.
+async fn act(
+    ctx: &Context,
+    name: &str,
+    action: Action,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_name(ctx, name)?;
+    if !ctx.runtime.dir(name).is_ok_and(|d| d.path.is_dir()) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no container {name}"),
+        ));
+    }
+    against_manifest(ctx, name, action)?;
+    let runtime = ctx.runtime.clone();
+    let n = name.to_owned();
+    let done =
+        tokio::task::spawn_blocking(move || -> Result<serde_json::Value, berth_runtime::Error> {
+            match action {
+                Action::Stop => {
+                    let status = runtime.stop(&n, None)?;
+                    Ok(serde_json::json!({ "stopped": n, "wasRunning": status.is_some() }))
+                }
+                Action::Restart => match runtime.reboot(&n) {
+                    Ok(()) => Ok(serde_json::json!({ "restarted": n })),
+                    Err(berth_runtime::Error::NotRunning(_)) => {
+                        let pid = runtime.start(&n)?;
+                        Ok(serde_json::json!({ "started": n, "pid": pid }))
+                    }
+                    Err(e) => Err(e),
+                },
+                Action::Start => {
+                    let pid = runtime.start(&n)?;
+                    Ok(serde_json::json!({ "started": n, "pid": pid }))
+                }
+            }
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (reason, verb) = match action {
+        Action::Start => ("Started", "start"),
+        Action::Stop => ("Stopped", "stop"),
+        Action::Restart => ("Restarted", "restart"),
+    };
+    match done {
+        Ok(answer) => {
+            ctx.event(name, reason, &format!("{verb} requested through the API"));
+            Ok(Json(answer))
+        }
+        Err(berth_runtime::Error::Running(_)) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("container {name} is already running"),
+        )),
         Err(e) => Err(ApiError(reboot_status(&e), e.to_string())),
     }
 }

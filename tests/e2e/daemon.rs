@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{StateDir, process_gone, processes_in, stderr, stdout, unique};
+use crate::{StateDir, process_gone, process_gone_now, processes_in, stderr, stdout, unique};
 
 /// A running `berth daemon`, ended (SIGTERM, then SIGKILL) when dropped. Declare it
 /// after its StateDir, so that it ends first.
@@ -1393,6 +1393,101 @@ fn logs_are_plain_text_and_events_ndjson_also_when_followed() {
         let answer = String::from_utf8_lossy(&answer);
         assert_eq!(header(&answer), expected, "{path}: {answer}");
     }
+}
+
+/// The JSON body of an API answer that must have `status`.
+fn answer_json(state: &StateDir, method: &str, path: &str, status: u16) -> serde_json::Value {
+    let (got, body) = request(state, method, path);
+    assert_eq!(got, status, "{method} {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"))
+}
+
+#[test]
+fn api_start_stop_and_restart_act_on_the_container_but_never_against_its_manifest() {
+    let state = StateDir::new();
+    let daemon = Daemon::start(&state);
+    let action = |name: &str, verb: &str| format!("/v1/containers/{name}/{verb}");
+
+    // Its manifest says Running: a stop is refused and changes nothing.
+    let up = unique("up");
+    let up_file = manifests_dir(&state).join(format!("{up}.yaml"));
+    save(
+        &state,
+        &format!("{up}.yaml"),
+        &manifest(
+            &up,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    let pid = pid_of(&wait_phase(&state, &daemon, &up, "Running"));
+    let refused = answer_json(&state, "POST", &action(&up, "stop"), 409);
+    assert_eq!(
+        refused["error"]["message"],
+        format!(
+            "container {up}: its manifest says state: Running; set state: Stopped in {}",
+            up_file.display()
+        )
+    );
+    assert!(!process_gone_now(pid) && pid_of(&get(&state, &up).unwrap()) == pid);
+    // A restart restarts it in place.
+    answer_json(&state, "POST", &action(&up, "restart"), 200);
+    wait_for("the restart", || {
+        let item = get(&state, &up)?;
+        (item["reboots"] == 1 && item["phase"] == "Running").then_some(())
+    });
+
+    // Its manifest says Stopped: a start or restart is refused, it stays stopped.
+    let down = unique("down");
+    save(
+        &state,
+        &format!("{down}.yaml"),
+        &manifest(
+            &down,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n  state: Stopped\n",
+        ),
+    );
+    wait_phase(&state, &daemon, &down, "Stopped");
+    for verb in ["start", "restart"] {
+        let refused = answer_json(&state, "POST", &action(&down, verb), 409);
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("its manifest says state: Stopped; set state: Running in"),
+            "{verb}: {message}"
+        );
+    }
+    assert_eq!(get(&state, &down).unwrap()["pid"], serde_json::Value::Null);
+
+    // Made by hand: started, restarted and stopped freely.
+    let hand = unique("hand");
+    let file = state.manifest(
+        &hand,
+        "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+    );
+    let out = state.run(&["create", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let started = answer_json(&state, "POST", &action(&hand, "start"), 200);
+    let first = i32::try_from(started["pid"].as_i64().unwrap()).unwrap();
+    assert!(!process_gone_now(first));
+    let again = answer_json(&state, "POST", &action(&hand, "start"), 409);
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already running")
+    );
+    answer_json(&state, "POST", &action(&hand, "stop"), 200);
+    assert!(process_gone(first), "the stopped container's init lives on");
+    let restarted = answer_json(&state, "POST", &action(&hand, "restart"), 200);
+    let second = i32::try_from(restarted["pid"].as_i64().unwrap()).unwrap();
+    assert!(!process_gone_now(second));
+    answer_json(&state, "POST", &action(&hand, "stop"), 200);
+    assert!(process_gone(second));
+    let counts = ["Started", "Stopped", "Restarted"].map(|r| count_events(&state, &hand, r));
+    assert_eq!(counts, [1, 2, 1], "events of {hand}: {:?}", events(&state));
+
+    // Absent and invalid names.
+    answer_json(&state, "POST", &action(&unique("absent"), "start"), 404);
+    answer_json(&state, "POST", &action("Not_A_Name", "stop"), 400);
 }
 
 #[test]
