@@ -16,12 +16,13 @@ use axum::{Json, Router};
 use berth_manifests::RunState;
 use berth_runtime::{Phase as RuntimePhase, Status};
 use berth_state::{Condition, Event, Phase, Record};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::reconcile::Context;
 
 /// One container as `berth get` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Item {
     pub name: String,
@@ -40,10 +41,12 @@ pub struct Item {
 }
 
 /// `berth describe`: the item, its spec, recent events and cgroup usage.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Detail {
     pub item: Item,
+    /// The spec as in a manifest's `spec:` (see the manifest reference).
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub spec: Option<berth_manifests::ContainerSpec>,
     pub events: Vec<Event>,
     pub memory_bytes: Option<u64>,
@@ -125,7 +128,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.1 } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.1,
+            },
+        };
         (self.0, Json(body)).into_response()
     }
 }
@@ -160,6 +168,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/version", get(version))
         .route("/v1/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ctx)
@@ -177,7 +186,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 }
 
 /// `GET /v1/version`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Version {
     pub version: String,
@@ -198,6 +207,87 @@ async fn version() -> Json<Version> {
 /// `GET /v1/healthz`: answered as long as the daemon serves its socket.
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The body of every error answer.
+#[derive(Serialize, JsonSchema)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct ErrorDetail {
+    /// `BadRequest`, `NotFound`, `MethodNotAllowed`, `Conflict` or `InternalError`.
+    code: String,
+    message: String,
+}
+
+/// `GET /v1/openapi.json`: the routes are listed here by hand (`router` is the
+/// other place that names them; the e2e test asks every route listed), the
+/// schemas are generated from the types the handlers answer.
+async fn openapi() -> Json<serde_json::Value> {
+    Json(openapi_document())
+}
+
+fn openapi_document() -> serde_json::Value {
+    use serde_json::json;
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let items = generator.subschema_for::<Vec<Item>>();
+    let detail = generator.subschema_for::<Detail>();
+    let version = generator.subschema_for::<Version>();
+    let error = generator.subschema_for::<ErrorBody>();
+    let json_answer = |description: &str, schema: &schemars::Schema| {
+        json!({ "200": { "description": description,
+            "content": { "application/json": { "schema": schema } } } })
+    };
+    let errors = json!({ "default": { "description": "an error",
+        "content": { "application/json": { "schema": error } } } });
+    let with_errors = |mut ok: serde_json::Value| {
+        if let (Some(ok), Some(errors)) = (ok.as_object_mut(), errors.as_object()) {
+            ok.extend(errors.clone());
+        }
+        ok
+    };
+    let name = json!({ "name": "name", "in": "path", "required": true,
+        "schema": { "type": "string" } });
+    let follow = json!({ "name": "follow", "in": "query", "schema": { "type": "boolean" } });
+    let tail = json!({ "name": "tail", "in": "query",
+        "schema": { "type": "integer", "minimum": 0 } });
+    let text = |content_type: &str, description: &str| {
+        with_errors(json!({ "200": { "description": description,
+            "content": { content_type: { "schema": { "type": "string" } } } } }))
+    };
+    let action = |summary: &str| {
+        json!({ "post": { "summary": summary, "parameters": [name],
+            "responses": with_errors(json!({ "200": { "description": "done",
+                "content": { "application/json": { "schema": { "type": "object" } } } } })) } })
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "berth daemon API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": {
+            "/v1/containers": { "get": { "summary": "every container",
+                "responses": with_errors(json_answer("the containers", &items)) } },
+            "/v1/containers/{name}": { "get": { "summary": "one container in detail",
+                "parameters": [name], "responses": with_errors(json_answer("the container", &detail)) } },
+            "/v1/containers/{name}/logs": { "get": { "summary": "the console output",
+                "parameters": [name, follow, tail],
+                "responses": text(LOG_TYPE, "the output, streamed with follow=true") } },
+            "/v1/containers/{name}/reboot": action("restart init in place through its monitor"),
+            "/v1/containers/{name}/start": action("start a stopped container"),
+            "/v1/containers/{name}/stop": action("stop a running container"),
+            "/v1/containers/{name}/restart": action("restart a running container in place, or start a stopped one"),
+            "/v1/events": { "get": { "summary": "the daemon's events, one JSON object a line",
+                "parameters": [follow], "responses": text(EVENT_TYPE, "events, streamed with follow=true") } },
+            "/v1/version": { "get": { "summary": "berth's version",
+                "responses": with_errors(json_answer("the version", &version)) } },
+            "/v1/healthz": { "get": { "summary": "ok while the daemon serves",
+                "responses": with_errors(json!({ "200": { "description": "serving" } })) } },
+            "/v1/openapi.json": { "get": { "summary": "this document",
+                "responses": with_errors(json!({ "200": { "description": "OpenAPI 3" } })) } },
+        },
+        "components": { "schemas": generator.take_definitions(true) },
+    })
 }
 
 /// A name the runtime refuses is the client's mistake (400), not an absent container.

@@ -23,7 +23,7 @@ pub(crate) const RING_GLOBAL: usize = 1000;
 const GLOBAL: u8 = 0xff;
 
 /// Something that happened to a container, possibly several times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// Global, increasing; a folded event gets a new one.

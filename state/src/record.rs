@@ -53,7 +53,7 @@ impl std::fmt::Display for Phase {
 }
 
 /// A standing problem with a container, e.g. kind "InvalidManifest".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     pub kind: String,

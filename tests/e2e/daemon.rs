@@ -1491,6 +1491,49 @@ fn api_start_stop_and_restart_act_on_the_container_but_never_against_its_manifes
 }
 
 #[test]
+fn every_route_the_openapi_document_names_answers() {
+    let state = StateDir::new();
+    let _daemon = Daemon::start(&state);
+    // A container made by hand, stopped: every route has something to act on.
+    let name = unique("doc");
+    let file = state.manifest(
+        &name,
+        "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+    );
+    let out = state.run(&["create", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = answer_json(&state, "GET", "/v1/openapi.json", 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 11, "{:?}", paths.keys());
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            assert!(operation["responses"]["200"].is_object(), "{method} {path}");
+        }
+    }
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let concrete = path.replace("{name}", &name);
+            let (status, body) = request(&state, &method.to_uppercase(), &concrete);
+            assert!(
+                status != 404 && status != 405,
+                "{method} {concrete}: {status} {body}"
+            );
+        }
+    }
+    // Every schema it refers to is in it.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let schema = reference.split('"').next().unwrap();
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} is missing"
+        );
+    }
+    let _ = state.run(&["stop", &name, "--timeout", "0s"]);
+}
+
+#[test]
 fn a_reboot_of_an_invalid_name_is_a_bad_request() {
     let state = StateDir::new();
     let _daemon = Daemon::start(&state);
