@@ -322,7 +322,7 @@ async fn logs(
 }
 
 /// Where the last `n` lines of `text` begin.
-fn tail_start(text: &[u8], n: usize) -> usize {
+pub fn tail_start(text: &[u8], n: usize) -> usize {
     if n == 0 {
         return text.len();
     }

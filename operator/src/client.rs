@@ -1,4 +1,5 @@
-//! The CLI's side of the daemon API: `get`, `describe`, `logs`, `events`.
+//! The CLI's side of the daemon API: `get`, `describe`, `logs`, `events`. When no
+//! daemon answers, they read the state dir instead: containers outlive the daemon.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,8 @@ use anyhow::{Context as _, bail};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+
+use berth_runtime::{Origin, Runtime};
 
 use crate::api::{Detail, Item};
 
@@ -19,6 +22,13 @@ impl Client {
         Client {
             socket: state_dir.join("berth.sock"),
         }
+    }
+
+    /// Whether a daemon accepts connections on the socket.
+    fn answers(&self) -> bool {
+        berth_runtime::SocketPath::new(&self.socket)
+            .and_then(|short| std::os::unix::net::UnixStream::connect(short.as_path()))
+            .is_ok()
     }
 
     /// GET `path`; `on_chunk` sees the body as it streams. Non-2xx is an error
@@ -105,9 +115,49 @@ fn age(created_at: u64) -> String {
     }
 }
 
-pub fn get(state_dir: &Path, name: Option<&str>, output: &str) -> anyhow::Result<()> {
-    let client = Client::new(state_dir);
-    let items = tokio()?.block_on(client.items())?;
+/// Says, once, that what follows comes from the disk rather than the daemon.
+fn say_offline(runtime: &Runtime) {
+    eprintln!(
+        "berth: the daemon is not running; showing containers from {}",
+        runtime.state_dir().display()
+    );
+}
+
+/// A container as the disk shows it: its monitor's status merged with no record.
+/// A container the daemon made gets no "created by hand" message.
+fn disk_item(runtime: &Runtime, name: &str, now: u64) -> Item {
+    let status = runtime.status(name).ok().flatten();
+    let mut item = Item::merge(name, None, status.as_ref(), now);
+    let origin = runtime
+        .config(name)
+        .ok()
+        .and_then(|c| c.header)
+        .map(|h| h.origin);
+    if origin == Some(Origin::Manifest) {
+        item.message = None;
+    }
+    item
+}
+
+/// Every container: from the daemon if it answers, else from the state dir.
+fn items(runtime: &Runtime) -> anyhow::Result<Vec<Item>> {
+    let client = Client::new(runtime.state_dir());
+    let items = if client.answers() {
+        tokio()?.block_on(client.items())?
+    } else {
+        say_offline(runtime);
+        let now = crate::reconcile::now();
+        runtime
+            .list()?
+            .iter()
+            .map(|name| disk_item(runtime, name, now))
+            .collect()
+    };
+    Ok(items)
+}
+
+pub fn get(runtime: &Runtime, name: Option<&str>, output: &str) -> anyhow::Result<()> {
+    let items = items(runtime)?;
     let items: Vec<Item> = match name {
         Some(name) => {
             let one: Vec<Item> = items.into_iter().filter(|i| i.name == name).collect();
@@ -186,8 +236,38 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-pub fn describe(state_dir: &Path, name: &str) -> anyhow::Result<()> {
-    let detail = tokio()?.block_on(Client::new(state_dir).detail(name))?;
+/// `describe` from the state dir: no record and no events, which the daemon keeps.
+fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
+    if !runtime.dir(name)?.path.is_dir() {
+        bail!("no container {name}");
+    }
+    let item = disk_item(runtime, name, crate::reconcile::now());
+    let spec = runtime.config(name).ok().map(|c| c.container.spec);
+    let cgroups = runtime.status(name).ok().flatten().and_then(|s| s.cgroups);
+    let read = |controller: &str, files: &[&str]| {
+        let dir = cgroups.as_ref()?.payload_dir(controller)?;
+        files
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Ok(Detail {
+        item,
+        spec,
+        events: Vec::new(),
+        memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
+        pids: read("pids", &["pids.current"]),
+    })
+}
+
+pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
+    let client = Client::new(runtime.state_dir());
+    let detail = if client.answers() {
+        tokio()?.block_on(client.detail(name))?
+    } else {
+        say_offline(runtime);
+        disk_detail(runtime, name)?
+    };
     let item = &detail.item;
     println!("Name:      {}", item.name);
     println!("Phase:     {}", item.phase);
@@ -252,12 +332,58 @@ pub fn describe(state_dir: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn logs(state_dir: &Path, name: &str, follow: bool, tail: Option<usize>) -> anyhow::Result<()> {
+pub fn logs(
+    runtime: &Runtime,
+    name: &str,
+    follow: bool,
+    tail: Option<usize>,
+) -> anyhow::Result<()> {
+    let client = Client::new(runtime.state_dir());
+    if !client.answers() {
+        say_offline(runtime);
+        return disk_logs(runtime, name, follow, tail);
+    }
     let mut path = format!("/v1/containers/{name}/logs?follow={follow}");
     if let Some(n) = tail {
         path.push_str(&format!("&tail={n}"));
     }
-    tokio()?.block_on(Client::new(state_dir).stream(&path))
+    tokio()?.block_on(client.stream(&path))
+}
+
+/// `logs` from `console.log` itself, as the daemon serves it: the last `tail`
+/// lines, then (following) what is appended, from the start again after a rotation.
+fn disk_logs(
+    runtime: &Runtime,
+    name: &str,
+    follow: bool,
+    tail: Option<usize>,
+) -> anyhow::Result<()> {
+    let dir = runtime.dir(name)?;
+    if !dir.path.is_dir() {
+        bail!("no container {name}");
+    }
+    let path = dir.console_log();
+    let text = std::fs::read(&path).unwrap_or_default();
+    let start = tail.map_or(0, |n| crate::api::tail_start(&text, n));
+    let mut out = std::io::stdout();
+    out.write_all(&text[start..])?;
+    out.flush()?;
+    if !follow {
+        return Ok(());
+    }
+    let mut offset = text.len();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if bytes.len() < offset {
+            offset = 0;
+        }
+        out.write_all(&bytes[offset..])?;
+        out.flush()?;
+        offset = bytes.len();
+    }
 }
 
 pub fn events(state_dir: &Path, follow: bool) -> anyhow::Result<()> {
