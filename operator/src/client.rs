@@ -387,5 +387,42 @@ fn disk_logs(
 }
 
 pub fn events(state_dir: &Path, follow: bool) -> anyhow::Result<()> {
-    tokio()?.block_on(Client::new(state_dir).stream(&format!("/v1/events?follow={follow}")))
+    let client = Client::new(state_dir);
+    if client.answers() {
+        return tokio()?.block_on(client.stream(&format!("/v1/events?follow={follow}")));
+    }
+    stored_events(state_dir)?;
+    if follow {
+        // Holding the database to poll it would keep a starting daemon out.
+        bail!("the daemon is not running: printed the events stored so far; -f needs the daemon");
+    }
+    Ok(())
+}
+
+/// The events in the database, read directly: possible only while nobody (no
+/// daemon) holds its lock. Each reason it is not is one line.
+fn stored_events(state_dir: &Path) -> anyhow::Result<()> {
+    let db = state_dir.join("state.db");
+    if !db.exists() {
+        bail!(
+            "the daemon is not running and there are no events: no database at {}",
+            db.display()
+        );
+    }
+    let store = berth_state::Store::open(state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "the daemon is not running, and its database {} cannot be read: {}",
+            db.display(),
+            e.to_string().lines().next().unwrap_or_default()
+        )
+    })?;
+    eprintln!(
+        "berth: the daemon is not running; showing the events stored in {}",
+        db.display()
+    );
+    let mut out = std::io::stdout().lock();
+    for event in store.events(None, 1000)? {
+        writeln!(out, "{}", serde_json::to_string(&event)?)?;
+    }
+    Ok(())
 }
