@@ -46,3 +46,41 @@ fn schema_prints_a_json_schema_of_the_manifest() {
         assert!(required.contains(&serde_json::json!(field)), "{field}");
     }
 }
+
+/// `berth status NAME` and `berth get NAME -o json`, as JSON.
+fn status_and_get(state: &crate::StateDir, name: &str) -> (serde_json::Value, serde_json::Value) {
+    let read = |args: &[&str]| {
+        let out = state.run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    (read(&["status", name]), read(&["get", name, "-o", "json"]))
+}
+
+#[test]
+fn status_and_get_agree_on_the_phase_of_a_container_made_by_hand() {
+    let state = crate::StateDir::new();
+    let name = crate::unique("agree");
+    let manifest = state.manifest(
+        &name,
+        "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+    );
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (step, phase) in [
+        (None, "Created"),
+        (Some("start"), "Running"),
+        (Some("stop"), "Stopped"),
+    ] {
+        if let Some(step) = step {
+            let out = state.run(&[step, &name]);
+            assert!(out.status.success(), "{step}: {}", stderr(&out));
+        }
+        let (status, item) = status_and_get(&state, &name);
+        assert_eq!(
+            (status["phase"].as_str(), item["phase"].as_str()),
+            (Some(phase), Some(phase)),
+            "after {step:?}:\nstatus: {status}\nget: {item}"
+        );
+    }
+}
