@@ -128,6 +128,7 @@ fn say_offline(runtime: &Runtime) {
 fn disk_item(runtime: &Runtime, name: &str, now: u64) -> Item {
     let status = runtime.status(name).ok().flatten();
     let mut item = Item::merge(name, None, status.as_ref(), now);
+    item.created_at = created_at(runtime, name);
     let origin = runtime
         .config(name)
         .ok()
@@ -139,10 +140,24 @@ fn disk_item(runtime: &Runtime, name: &str, now: u64) -> Item {
     item
 }
 
+/// When a container was made, for one the daemon has no record of (made by hand,
+/// or no daemon): when its config was written, which happens only at create.
+fn created_at(runtime: &Runtime, name: &str) -> u64 {
+    let Ok(dir) = runtime.dir(name) else {
+        return 0;
+    };
+    std::fs::metadata(dir.config())
+        .or_else(|_| std::fs::metadata(&dir.path))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Every container: from the daemon if it answers, else from the state dir.
 fn items(runtime: &Runtime) -> anyhow::Result<Vec<Item>> {
     let client = Client::new(runtime.state_dir());
-    let items = if client.answers() {
+    let mut items: Vec<Item> = if client.answers() {
         tokio()?.block_on(client.items())?
     } else {
         say_offline(runtime);
@@ -153,6 +168,9 @@ fn items(runtime: &Runtime) -> anyhow::Result<Vec<Item>> {
             .map(|name| disk_item(runtime, name, now))
             .collect()
     };
+    for item in items.iter_mut().filter(|i| i.created_at == 0) {
+        item.created_at = created_at(runtime, &item.name);
+    }
     Ok(items)
 }
 

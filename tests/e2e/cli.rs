@@ -84,3 +84,34 @@ fn status_and_get_agree_on_the_phase_of_a_container_made_by_hand() {
         );
     }
 }
+
+#[test]
+fn a_container_made_by_hand_shows_its_real_age() {
+    let state = crate::StateDir::new();
+    let name = crate::unique("aged");
+    let manifest = state.manifest(&name, "  command: [/bin/sleep, infinity]\n");
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = state.run(&["get", &name, "-o", "json"]);
+    let item: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let created = item["createdAt"].as_u64().unwrap();
+    assert!(now.abs_diff(created) < 60, "createdAt {created}, now {now}");
+    let out = state.run(&["get"]);
+    let row: Vec<String> = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        row[4].ends_with('s'),
+        "AGE is {:?}: {}",
+        row[4],
+        stdout(&out)
+    );
+}
