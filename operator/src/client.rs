@@ -1,6 +1,7 @@
 //! The CLI's side of the daemon API: `get`, `describe`, `logs`, `events`. When no
 //! daemon answers, they read the state dir instead: containers outlive the daemon.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -174,7 +175,78 @@ fn items(runtime: &Runtime) -> anyhow::Result<Vec<Item>> {
     Ok(items)
 }
 
-pub fn get(runtime: &Runtime, name: Option<&str>, output: &str) -> anyhow::Result<()> {
+/// One term of a label selector, in Kubernetes' equality-based syntax.
+#[derive(Debug, PartialEq, Eq)]
+enum Requirement {
+    /// `key=value` or `key==value`.
+    Equals(String, String),
+    /// `key!=value`: also true of a container without the key, as in Kubernetes.
+    NotEquals(String, String),
+    /// `key`.
+    Exists(String),
+    /// `!key`.
+    Absent(String),
+}
+
+/// `app=web,tier!=db`: every term must hold.
+fn parse_selector(text: &str) -> anyhow::Result<Vec<Requirement>> {
+    text.split(',')
+        .map(str::trim)
+        .map(|term| {
+            let requirement = if let Some((key, value)) = term.split_once("!=") {
+                Requirement::NotEquals(key.trim().to_owned(), value.trim().to_owned())
+            } else if let Some((key, value)) =
+                term.split_once("==").or_else(|| term.split_once('='))
+            {
+                Requirement::Equals(key.trim().to_owned(), value.trim().to_owned())
+            } else if let Some(key) = term.strip_prefix('!') {
+                Requirement::Absent(key.trim().to_owned())
+            } else {
+                Requirement::Exists(term.to_owned())
+            };
+            let (Requirement::Equals(key, _)
+            | Requirement::NotEquals(key, _)
+            | Requirement::Exists(key)
+            | Requirement::Absent(key)) = &requirement;
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                bail!(
+                    "bad label selector term {term:?}: use KEY=VALUE, KEY!=VALUE, KEY or !KEY, comma-separated"
+                );
+            }
+            Ok(requirement)
+        })
+        .collect()
+}
+
+fn selects(selector: &[Requirement], labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|r| match r {
+        Requirement::Equals(key, value) => labels.get(key) == Some(value),
+        Requirement::NotEquals(key, value) => labels.get(key) != Some(value),
+        Requirement::Exists(key) => labels.contains_key(key),
+        Requirement::Absent(key) => !labels.contains_key(key),
+    })
+}
+
+/// A container's labels, from the config it was created from.
+fn labels(runtime: &Runtime, name: &str) -> BTreeMap<String, String> {
+    runtime
+        .config(name)
+        .map(|c| c.container.labels)
+        .unwrap_or_default()
+}
+
+/// What `berth get` was asked for, besides its output format.
+#[derive(Debug, Default)]
+pub struct GetOptions<'a> {
+    pub name: Option<&'a str>,
+    /// A label selector (`-l`).
+    pub selector: Option<&'a str>,
+    pub show_labels: bool,
+}
+
+pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow::Result<()> {
+    let name = options.name;
+    let selector = options.selector.map(parse_selector).transpose()?;
     let items = items(runtime)?;
     let items: Vec<Item> = match name {
         Some(name) => {
@@ -186,7 +258,27 @@ pub fn get(runtime: &Runtime, name: Option<&str>, output: &str) -> anyhow::Resul
         }
         None => items,
     };
+    let items: Vec<(Item, BTreeMap<String, String>)> = items
+        .into_iter()
+        .map(|item| {
+            let labels = labels(runtime, &item.name);
+            (item, labels)
+        })
+        .filter(|(_, labels)| selector.as_ref().is_none_or(|s| selects(s, labels)))
+        .collect();
+    if name.is_some() && items.is_empty() {
+        bail!(
+            "container {} does not match the selector",
+            name.unwrap_or_default()
+        );
+    }
+    let (items, labels): (Vec<Item>, Vec<BTreeMap<String, String>>) = items.into_iter().unzip();
     match output {
+        "name" => {
+            for item in &items {
+                println!("container/{}", item.name);
+            }
+        }
         "json" if name.is_some() => println!("{}", serde_json::to_string_pretty(&items[0])?),
         "json" => println!("{}", serde_json::to_string_pretty(&items)?),
         "yaml" if name.is_some() => print!("{}", serde_yaml::to_string(&items[0])?),
@@ -202,8 +294,11 @@ pub fn get(runtime: &Runtime, name: Option<&str>, output: &str) -> anyhow::Resul
             if wide {
                 rows[0].extend(["REBOOTS", "SOURCE", "HASH"].map(String::from));
             }
+            if options.show_labels {
+                rows[0].push("LABELS".to_owned());
+            }
             rows[0].push("MESSAGE".to_owned());
-            for item in &items {
+            for (item, labels) in items.iter().zip(&labels) {
                 let mut row = vec![
                     item.name.clone(),
                     item.phase.clone(),
@@ -220,12 +315,22 @@ pub fn get(runtime: &Runtime, name: Option<&str>, output: &str) -> anyhow::Resul
                             .map_or("-".to_owned(), |h| h.chars().take(19).collect()),
                     );
                 }
+                if options.show_labels {
+                    // Before MESSAGE, the one column that may hold spaces.
+                    let text: Vec<String> =
+                        labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    row.push(if text.is_empty() {
+                        "<none>".to_owned()
+                    } else {
+                        text.join(",")
+                    });
+                }
                 row.push(item.message.clone().unwrap_or_default());
                 rows.push(row);
             }
             print_table(&rows);
         }
-        other => bail!("unknown output format {other:?}; use wide, json or yaml"),
+        other => bail!("unknown output format {other:?}; use wide, json, yaml or name"),
     }
     Ok(())
 }
@@ -443,4 +548,45 @@ fn stored_events(state_dir: &Path) -> anyhow::Result<()> {
         writeln!(out, "{}", serde_json::to_string(&event)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_selector_holds_when_every_term_does_and_inequality_holds_without_the_key() {
+        let selector = parse_selector("app=web, tier!=db").unwrap();
+        assert!(selects(
+            &selector,
+            &labels(&[("app", "web"), ("tier", "front")])
+        ));
+        assert!(selects(&selector, &labels(&[("app", "web")])));
+        assert!(!selects(
+            &selector,
+            &labels(&[("app", "web"), ("tier", "db")])
+        ));
+        assert!(!selects(&selector, &labels(&[("tier", "front")])));
+        let selector = parse_selector("app==web,gpu,!canary").unwrap();
+        assert!(selects(&selector, &labels(&[("app", "web"), ("gpu", "")])));
+        assert!(!selects(
+            &selector,
+            &labels(&[("app", "web"), ("gpu", ""), ("canary", "1")])
+        ));
+        assert!(!selects(&selector, &labels(&[("app", "web")])));
+    }
+
+    #[test]
+    fn a_selector_term_without_a_key_is_refused() {
+        for bad in ["=web", "app=web,", "!", "tier in (db)"] {
+            assert!(parse_selector(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -115,8 +115,18 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        cli::Command::Get { name, output } => {
-            client::get(&runtime, name.as_deref(), &output).map(|()| ExitCode::SUCCESS)
+        cli::Command::Get {
+            name,
+            output,
+            selector,
+            show_labels,
+        } => {
+            let options = client::GetOptions {
+                name: name.as_deref(),
+                selector: selector.as_deref(),
+                show_labels,
+            };
+            client::get(&runtime, &options, &output).map(|()| ExitCode::SUCCESS)
         }
         cli::Command::Describe { name } => {
             client::describe(&runtime, &name).map(|()| ExitCode::SUCCESS)

@@ -115,3 +115,44 @@ fn a_container_made_by_hand_shows_its_real_age() {
         stdout(&out)
     );
 }
+
+#[test]
+fn get_selects_by_labels_shows_them_and_prints_names() {
+    let state = crate::StateDir::new();
+    let web = crate::unique("lweb");
+    let db = crate::unique("ldb");
+    for (name, labels) in [
+        (&web, "app: web\n    tier: front"),
+        (&db, "app: web\n    tier: db"),
+    ] {
+        let path = state.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: {name}\n  labels:\n    {labels}\nspec:\n  command: [/bin/sleep, infinity]\n"
+            ),
+        )
+        .unwrap();
+        let out = state.run(&["create", "-f", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = state.run(&["get", "-l", "app=web,tier!=db", "-o", "name"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("container/{web}\n"));
+    let out = state.run(&["get", "-l", "app=web", "-o", "name"]);
+    assert_eq!(stdout(&out), format!("container/{db}\ncontainer/{web}\n"));
+    let out = state.run(&["get", "-l", "app in (web)"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+
+    let out = state.run(&["get", "--show-labels"]);
+    let table = stdout(&out);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[5], "LABELS", "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with(&db))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[5], "app=web,tier=db", "{table}");
+}
