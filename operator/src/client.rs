@@ -279,10 +279,20 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
                 println!("container/{}", item.name);
             }
         }
-        "json" if name.is_some() => println!("{}", serde_json::to_string_pretty(&items[0])?),
-        "json" => println!("{}", serde_json::to_string_pretty(&items)?),
-        "yaml" if name.is_some() => print!("{}", serde_yaml::to_string(&items[0])?),
-        "yaml" => print!("{}", serde_yaml::to_string(&items)?),
+        "json" | "yaml" => {
+            let document = match name {
+                Some(_) => with_times(&items[0])?,
+                None => serde_json::json!({
+                    "kind": "ContainerList",
+                    "items": items.iter().map(with_times).collect::<anyhow::Result<Vec<_>>>()?,
+                }),
+            };
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&document)?);
+            } else {
+                print!("{}", serde_yaml::to_string(&document)?);
+            }
+        }
         "wide" | "" => {
             let wide = output == "wide";
             let mut rows = vec![
@@ -333,6 +343,54 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
         other => bail!("unknown output format {other:?}; use wide, json, yaml or name"),
     }
     Ok(())
+}
+
+/// An item as `-o json` and `-o yaml` print it: each time in epoch seconds
+/// (`createdAt`, a condition's `since`, `lastExit.at`) gets an RFC 3339 twin
+/// (`createdTime`, `sinceTime`, `atTime`), for people and for tools that parse dates.
+fn with_times(item: &Item) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(item)?;
+    let twin = |object: &mut serde_json::Value, secs: &str, time: &str| {
+        if let Some(secs) = object[secs].as_u64().filter(|s| *s > 0) {
+            object[time] = serde_json::Value::String(rfc3339(secs));
+        }
+    };
+    twin(&mut value, "createdAt", "createdTime");
+    if let Some(conditions) = value["conditions"].as_array_mut() {
+        for condition in conditions {
+            twin(condition, "since", "sinceTime");
+        }
+    }
+    if value["lastExit"].is_object() {
+        twin(&mut value["lastExit"], "at", "atTime");
+    }
+    Ok(value)
+}
+
+/// `2026-11-29T09:30:57Z`: seconds since the epoch as a UTC date and time
+/// (Howard Hinnant's days-to-civil; a date crate for this alone is not worth it).
+fn rfc3339(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0) + 719_468;
+    let rem = secs % 86_400;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn print_table(rows: &[Vec<String>]) {
@@ -581,6 +639,14 @@ mod tests {
             &labels(&[("app", "web"), ("gpu", ""), ("canary", "1")])
         ));
         assert!(!selects(&selector, &labels(&[("app", "web")])));
+    }
+
+    #[test]
+    fn epoch_seconds_become_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_944_657), "2026-11-29T09:30:57Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
     }
 
     #[test]

@@ -100,6 +100,16 @@ fn a_container_made_by_hand_shows_its_real_age() {
     let item: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let created = item["createdAt"].as_u64().unwrap();
     assert!(now.abs_diff(created) < 60, "createdAt {created}, now {now}");
+    assert_eq!(
+        item["createdTime"].as_str().map(str::len),
+        Some("2026-11-29T09:30:57Z".len()),
+        "{item}"
+    );
+    let out = state.run(&["get", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["kind"], "ContainerList");
+    assert_eq!(list["items"][0]["name"], name.as_str());
+    assert_eq!(list["items"][0]["createdTime"], item["createdTime"]);
     let out = state.run(&["get"]);
     let row: Vec<String> = stdout(&out)
         .lines()
