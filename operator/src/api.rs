@@ -504,7 +504,7 @@ fn stream_response(content_type: &'static str, body: Body) -> Response {
 }
 
 /// Where the last `n` lines of `text` begin.
-fn tail_start(text: &[u8], n: usize) -> usize {
+pub fn tail_start(text: &[u8], n: usize) -> usize {
     if n == 0 {
         return text.len();
     }

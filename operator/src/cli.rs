@@ -123,9 +123,16 @@ pub enum Command {
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     Get {
         name: Option<String>,
-        /// wide, json or yaml.
-        #[arg(short = 'o', long = "output", default_value = "", value_parser = ["", "wide", "json", "yaml"])]
+        /// wide, json, yaml or name (`container/NAME` lines).
+        #[arg(short = 'o', long = "output", default_value = "", value_parser = ["", "wide", "json", "yaml", "name"])]
         output: String,
+        /// Only containers whose labels match: KEY=VALUE, KEY!=VALUE, KEY, !KEY,
+        /// comma-separated (all must hold), e.g. `-l app=web,tier!=db`.
+        #[arg(short = 'l', long = "selector")]
+        selector: Option<String>,
+        /// A LABELS column.
+        #[arg(long)]
+        show_labels: bool,
     },
     /// Show a container's spec, conditions, recent events and cgroup usage.
     Describe { name: String },

@@ -1,5 +1,7 @@
-//! The CLI's side of the daemon API: `get`, `describe`, `logs`, `events`.
+//! The CLI's side of the daemon API: `get`, `describe`, `logs`, `events`. When no
+//! daemon answers, they read the state dir instead: containers outlive the daemon.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -7,6 +9,8 @@ use anyhow::{Context as _, bail};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+
+use berth_runtime::{Origin, Runtime};
 
 use crate::api::{Detail, Item};
 
@@ -19,6 +23,13 @@ impl Client {
         Client {
             socket: state_dir.join("berth.sock"),
         }
+    }
+
+    /// Whether a daemon accepts connections on the socket.
+    fn answers(&self) -> bool {
+        berth_runtime::SocketPath::new(&self.socket)
+            .and_then(|short| std::os::unix::net::UnixStream::connect(short.as_path()))
+            .is_ok()
     }
 
     /// GET `path`; `on_chunk` sees the body as it streams. Non-2xx is an error
@@ -112,9 +123,138 @@ fn age(created_at: u64) -> String {
     }
 }
 
-pub fn get(state_dir: &Path, name: Option<&str>, output: &str) -> anyhow::Result<()> {
-    let client = Client::new(state_dir);
-    let items = tokio()?.block_on(client.items())?;
+/// Says, once, that what follows comes from the disk rather than the daemon.
+fn say_offline(runtime: &Runtime) {
+    eprintln!(
+        "berth: the daemon is not running; showing containers from {}",
+        runtime.state_dir().display()
+    );
+}
+
+/// A container as the disk shows it: its monitor's status merged with no record.
+/// A container the daemon made gets no "created by hand" message.
+fn disk_item(runtime: &Runtime, name: &str, now: u64) -> Item {
+    let status = runtime.status(name).ok().flatten();
+    let mut item = Item::merge(name, None, status.as_ref(), now);
+    item.created_at = created_at(runtime, name);
+    let origin = runtime
+        .config(name)
+        .ok()
+        .and_then(|c| c.header)
+        .map(|h| h.origin);
+    if origin == Some(Origin::Manifest) {
+        item.message = None;
+    }
+    item
+}
+
+/// When a container was made, for one the daemon has no record of (made by hand,
+/// or no daemon): when its config was written, which happens only at create.
+fn created_at(runtime: &Runtime, name: &str) -> u64 {
+    let Ok(dir) = runtime.dir(name) else {
+        return 0;
+    };
+    std::fs::metadata(dir.config())
+        .or_else(|_| std::fs::metadata(&dir.path))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Every container: from the daemon if it answers, else from the state dir.
+fn items(runtime: &Runtime) -> anyhow::Result<Vec<Item>> {
+    let client = Client::new(runtime.state_dir());
+    let mut items: Vec<Item> = if client.answers() {
+        tokio()?.block_on(client.items())?
+    } else {
+        say_offline(runtime);
+        let now = crate::reconcile::now();
+        runtime
+            .list()?
+            .iter()
+            .map(|name| disk_item(runtime, name, now))
+            .collect()
+    };
+    for item in items.iter_mut().filter(|i| i.created_at == 0) {
+        item.created_at = created_at(runtime, &item.name);
+    }
+    Ok(items)
+}
+
+/// One term of a label selector, in Kubernetes' equality-based syntax.
+#[derive(Debug, PartialEq, Eq)]
+enum Requirement {
+    /// `key=value` or `key==value`.
+    Equals(String, String),
+    /// `key!=value`: also true of a container without the key, as in Kubernetes.
+    NotEquals(String, String),
+    /// `key`.
+    Exists(String),
+    /// `!key`.
+    Absent(String),
+}
+
+/// `app=web,tier!=db`: every term must hold.
+fn parse_selector(text: &str) -> anyhow::Result<Vec<Requirement>> {
+    text.split(',')
+        .map(str::trim)
+        .map(|term| {
+            let requirement = if let Some((key, value)) = term.split_once("!=") {
+                Requirement::NotEquals(key.trim().to_owned(), value.trim().to_owned())
+            } else if let Some((key, value)) =
+                term.split_once("==").or_else(|| term.split_once('='))
+            {
+                Requirement::Equals(key.trim().to_owned(), value.trim().to_owned())
+            } else if let Some(key) = term.strip_prefix('!') {
+                Requirement::Absent(key.trim().to_owned())
+            } else {
+                Requirement::Exists(term.to_owned())
+            };
+            let (Requirement::Equals(key, _)
+            | Requirement::NotEquals(key, _)
+            | Requirement::Exists(key)
+            | Requirement::Absent(key)) = &requirement;
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                bail!(
+                    "bad label selector term {term:?}: use KEY=VALUE, KEY!=VALUE, KEY or !KEY, comma-separated"
+                );
+            }
+            Ok(requirement)
+        })
+        .collect()
+}
+
+fn selects(selector: &[Requirement], labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|r| match r {
+        Requirement::Equals(key, value) => labels.get(key) == Some(value),
+        Requirement::NotEquals(key, value) => labels.get(key) != Some(value),
+        Requirement::Exists(key) => labels.contains_key(key),
+        Requirement::Absent(key) => !labels.contains_key(key),
+    })
+}
+
+/// A container's labels, from the config it was created from.
+fn labels(runtime: &Runtime, name: &str) -> BTreeMap<String, String> {
+    runtime
+        .config(name)
+        .map(|c| c.container.labels)
+        .unwrap_or_default()
+}
+
+/// What `berth get` was asked for, besides its output format.
+#[derive(Debug, Default)]
+pub struct GetOptions<'a> {
+    pub name: Option<&'a str>,
+    /// A label selector (`-l`).
+    pub selector: Option<&'a str>,
+    pub show_labels: bool,
+}
+
+pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow::Result<()> {
+    let name = options.name;
+    let selector = options.selector.map(parse_selector).transpose()?;
+    let items = items(runtime)?;
     let items: Vec<Item> = match name {
         Some(name) => {
             let one: Vec<Item> = items.into_iter().filter(|i| i.name == name).collect();
@@ -125,11 +265,41 @@ pub fn get(state_dir: &Path, name: Option<&str>, output: &str) -> anyhow::Result
         }
         None => items,
     };
+    let items: Vec<(Item, BTreeMap<String, String>)> = items
+        .into_iter()
+        .map(|item| {
+            let labels = labels(runtime, &item.name);
+            (item, labels)
+        })
+        .filter(|(_, labels)| selector.as_ref().is_none_or(|s| selects(s, labels)))
+        .collect();
+    if name.is_some() && items.is_empty() {
+        bail!(
+            "container {} does not match the selector",
+            name.unwrap_or_default()
+        );
+    }
+    let (items, labels): (Vec<Item>, Vec<BTreeMap<String, String>>) = items.into_iter().unzip();
     match output {
-        "json" if name.is_some() => println!("{}", serde_json::to_string_pretty(&items[0])?),
-        "json" => println!("{}", serde_json::to_string_pretty(&items)?),
-        "yaml" if name.is_some() => print!("{}", serde_yaml::to_string(&items[0])?),
-        "yaml" => print!("{}", serde_yaml::to_string(&items)?),
+        "name" => {
+            for item in &items {
+                println!("container/{}", item.name);
+            }
+        }
+        "json" | "yaml" => {
+            let document = match name {
+                Some(_) => with_times(&items[0])?,
+                None => serde_json::json!({
+                    "kind": "ContainerList",
+                    "items": items.iter().map(with_times).collect::<anyhow::Result<Vec<_>>>()?,
+                }),
+            };
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&document)?);
+            } else {
+                print!("{}", serde_yaml::to_string(&document)?);
+            }
+        }
         "wide" | "" => {
             let wide = output == "wide";
             let mut rows = vec![
@@ -141,8 +311,11 @@ pub fn get(state_dir: &Path, name: Option<&str>, output: &str) -> anyhow::Result
             if wide {
                 rows[0].extend(["REBOOTS", "SOURCE", "HASH"].map(String::from));
             }
+            if options.show_labels {
+                rows[0].push("LABELS".to_owned());
+            }
             rows[0].push("MESSAGE".to_owned());
-            for item in &items {
+            for (item, labels) in items.iter().zip(&labels) {
                 let mut row = vec![
                     item.name.clone(),
                     item.phase.clone(),
@@ -159,14 +332,72 @@ pub fn get(state_dir: &Path, name: Option<&str>, output: &str) -> anyhow::Result
                             .map_or("-".to_owned(), |h| h.chars().take(19).collect()),
                     );
                 }
+                if options.show_labels {
+                    // Before MESSAGE, the one column that may hold spaces.
+                    let text: Vec<String> =
+                        labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    row.push(if text.is_empty() {
+                        "<none>".to_owned()
+                    } else {
+                        text.join(",")
+                    });
+                }
                 row.push(item.message.clone().unwrap_or_default());
                 rows.push(row);
             }
             print_table(&rows);
         }
-        other => bail!("unknown output format {other:?}; use wide, json or yaml"),
+        other => bail!("unknown output format {other:?}; use wide, json, yaml or name"),
     }
     Ok(())
+}
+
+/// An item as `-o json` and `-o yaml` print it: each time in epoch seconds
+/// (`createdAt`, a condition's `since`, `lastExit.at`) gets an RFC 3339 twin
+/// (`createdTime`, `sinceTime`, `atTime`), for people and for tools that parse dates.
+fn with_times(item: &Item) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(item)?;
+    let twin = |object: &mut serde_json::Value, secs: &str, time: &str| {
+        if let Some(secs) = object[secs].as_u64().filter(|s| *s > 0) {
+            object[time] = serde_json::Value::String(rfc3339(secs));
+        }
+    };
+    twin(&mut value, "createdAt", "createdTime");
+    if let Some(conditions) = value["conditions"].as_array_mut() {
+        for condition in conditions {
+            twin(condition, "since", "sinceTime");
+        }
+    }
+    if value["lastExit"].is_object() {
+        twin(&mut value["lastExit"], "at", "atTime");
+    }
+    Ok(value)
+}
+
+/// `2026-11-29T09:30:57Z`: seconds since the epoch as a UTC date and time
+/// (Howard Hinnant's days-to-civil; a date crate for this alone is not worth it).
+fn rfc3339(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0) + 719_468;
+    let rem = secs % 86_400;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn print_table(rows: &[Vec<String>]) {
@@ -193,8 +424,38 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-pub fn describe(state_dir: &Path, name: &str) -> anyhow::Result<()> {
-    let detail = tokio()?.block_on(Client::new(state_dir).detail(name))?;
+/// `describe` from the state dir: no record and no events, which the daemon keeps.
+fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
+    if !runtime.dir(name)?.path.is_dir() {
+        bail!("no container {name}");
+    }
+    let item = disk_item(runtime, name, crate::reconcile::now());
+    let spec = runtime.config(name).ok().map(|c| c.container.spec);
+    let cgroups = runtime.status(name).ok().flatten().and_then(|s| s.cgroups);
+    let read = |controller: &str, files: &[&str]| {
+        let dir = cgroups.as_ref()?.payload_dir(controller)?;
+        files
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Ok(Detail {
+        item,
+        spec,
+        events: Vec::new(),
+        memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
+        pids: read("pids", &["pids.current"]),
+    })
+}
+
+pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
+    let client = Client::new(runtime.state_dir());
+    let detail = if client.answers() {
+        tokio()?.block_on(client.detail(name))?
+    } else {
+        say_offline(runtime);
+        disk_detail(runtime, name)?
+    };
     let item = &detail.item;
     println!("Name:      {}", item.name);
     println!("Phase:     {}", item.phase);
@@ -259,14 +520,146 @@ pub fn describe(state_dir: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn logs(state_dir: &Path, name: &str, follow: bool, tail: Option<usize>) -> anyhow::Result<()> {
+pub fn logs(
+    runtime: &Runtime,
+    name: &str,
+    follow: bool,
+    tail: Option<usize>,
+) -> anyhow::Result<()> {
+    let client = Client::new(runtime.state_dir());
+    if !client.answers() {
+        say_offline(runtime);
+        return disk_logs(runtime, name, follow, tail);
+    }
     let mut path = format!("/v1/containers/{name}/logs?follow={follow}");
     if let Some(n) = tail {
         path.push_str(&format!("&tail={n}"));
     }
-    tokio()?.block_on(Client::new(state_dir).stream(&path))
+    tokio()?.block_on(client.stream(&path))
+}
+
+/// `logs` from `console.log` itself, as the daemon serves it: the last `tail`
+/// lines, then (following) what is appended, from the start again after a rotation.
+fn disk_logs(
+    runtime: &Runtime,
+    name: &str,
+    follow: bool,
+    tail: Option<usize>,
+) -> anyhow::Result<()> {
+    let dir = runtime.dir(name)?;
+    if !dir.path.is_dir() {
+        bail!("no container {name}");
+    }
+    let path = dir.console_log();
+    let text = std::fs::read(&path).unwrap_or_default();
+    let start = tail.map_or(0, |n| crate::api::tail_start(&text, n));
+    let mut out = std::io::stdout();
+    out.write_all(&text[start..])?;
+    out.flush()?;
+    if !follow {
+        return Ok(());
+    }
+    let mut offset = text.len();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if bytes.len() < offset {
+            offset = 0;
+        }
+        out.write_all(&bytes[offset..])?;
+        out.flush()?;
+        offset = bytes.len();
+    }
 }
 
 pub fn events(state_dir: &Path, follow: bool) -> anyhow::Result<()> {
-    tokio()?.block_on(Client::new(state_dir).stream(&format!("/v1/events?follow={follow}")))
+    let client = Client::new(state_dir);
+    if client.answers() {
+        return tokio()?.block_on(client.stream(&format!("/v1/events?follow={follow}")));
+    }
+    stored_events(state_dir)?;
+    if follow {
+        // Holding the database to poll it would keep a starting daemon out.
+        bail!("the daemon is not running: printed the events stored so far; -f needs the daemon");
+    }
+    Ok(())
+}
+
+/// The events in the database, read directly: possible only while nobody (no
+/// daemon) holds its lock. Each reason it is not is one line.
+fn stored_events(state_dir: &Path) -> anyhow::Result<()> {
+    let db = state_dir.join("state.db");
+    if !db.exists() {
+        bail!(
+            "the daemon is not running and there are no events: no database at {}",
+            db.display()
+        );
+    }
+    let store = berth_state::Store::open(state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "the daemon is not running, and its database {} cannot be read: {}",
+            db.display(),
+            e.to_string().lines().next().unwrap_or_default()
+        )
+    })?;
+    eprintln!(
+        "berth: the daemon is not running; showing the events stored in {}",
+        db.display()
+    );
+    let mut out = std::io::stdout().lock();
+    for event in store.events(None, 1000)? {
+        writeln!(out, "{}", serde_json::to_string(&event)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_selector_holds_when_every_term_does_and_inequality_holds_without_the_key() {
+        let selector = parse_selector("app=web, tier!=db").unwrap();
+        assert!(selects(
+            &selector,
+            &labels(&[("app", "web"), ("tier", "front")])
+        ));
+        assert!(selects(&selector, &labels(&[("app", "web")])));
+        assert!(!selects(
+            &selector,
+            &labels(&[("app", "web"), ("tier", "db")])
+        ));
+        assert!(!selects(&selector, &labels(&[("tier", "front")])));
+        let selector = parse_selector("app==web,gpu,!canary").unwrap();
+        assert!(selects(&selector, &labels(&[("app", "web"), ("gpu", "")])));
+        assert!(!selects(
+            &selector,
+            &labels(&[("app", "web"), ("gpu", ""), ("canary", "1")])
+        ));
+        assert!(!selects(&selector, &labels(&[("app", "web")])));
+    }
+
+    #[test]
+    fn epoch_seconds_become_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_944_657), "2026-11-29T09:30:57Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn a_selector_term_without_a_key_is_refused() {
+        for bad in ["=web", "app=web,", "!", "tier in (db)"] {
+            assert!(parse_selector(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -115,14 +115,24 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        cli::Command::Get { name, output } => {
-            client::get(&cli.state_dir, name.as_deref(), &output).map(|()| ExitCode::SUCCESS)
+        cli::Command::Get {
+            name,
+            output,
+            selector,
+            show_labels,
+        } => {
+            let options = client::GetOptions {
+                name: name.as_deref(),
+                selector: selector.as_deref(),
+                show_labels,
+            };
+            client::get(&runtime, &options, &output).map(|()| ExitCode::SUCCESS)
         }
         cli::Command::Describe { name } => {
-            client::describe(&cli.state_dir, &name).map(|()| ExitCode::SUCCESS)
+            client::describe(&runtime, &name).map(|()| ExitCode::SUCCESS)
         }
         cli::Command::Logs { name, follow, tail } => {
-            client::logs(&cli.state_dir, &name, follow, tail).map(|()| ExitCode::SUCCESS)
+            client::logs(&runtime, &name, follow, tail).map(|()| ExitCode::SUCCESS)
         }
         cli::Command::Events { follow } => {
             client::events(&cli.state_dir, follow).map(|()| ExitCode::SUCCESS)

@@ -238,7 +238,7 @@ impl Bench {
         }
     }
 
-    /// `berth get -o json`: one JSON object per container.
+    /// `berth get -o json`: a ContainerList, one JSON object per container in `items`.
     pub fn items(&self) -> Result<Vec<serde_json::Value>, String> {
         let get = self
             .run_berth(&["get", "-o", "json"], COMMAND_TIMEOUT)?
@@ -246,9 +246,15 @@ impl Bench {
         let json: serde_json::Value = serde_json::from_str(&get.stdout)
             .map_err(|e| format!("berth get -o json printed no JSON ({e}): {}", get.stdout))?;
         match json {
-            serde_json::Value::Array(items) => Ok(items),
+            serde_json::Value::Object(mut list) => match list.remove("items") {
+                Some(serde_json::Value::Array(items)) => Ok(items),
+                _ => Err(format!(
+                    "berth get -o json printed no items: {}",
+                    get.stdout
+                )),
+            },
             _ => Err(format!(
-                "berth get -o json printed no array: {}",
+                "berth get -o json printed no ContainerList: {}",
                 get.stdout
             )),
         }

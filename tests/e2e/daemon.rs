@@ -1641,3 +1641,106 @@ fn the_daemon_runs_and_follows_a_63_character_name_under_a_long_state_dir() {
     });
     assert_ne!(first, second);
 }
+
+#[test]
+fn without_the_daemon_get_logs_and_describe_read_the_state_dir() {
+    let state = StateDir::new();
+    let mut daemon = Daemon::start(&state);
+    let name = unique("offline");
+    save(
+        &state,
+        &format!("{name}.yaml"),
+        &manifest(
+            &name,
+            "  command: [/bin/sh, -c, 'echo hello-from-console; exec sleep infinity']\n  stopTimeout: 0s\n",
+        ),
+    );
+    let pid = pid_of(&wait_phase(&state, &daemon, &name, "Running"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("the daemon to exit", || daemon.child.try_wait().unwrap());
+    let notice = "the daemon is not running";
+
+    let out = state.run(&["get"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(notice), "{}", stderr(&out));
+    let row: Vec<String> = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("{name} is not listed:\n{}", stdout(&out)))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(row[1..3], ["Running".to_owned(), pid.to_string()]);
+    let item = get(&state, &name).expect("get NAME -o json works");
+    assert_eq!(
+        (item["phase"].as_str(), pid_of(&item)),
+        (Some("Running"), pid)
+    );
+
+    let out = wait_for("the console output", || {
+        let out = state.run(&["logs", &name]);
+        stdout(&out).contains("hello-from-console").then_some(out)
+    });
+    assert!(stderr(&out).contains(notice), "{}", stderr(&out));
+
+    let out = state.run(&["describe", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Phase:     Running"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("/bin/sh"), "{}", stdout(&out));
+}
+
+#[test]
+fn without_the_daemon_events_are_read_from_the_database_unless_it_is_locked() {
+    let state = StateDir::new();
+    let mut daemon = Daemon::start(&state);
+    let name = unique("evoffline");
+    save(
+        &state,
+        &format!("{name}.yaml"),
+        &manifest(
+            &name,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    wait_phase(&state, &daemon, &name, "Running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("the daemon to exit", || daemon.child.try_wait().unwrap());
+
+    // Lines berth says (the store's own warnings, about a test state dir's mode, aside).
+    let said = |out: &std::process::Output| {
+        stderr(out)
+            .lines()
+            .filter(|l| l.starts_with("berth: "))
+            .count()
+    };
+    let out = state.run(&["events"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(said(&out), 1, "{}", stderr(&out));
+    let mine = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["name"] == name)
+        .count();
+    assert!(mine > 0, "no event of {name}:\n{}", stdout(&out));
+
+    // Whoever holds sled's lock (a daemon starting, say) keeps it from us: one line says so.
+    let file = std::fs::File::open(state.path().join("state.db/db")).unwrap();
+    let _held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let out = state.run(&["events"]);
+    assert!(!out.status.success());
+    assert_eq!(said(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot be read"), "{}", stderr(&out));
+}

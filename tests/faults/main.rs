@@ -1090,10 +1090,14 @@ impl Harness {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        let items: Vec<serde_json::Value> =
+        let list: serde_json::Value =
             serde_json::from_slice(&out.stdout).map_err(|e| format!("berth get -o json: {e}"))?;
+        let items = list["items"]
+            .as_array()
+            .ok_or_else(|| format!("berth get -o json printed no items: {list}"))?;
         Ok(items
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|i| (i["name"].as_str().unwrap_or_default().to_owned(), i))
             .collect())
     }
