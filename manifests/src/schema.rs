@@ -92,6 +92,7 @@ impl JsonSchema for Kind {
 pub struct Metadata {
     /// The container's name, unique on the host: a DNS-1123 label (lower-case
     /// letters, digits and '-', at most 63 characters).
+    #[schemars(extend("pattern" = NAME_PATTERN, "maxLength" = 63))]
     pub name: String,
     /// Free-form labels, shown by the CLI and kept in state.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -100,27 +101,41 @@ pub struct Metadata {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("anyOf" = [
+    {"required": ["command"]},
+    {"required": ["rootfs"], "properties": {"rootfs": {"type": "object", "required": ["oci"]}}}
+]))]
 pub struct Spec {
     /// Where the root filesystem comes from. Default: `{template: host}`.
     pub rootfs: Option<Rootfs>,
     /// The program and its arguments, run as the container's init (PID 1).
     /// Required unless the rootfs is an OCI image that supplies one.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "command_schema")]
     pub command: Option<Vec<String>>,
     /// Environment variables, on top of a clean environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = {"pattern": ENV_NAME_PATTERN}))]
     pub env: BTreeMap<String, String>,
     /// The command's working directory inside the container. Default: `/`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "inside_path_schema")]
     pub working_dir: Option<String>,
     /// The container's hostname. Default: the container's name.
+    #[schemars(extend("pattern" = HOSTNAME_PATTERN, "maxLength" = 64))]
     pub hostname: Option<String>,
     /// The desired run state. Default: `Running`.
     pub state: Option<RunState>,
     /// What to do when the command exits. Default: `Always`.
     pub restart_policy: Option<RestartPolicy>,
     /// The signal that asks the command to stop (`SIGTERM`, `TERM` or `15`). Default: `SIGTERM`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "signal_schema")]
     pub stop_signal: Option<String>,
     /// How long to wait after the stop signal before SIGKILL (`10s`, `1m30s`, `500ms`,
     /// or whole seconds). Default: `10s`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "duration_schema")]
     pub stop_timeout: Option<Seconds>,
     /// Resource limits, enforced with cgroups. Default: none.
     pub resources: Option<Resources>,
@@ -136,14 +151,20 @@ pub struct Spec {
 /// Set exactly one of `template`, `path`, `tarball` or `oci`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("maxProperties" = 1))]
 pub struct Rootfs {
     /// `host` (the host's /usr, /bin, /lib*, /sbin bound read-only, a small writable
     /// /etc, /tmp, /var, /run), `busybox` (the host's static busybox), or an LXC-style
     /// template script `{script: PATH, args: [...]}`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "template_schema")]
     pub template: Option<Template>,
     /// An existing directory used in place; berth never deletes it.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "absolute_path_schema")]
     pub path: Option<String>,
-    /// A rootfs tar archive (.tar, .tar.gz, .tar.zst) unpacked on create.
+    /// A rootfs tar archive (.tar, .tar.gz, .tgz, .tar.zst) unpacked on create.
+    #[schemars(extend("pattern" = TARBALL_PATTERN))]
     pub tarball: Option<String>,
     /// An OCI image layout on disk, as `skopeo copy ... oci:DIR:TAG` writes it.
     pub oci: Option<OciImage>,
@@ -160,6 +181,7 @@ pub enum Template {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TemplateScript {
     /// Absolute path of the script; it is called with `--path`, `--name`, `--rootfs`.
+    #[schemars(schema_with = "absolute_path_schema")]
     pub script: String,
     /// Extra arguments after berth's own.
     #[serde(default)]
@@ -170,10 +192,12 @@ pub struct TemplateScript {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OciImage {
     /// Absolute path of the OCI image layout directory.
+    #[schemars(schema_with = "absolute_path_schema")]
     pub layout: String,
     /// The tag (`org.opencontainers.image.ref.name`) to use; may be left out when
     /// the layout holds a single image.
     #[serde(rename = "ref")]
+    #[schemars(extend("pattern" = "^[^/\\x00]+$"))]
     pub reference: Option<String>,
 }
 
@@ -218,11 +242,15 @@ pub enum Cpus {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Resources {
     /// Memory limit in bytes or with a suffix (`64Mi`, `1Gi`, `500M`).
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "quantity_schema")]
     pub memory: Option<NumberOrText>,
     /// The most processes and threads the container may have; `0` for no limit.
     /// Default: 4096, applied at start (it is not part of the spec or its hash).
     pub pids: Option<u64>,
     /// CPU time limit as a number of CPUs (`0.5`) or thousandths (`"500m"`).
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "cpus_schema")]
     pub cpus: Option<Cpus>,
 }
 
@@ -247,8 +275,11 @@ pub enum NetworkMode {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Mount {
     /// Absolute host path to bind.
+    #[schemars(schema_with = "absolute_path_schema")]
     pub source: String,
-    /// Absolute path inside the container; may not contain `..`.
+    /// Absolute path inside the container; may not contain `..`, be `/`, or be on
+    /// or under /proc or /sys.
+    #[schemars(schema_with = "mount_target_schema")]
     pub target: String,
     /// Bind read-only. Default: false.
     #[serde(default)]
@@ -264,14 +295,20 @@ pub struct Security {
     /// Changes to the default capability set.
     pub capabilities: Option<Capabilities>,
     /// `default`, `unconfined`, or `{profile: FILE}` (OCI seccomp JSON). Default: `default`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "seccomp_schema")]
     pub seccomp: Option<Seccomp>,
     /// Run in a user namespace: `auto` (a free range of 65536 ids) or
     /// `{uidMap: [...], gidMap: [...]}`. Root inside is then an unprivileged user
     /// on the host. Default: none.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "userns_schema")]
     pub userns: Option<Userns>,
     /// Host paths that mount sources may be, or be inside, although they are (or
     /// are inside) the host's /proc, /sys or /dev, e.g. `[/dev/ttyUSB0]`. Absolute
     /// paths. Default: none.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "absolute_paths_schema")]
     pub allow_host_paths: Option<Vec<String>>,
 }
 
@@ -307,9 +344,11 @@ pub struct IdMapEntry {
 pub struct Capabilities {
     /// Capabilities to add (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
     #[serde(default)]
+    #[schemars(schema_with = "capabilities_schema")]
     pub add: Vec<String>,
     /// Capabilities to drop (`ALL` drops every one).
     #[serde(default)]
+    #[schemars(schema_with = "capabilities_schema")]
     pub drop: Vec<String>,
 }
 
@@ -324,6 +363,7 @@ pub enum Seccomp {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SeccompProfile {
     /// Absolute path of an OCI seccomp profile (JSON).
+    #[schemars(schema_with = "absolute_path_schema")]
     pub profile: String,
 }
 
@@ -407,3 +447,169 @@ name_or_map!(
     Auto,
     Maps(IdMaps)
 );
+
+// The schema says what `validate` says, so that an editor or CI with a standard
+// JSON Schema validator rejects what `berth validate` rejects. What a schema
+// cannot say (a quantity that is not a whole number of bytes or overflows, a CPU
+// count below 0.01, bridge networking, /dev mount targets, duplicate targets,
+// id map ranges) is left to `berth validate`; tests/schema_agrees.rs checks both
+// verdicts over a corpus of manifests.
+
+/// `check_name`'s rule: a DNS-1123 label.
+const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// `check_hostname`'s rule: dot-separated labels of letters, digits and '-'.
+const HOSTNAME_PATTERN: &str = "^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$";
+const ENV_NAME_PATTERN: &str = "^[^=\\x00]+$";
+const TARBALL_PATTERN: &str = "^/[^\\x00]*(\\.tar|\\.tar\\.gz|\\.tgz|\\.tar\\.zst)$";
+/// Absolute, without NUL bytes.
+const ABSOLUTE_PATTERN: &str = "^/[^\\x00]*$";
+/// A `..` component, which would climb out of the container's root.
+const PARENT_DIR_PATTERN: &str = "(^|/)\\.\\.(/|$)";
+
+fn absolute_path_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "pattern": ABSOLUTE_PATTERN })
+}
+
+fn absolute_paths_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["array", "null"],
+        "items": { "type": "string", "pattern": ABSOLUTE_PATTERN }
+    })
+}
+
+fn inside_path_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["string", "null"],
+        "pattern": ABSOLUTE_PATTERN,
+        "not": { "type": "string", "pattern": PARENT_DIR_PATTERN }
+    })
+}
+
+fn mount_target_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": ABSOLUTE_PATTERN,
+        "not": { "anyOf": [
+            { "pattern": PARENT_DIR_PATTERN },
+            // The container's root: `/`, `//`, `/.`.
+            { "pattern": "^/(\\.?/)*\\.?$" },
+            { "pattern": "^/+(\\./+)*(proc|sys|dev)(/+\\.?)*$" },
+            { "pattern": "^/+(\\./+)*(proc|sys)/" }
+        ] }
+    })
+}
+
+fn command_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["array", "null"],
+        "minItems": 1,
+        "prefixItems": [{ "minLength": 1 }],
+        "items": { "type": "string", "pattern": "^[^\\x00]*$" }
+    })
+}
+
+/// `units::parse_bytes`: digits, an optional fraction, a Kubernetes suffix.
+fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "integer", "minimum": 1 },
+        { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$" },
+        { "type": "null" }
+    ] })
+}
+
+/// `units::parse_millicpus`: a number of CPUs or thousandths with `m`.
+fn cpus_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "number", "minimum": 0.01, "maximum": 1_000_000 },
+        { "type": "string", "pattern": "^([0-9]+m|[0-9]+(\\.[0-9]+)?)$" },
+        { "type": "null" }
+    ] })
+}
+
+/// `units::parse_duration`: whole seconds, `0`, or numbers with ms, s, m, h.
+fn duration_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "integer", "minimum": 0 },
+        { "type": "string", "pattern": "^(0|([0-9]+(ms|s|m|h))+)$" },
+        { "type": "null" }
+    ] })
+}
+
+/// `units::parse_signal`: `SIGTERM`, `TERM` or `15`, for every signal of this platform.
+fn signal_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut names = Vec::new();
+    for signal in nix::sys::signal::Signal::iterator() {
+        let name = signal.as_str();
+        names.push(name.to_owned());
+        names.push(name.trim_start_matches("SIG").to_owned());
+        names.push((signal as i32).to_string());
+    }
+    json_schema!({ "type": ["string", "null"], "enum": names.into_iter().map(Some).chain([None]).collect::<Vec<_>>() })
+}
+
+/// `validate::capabilities`: any capability this host's `caps` knows, in any case,
+/// with or without `CAP_`, or `ALL`. The enum is for editors' completion; the
+/// case-insensitive pattern is the rule.
+fn capabilities_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut canonical: Vec<String> = caps::all().iter().map(ToString::to_string).collect();
+    canonical.sort();
+    let any_case = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let short: Vec<&str> = canonical
+        .iter()
+        .map(|c| c.trim_start_matches("CAP_"))
+        .collect();
+    let pattern = format!(
+        "^({}|({})?({}))$",
+        any_case("ALL"),
+        any_case("CAP_"),
+        short
+            .iter()
+            .map(|s| any_case(s))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    let mut completions = vec!["ALL".to_owned()];
+    completions.extend(short.iter().map(|s| (*s).to_owned()));
+    completions.extend(canonical.iter().cloned());
+    json_schema!({
+        "type": "array",
+        "items": {
+            "type": "string",
+            "anyOf": [{ "enum": completions }, { "pattern": pattern }]
+        }
+    })
+}
+
+fn template_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "string", "enum": ["host", "busybox"] },
+        generator.subschema_for::<TemplateScript>(),
+        { "type": "null" }
+    ] })
+}
+
+fn seccomp_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "string", "enum": ["default", "unconfined"] },
+        generator.subschema_for::<SeccompProfile>(),
+        { "type": "null" }
+    ] })
+}
+
+fn userns_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "string", "const": "auto" },
+        generator.subschema_for::<IdMaps>(),
+        { "type": "null" }
+    ] })
+}
