@@ -1,4 +1,7 @@
-//! The manifest as people write it: serde types that reject unknown fields.
+//! The manifest as people write it. Unknown fields are errors, but serde skips
+//! them: `unknown` finds them against the schema (`schemars(deny_unknown_fields)`)
+//! so that they are reported with the document's other problems, not instead of
+//! them. Read manifests through `parse_str`, which does both.
 //! Values that need parsing (quantities, durations, signals, paths) stay text here;
 //! `validate` turns a `Manifest` into a defaulted, typed `Container`.
 //! Doc comments become the descriptions in `berth schema`.
@@ -16,7 +19,8 @@ pub const KIND: &str = "Container";
 
 /// One container: one YAML document in a manifest file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 #[schemars(title = "berth Container manifest")]
 pub struct Manifest {
     pub api_version: ApiVersion,
@@ -88,7 +92,8 @@ impl JsonSchema for Kind {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Metadata {
     /// The container's name, unique on the host: a DNS-1123 label (lower-case
     /// letters, digits and '-', at most 63 characters).
@@ -100,7 +105,8 @@ pub struct Metadata {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 #[schemars(extend("anyOf" = [
     {"required": ["command"]},
     {"required": ["rootfs"], "properties": {"rootfs": {"type": "object", "required": ["oci"]}}}
@@ -150,7 +156,8 @@ pub struct Spec {
 
 /// Set exactly one of `template`, `path`, `tarball` or `oci`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 #[schemars(extend("maxProperties" = 1))]
 pub struct Rootfs {
     /// `host` (the host's /usr, /bin, /lib*, /sbin bound read-only, a small writable
@@ -178,7 +185,8 @@ pub enum Template {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct TemplateScript {
     /// Absolute path of the script; it is called with `--path`, `--name`, `--rootfs`.
     #[schemars(schema_with = "absolute_path_schema")]
@@ -189,7 +197,8 @@ pub struct TemplateScript {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct OciImage {
     /// Absolute path of the OCI image layout directory.
     #[schemars(schema_with = "absolute_path_schema")]
@@ -239,7 +248,8 @@ pub enum Cpus {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Resources {
     /// Memory limit in bytes or with a suffix (`64Mi`, `1Gi`, `500M`).
     #[serde(default)] // Optional in the schema too, despite schema_with.
@@ -255,7 +265,8 @@ pub struct Resources {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Network {
     /// `none`: its own network namespace with only loopback up; `host`: the host's
     /// network; `bridge` (a veth pair on a berth bridge) is reserved and refused for
@@ -272,7 +283,8 @@ pub enum NetworkMode {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Mount {
     /// Absolute host path to bind.
     #[schemars(schema_with = "absolute_path_schema")]
@@ -287,7 +299,8 @@ pub struct Mount {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Security {
     /// Mount the root filesystem read-only (/tmp and /run stay writable). Default: false.
     #[serde(default)]
@@ -320,7 +333,8 @@ pub enum Userns {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct IdMaps {
     /// Ranges of user ids: `{container: 0, host: 100000, size: 65536}`.
     pub uid_map: Vec<IdMapEntry>,
@@ -329,7 +343,8 @@ pub struct IdMaps {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct IdMapEntry {
     /// First id inside the container.
     pub container: u32,
@@ -340,7 +355,8 @@ pub struct IdMapEntry {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Capabilities {
     /// Capabilities to add (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
     #[serde(default)]
@@ -360,7 +376,8 @@ pub enum Seccomp {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct SeccompProfile {
     /// Absolute path of an OCI seccomp profile (JSON).
     #[schemars(schema_with = "absolute_path_schema")]
