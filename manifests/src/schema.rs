@@ -101,6 +101,7 @@ pub struct Metadata {
     pub name: String,
     /// Free-form labels, shown by the CLI and kept in state.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("additionalProperties" = {"type": ["string", "number", "boolean"]}))]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -121,7 +122,10 @@ pub struct Spec {
     pub command: Option<Vec<String>>,
     /// Environment variables, on top of a clean environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("propertyNames" = {"pattern": ENV_NAME_PATTERN}))]
+    #[schemars(extend(
+        "propertyNames" = {"pattern": ENV_NAME_PATTERN},
+        "additionalProperties" = {"type": ["string", "number", "boolean"]}
+    ))]
     pub env: BTreeMap<String, String>,
     /// The command's working directory inside the container. Default: `/`.
     #[serde(default)] // Optional in the schema too, despite schema_with.
@@ -271,6 +275,7 @@ pub struct Network {
     /// `none`: its own network namespace with only loopback up; `host`: the host's
     /// network; `bridge` (a veth pair on a berth bridge) is reserved and refused for
     /// now. Default: `none`.
+    #[schemars(extend("not" = {"const": "bridge"}))]
     pub mode: Option<NetworkMode>,
 }
 
@@ -468,9 +473,11 @@ name_or_map!(
 // The schema says what `validate` says, so that an editor or CI with a standard
 // JSON Schema validator rejects what `berth validate` rejects. What a schema
 // cannot say (a quantity that is not a whole number of bytes or overflows, a CPU
-// count below 0.01, bridge networking, /dev mount targets, duplicate targets,
-// id map ranges) is left to `berth validate`; tests/schema_agrees.rs checks both
-// verdicts over a corpus of manifests.
+// count as a decimal string out of range or finer than a thousandth, /dev mount
+// targets, duplicate targets, id map ranges) is left to `berth validate`; tests/schema_agrees.rs checks both
+// verdicts over a corpus of manifests. serde_yaml reads a plain number or boolean
+// as text where text is expected (`PORT: 8080`, `command: [sleep, 10]`), so env,
+// labels and command take those too.
 
 /// `check_name`'s rule: a DNS-1123 label.
 const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
@@ -521,7 +528,7 @@ fn command_schema(_: &mut SchemaGenerator) -> Schema {
         "type": ["array", "null"],
         "minItems": 1,
         "prefixItems": [{ "minLength": 1 }],
-        "items": { "type": "string", "pattern": "^[^\\x00]*$" }
+        "items": { "type": ["string", "number", "boolean"], "pattern": "^[^\\x00]*$" }
     })
 }
 
@@ -538,7 +545,8 @@ fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
 fn cpus_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "anyOf": [
         { "type": "number", "minimum": 0.01, "maximum": 1_000_000 },
-        { "type": "string", "pattern": "^([0-9]+m|[0-9]+(\\.[0-9]+)?)$" },
+        // At least 10m, the smallest share the kernel enforces.
+        { "type": "string", "pattern": "^(0*[1-9][0-9]+m|[0-9]+(\\.[0-9]+)?)$" },
         { "type": "null" }
     ] })
 }
@@ -555,13 +563,19 @@ fn duration_schema(_: &mut SchemaGenerator) -> Schema {
 /// `units::parse_signal`: `SIGTERM`, `TERM` or `15`, for every signal of this platform.
 fn signal_schema(_: &mut SchemaGenerator) -> Schema {
     let mut names = Vec::new();
+    let mut numbers = Vec::new();
     for signal in nix::sys::signal::Signal::iterator() {
         let name = signal.as_str();
         names.push(name.to_owned());
         names.push(name.trim_start_matches("SIG").to_owned());
         names.push((signal as i32).to_string());
+        // A plain `15` is read as text too.
+        numbers.push(signal as i32);
     }
-    json_schema!({ "type": ["string", "null"], "enum": names.into_iter().map(Some).chain([None]).collect::<Vec<_>>() })
+    let mut allowed: Vec<serde_json::Value> = names.into_iter().map(Into::into).collect();
+    allowed.extend(numbers.into_iter().map(serde_json::Value::from));
+    allowed.push(serde_json::Value::Null);
+    json_schema!({ "enum": allowed })
 }
 
 /// `validate::capabilities`: any capability this host's `caps` knows, in any case,
