@@ -1,6 +1,7 @@
 //! `berth schema` says what `berth validate` says: a standard validator (Python's
 //! `jsonschema`, the one editors' YAML tooling and CI scripts use) given the schema
-//! accepts exactly the manifests of the corpus that `parse_str` accepts.
+//! accepts exactly the manifests of the corpus that `parse_str` accepts. The Rust
+//! `jsonschema` crate must give the same verdict as Python's on every document.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -82,7 +83,16 @@ fn verdicts(files: &[PathBuf]) -> Vec<(PathBuf, bool, Vec<String>)> {
         ));
         instances.extend(docs);
     }
-    let mut schema = python_verdicts(&instances).into_iter();
+    let python = python_verdicts(&instances);
+    let rust = jsonschema::validator_for(&json_schema()).unwrap();
+    for (instance, errors) in instances.iter().zip(&python) {
+        assert_eq!(
+            rust.is_valid(instance),
+            errors.is_empty(),
+            "Python's and Rust's jsonschema disagree on {instance}: {errors:?}"
+        );
+    }
+    let mut schema = python.into_iter();
     per_file
         .into_iter()
         .map(|(file, valid, n)| {
