@@ -8,6 +8,7 @@ mod parse;
 mod schema;
 mod spec;
 mod units;
+mod unknown;
 mod validate;
 
 use std::collections::HashMap;

@@ -1,4 +1,7 @@
-//! The manifest as people write it: serde types that reject unknown fields.
+//! The manifest as people write it. Unknown fields are errors, but serde skips
+//! them: `unknown` finds them against the schema (`schemars(deny_unknown_fields)`)
+//! so that they are reported with the document's other problems, not instead of
+//! them. Read manifests through `parse_str`, which does both.
 //! Values that need parsing (quantities, durations, signals, paths) stay text here;
 //! `validate` turns a `Manifest` into a defaulted, typed `Container`.
 //! Doc comments become the descriptions in `berth schema`.
@@ -16,7 +19,8 @@ pub const KIND: &str = "Container";
 
 /// One container: one YAML document in a manifest file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 #[schemars(title = "berth Container manifest")]
 pub struct Manifest {
     pub api_version: ApiVersion,
@@ -88,39 +92,60 @@ impl JsonSchema for Kind {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Metadata {
     /// The container's name, unique on the host: a DNS-1123 label (lower-case
     /// letters, digits and '-', at most 63 characters).
+    #[schemars(extend("pattern" = NAME_PATTERN, "maxLength" = 63))]
     pub name: String,
     /// Free-form labels, shown by the CLI and kept in state.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("additionalProperties" = {"type": ["string", "number", "boolean"]}))]
     pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [
+    {"required": ["command"]},
+    {"required": ["rootfs"], "properties": {"rootfs": {"type": "object", "required": ["oci"]}}}
+]))]
 pub struct Spec {
     /// Where the root filesystem comes from. Default: `{template: host}`.
     pub rootfs: Option<Rootfs>,
     /// The program and its arguments, run as the container's init (PID 1).
     /// Required unless the rootfs is an OCI image that supplies one.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "command_schema")]
     pub command: Option<Vec<String>>,
     /// Environment variables, on top of a clean environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "propertyNames" = {"pattern": ENV_NAME_PATTERN},
+        "additionalProperties" = {"type": ["string", "number", "boolean"]}
+    ))]
     pub env: BTreeMap<String, String>,
     /// The command's working directory inside the container. Default: `/`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "inside_path_schema")]
     pub working_dir: Option<String>,
     /// The container's hostname. Default: the container's name.
+    #[schemars(extend("pattern" = HOSTNAME_PATTERN, "maxLength" = 64))]
     pub hostname: Option<String>,
     /// The desired run state. Default: `Running`.
     pub state: Option<RunState>,
     /// What to do when the command exits. Default: `Always`.
     pub restart_policy: Option<RestartPolicy>,
     /// The signal that asks the command to stop (`SIGTERM`, `TERM` or `15`). Default: `SIGTERM`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "signal_schema")]
     pub stop_signal: Option<String>,
     /// How long to wait after the stop signal before SIGKILL (`10s`, `1m30s`, `500ms`,
     /// or whole seconds). Default: `10s`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "duration_schema")]
     pub stop_timeout: Option<Seconds>,
     /// Resource limits, enforced with cgroups. Default: none.
     pub resources: Option<Resources>,
@@ -135,15 +160,22 @@ pub struct Spec {
 
 /// Set exactly one of `template`, `path`, `tarball` or `oci`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend("maxProperties" = 1))]
 pub struct Rootfs {
     /// `host` (the host's /usr, /bin, /lib*, /sbin bound read-only, a small writable
     /// /etc, /tmp, /var, /run), `busybox` (the host's static busybox), or an LXC-style
     /// template script `{script: PATH, args: [...]}`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "template_schema")]
     pub template: Option<Template>,
     /// An existing directory used in place; berth never deletes it.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "absolute_path_schema")]
     pub path: Option<String>,
-    /// A rootfs tar archive (.tar, .tar.gz, .tar.zst) unpacked on create.
+    /// A rootfs tar archive (.tar, .tar.gz, .tgz, .tar.zst) unpacked on create.
+    #[schemars(extend("pattern" = TARBALL_PATTERN))]
     pub tarball: Option<String>,
     /// An OCI image layout on disk, as `skopeo copy ... oci:DIR:TAG` writes it.
     pub oci: Option<OciImage>,
@@ -157,9 +189,11 @@ pub enum Template {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct TemplateScript {
     /// Absolute path of the script; it is called with `--path`, `--name`, `--rootfs`.
+    #[schemars(schema_with = "absolute_path_schema")]
     pub script: String,
     /// Extra arguments after berth's own.
     #[serde(default)]
@@ -167,13 +201,16 @@ pub struct TemplateScript {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct OciImage {
     /// Absolute path of the OCI image layout directory.
+    #[schemars(schema_with = "absolute_path_schema")]
     pub layout: String,
     /// The tag (`org.opencontainers.image.ref.name`) to use; may be left out when
     /// the layout holds a single image.
     #[serde(rename = "ref")]
+    #[schemars(extend("pattern" = "^[^/\\x00]+$"))]
     pub reference: Option<String>,
 }
 
@@ -215,23 +252,30 @@ pub enum Cpus {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Resources {
     /// Memory limit in bytes or with a suffix (`64Mi`, `1Gi`, `500M`).
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "quantity_schema")]
     pub memory: Option<NumberOrText>,
     /// The most processes and threads the container may have; `0` for no limit.
     /// Default: 4096, applied at start (it is not part of the spec or its hash).
     pub pids: Option<u64>,
     /// CPU time limit as a number of CPUs (`0.5`) or thousandths (`"500m"`).
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "cpus_schema")]
     pub cpus: Option<Cpus>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Network {
     /// `none`: its own network namespace with only loopback up; `host`: the host's
     /// network; `bridge` (a veth pair on a berth bridge) is reserved and refused for
     /// now. Default: `none`.
+    #[schemars(extend("not" = {"const": "bridge"}))]
     pub mode: Option<NetworkMode>,
 }
 
@@ -244,11 +288,15 @@ pub enum NetworkMode {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Mount {
     /// Absolute host path to bind.
+    #[schemars(schema_with = "absolute_path_schema")]
     pub source: String,
-    /// Absolute path inside the container; may not contain `..`.
+    /// Absolute path inside the container; may not contain `..`, be `/`, or be on
+    /// or under /proc or /sys.
+    #[schemars(schema_with = "mount_target_schema")]
     pub target: String,
     /// Bind read-only. Default: false.
     #[serde(default)]
@@ -256,7 +304,8 @@ pub struct Mount {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Security {
     /// Mount the root filesystem read-only (/tmp and /run stay writable). Default: false.
     #[serde(default)]
@@ -264,14 +313,20 @@ pub struct Security {
     /// Changes to the default capability set.
     pub capabilities: Option<Capabilities>,
     /// `default`, `unconfined`, or `{profile: FILE}` (OCI seccomp JSON). Default: `default`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "seccomp_schema")]
     pub seccomp: Option<Seccomp>,
     /// Run in a user namespace: `auto` (a free range of 65536 ids) or
     /// `{uidMap: [...], gidMap: [...]}`. Root inside is then an unprivileged user
     /// on the host. Default: none.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "userns_schema")]
     pub userns: Option<Userns>,
     /// Host paths that mount sources may be, or be inside, although they are (or
     /// are inside) the host's /proc, /sys or /dev, e.g. `[/dev/ttyUSB0]`. Absolute
     /// paths. Default: none.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "absolute_paths_schema")]
     pub allow_host_paths: Option<Vec<String>>,
 }
 
@@ -283,7 +338,8 @@ pub enum Userns {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct IdMaps {
     /// Ranges of user ids: `{container: 0, host: 100000, size: 65536}`.
     pub uid_map: Vec<IdMapEntry>,
@@ -292,7 +348,8 @@ pub struct IdMaps {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct IdMapEntry {
     /// First id inside the container.
     pub container: u32,
@@ -303,13 +360,16 @@ pub struct IdMapEntry {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct Capabilities {
     /// Capabilities to add (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
     #[serde(default)]
+    #[schemars(schema_with = "capabilities_schema")]
     pub add: Vec<String>,
     /// Capabilities to drop (`ALL` drops every one).
     #[serde(default)]
+    #[schemars(schema_with = "capabilities_schema")]
     pub drop: Vec<String>,
 }
 
@@ -321,9 +381,11 @@ pub enum Seccomp {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
 pub struct SeccompProfile {
     /// Absolute path of an OCI seccomp profile (JSON).
+    #[schemars(schema_with = "absolute_path_schema")]
     pub profile: String,
 }
 
@@ -407,3 +469,178 @@ name_or_map!(
     Auto,
     Maps(IdMaps)
 );
+
+// The schema says what `validate` says, so that an editor or CI with a standard
+// JSON Schema validator rejects what `berth validate` rejects. What a schema
+// cannot say (a quantity that is not a whole number of bytes or overflows, a CPU
+// count as a decimal string out of range or finer than a thousandth, /dev mount
+// targets, duplicate targets, id map ranges) is left to `berth validate`; tests/schema_agrees.rs checks both
+// verdicts over a corpus of manifests. serde_yaml reads a plain number or boolean
+// as text where text is expected (`PORT: 8080`, `command: [sleep, 10]`), so env,
+// labels and command take those too.
+
+/// `check_name`'s rule: a DNS-1123 label.
+const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// `check_hostname`'s rule: dot-separated labels of letters, digits and '-'.
+const HOSTNAME_PATTERN: &str = "^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$";
+const ENV_NAME_PATTERN: &str = "^[^=\\x00]+$";
+const TARBALL_PATTERN: &str = "^/[^\\x00]*(\\.tar|\\.tar\\.gz|\\.tgz|\\.tar\\.zst)$";
+/// Absolute, without NUL bytes.
+const ABSOLUTE_PATTERN: &str = "^/[^\\x00]*$";
+/// A `..` component, which would climb out of the container's root.
+const PARENT_DIR_PATTERN: &str = "(^|/)\\.\\.(/|$)";
+
+fn absolute_path_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "pattern": ABSOLUTE_PATTERN })
+}
+
+fn absolute_paths_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["array", "null"],
+        "items": { "type": "string", "pattern": ABSOLUTE_PATTERN }
+    })
+}
+
+fn inside_path_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["string", "null"],
+        "pattern": ABSOLUTE_PATTERN,
+        "not": { "type": "string", "pattern": PARENT_DIR_PATTERN }
+    })
+}
+
+fn mount_target_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": ABSOLUTE_PATTERN,
+        "not": { "anyOf": [
+            { "pattern": PARENT_DIR_PATTERN },
+            // The container's root: `/`, `//`, `/.`.
+            { "pattern": "^/(\\.?/)*\\.?$" },
+            { "pattern": "^/+(\\./+)*(proc|sys|dev)(/+\\.?)*$" },
+            { "pattern": "^/+(\\./+)*(proc|sys)/" }
+        ] }
+    })
+}
+
+fn command_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["array", "null"],
+        "minItems": 1,
+        "prefixItems": [{ "minLength": 1 }],
+        "items": { "type": ["string", "number", "boolean"], "pattern": "^[^\\x00]*$" }
+    })
+}
+
+/// `units::parse_bytes`: digits, an optional fraction, a Kubernetes suffix.
+fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "integer", "minimum": 1 },
+        { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$" },
+        { "type": "null" }
+    ] })
+}
+
+/// `units::parse_millicpus`: a number of CPUs or thousandths with `m`.
+fn cpus_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "number", "minimum": 0.01, "maximum": 1_000_000 },
+        // At least 10m, the smallest share the kernel enforces.
+        { "type": "string", "pattern": "^(0*[1-9][0-9]+m|[0-9]+(\\.[0-9]+)?)$" },
+        { "type": "null" }
+    ] })
+}
+
+/// `units::parse_duration`: whole seconds, `0`, or numbers with ms, s, m, h.
+fn duration_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "integer", "minimum": 0 },
+        { "type": "string", "pattern": "^(0|([0-9]+(ms|s|m|h))+)$" },
+        { "type": "null" }
+    ] })
+}
+
+/// `units::parse_signal`: `SIGTERM`, `TERM` or `15`, for every signal of this platform.
+fn signal_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut names = Vec::new();
+    let mut numbers = Vec::new();
+    for signal in nix::sys::signal::Signal::iterator() {
+        let name = signal.as_str();
+        names.push(name.to_owned());
+        names.push(name.trim_start_matches("SIG").to_owned());
+        names.push((signal as i32).to_string());
+        // A plain `15` is read as text too.
+        numbers.push(signal as i32);
+    }
+    let mut allowed: Vec<serde_json::Value> = names.into_iter().map(Into::into).collect();
+    allowed.extend(numbers.into_iter().map(serde_json::Value::from));
+    allowed.push(serde_json::Value::Null);
+    json_schema!({ "enum": allowed })
+}
+
+/// `validate::capabilities`: any capability this host's `caps` knows, in any case,
+/// with or without `CAP_`, or `ALL`. The enum is for editors' completion; the
+/// case-insensitive pattern is the rule.
+fn capabilities_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut canonical: Vec<String> = caps::all().iter().map(ToString::to_string).collect();
+    canonical.sort();
+    let any_case = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let short: Vec<&str> = canonical
+        .iter()
+        .map(|c| c.trim_start_matches("CAP_"))
+        .collect();
+    let pattern = format!(
+        "^({}|({})?({}))$",
+        any_case("ALL"),
+        any_case("CAP_"),
+        short
+            .iter()
+            .map(|s| any_case(s))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    let mut completions = vec!["ALL".to_owned()];
+    completions.extend(short.iter().map(|s| (*s).to_owned()));
+    completions.extend(canonical.iter().cloned());
+    json_schema!({
+        "type": "array",
+        "items": {
+            "type": "string",
+            "anyOf": [{ "enum": completions }, { "pattern": pattern }]
+        }
+    })
+}
+
+fn template_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "string", "enum": ["host", "busybox"] },
+        generator.subschema_for::<TemplateScript>(),
+        { "type": "null" }
+    ] })
+}
+
+fn seccomp_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "string", "enum": ["default", "unconfined"] },
+        generator.subschema_for::<SeccompProfile>(),
+        { "type": "null" }
+    ] })
+}
+
+fn userns_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "string", "const": "auto" },
+        generator.subschema_for::<IdMaps>(),
+        { "type": "null" }
+    ] })
+}

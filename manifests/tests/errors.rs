@@ -88,12 +88,57 @@ fn other_api_versions_and_kinds_are_named() {
 }
 
 #[test]
+fn an_unknown_field_does_not_hide_the_documents_other_problems() {
+    let text = with_spec(
+        "web",
+        "  restartPolcy: Always\n  resources: {memory: 64MB}\n  \
+         mounts: [{source: srv, target: /data, ro: true}]\n",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "m.yaml:7:3: spec: unknown field `restartPolcy`, expected one of `command`, `env`, `hostname`, \
+             `mounts`, `network`, `resources`, `restartPolicy`, `rootfs`, `security`, `state`, `stopSignal`, \
+             `stopTimeout`, `workingDir`; did you mean `restartPolicy`?",
+            "m.yaml:8:23: spec.resources.memory: \"64MB\" is not a quantity; use e.g. 64Mi or 67108864",
+            "m.yaml:9:21: spec.mounts[0].source: \"srv\" is not absolute; a mount source must start with /",
+            "m.yaml:9:41: spec.mounts[0]: unknown field `ro`, expected one of `readOnly`, `source`, `target`",
+        ]
+    );
+}
+
+#[test]
+fn a_misspelt_required_field_is_reported_once_as_a_typo() {
+    let text = with_spec("web", "").replace("command", "comand");
+    assert_one(
+        &text,
+        "m.yaml:6:3: spec: unknown field `comand`, expected one of `command`, `env`, `hostname`, \
+         `mounts`, `network`, `resources`, `restartPolicy`, `rootfs`, `security`, `state`, `stopSignal`, \
+         `stopTimeout`, `workingDir`; did you mean `command`?",
+    );
+    let text = with_spec("web", "").replace("  name: web", "  nmae: web");
+    let found = errors(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("m.yaml:4:3: metadata: unknown field `nmae`"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_document_with_only_an_unknown_field_yields_no_container() {
+    let parsed = check(&with_spec("web", "  restartPolcy: Always\n"));
+    assert_eq!(parsed.diagnostics.len(), 1, "{:?}", parsed.diagnostics);
+    assert!(parsed.containers.is_empty());
+}
+
+#[test]
 fn unknown_fields_are_errors_with_a_suggestion() {
     assert_one(
         &with_spec("web", "  restartPolcy: Always\n"),
-        "m.yaml:7:3: spec: unknown field `restartPolcy`, expected one of `rootfs`, `command`, `env`, \
-         `workingDir`, `hostname`, `state`, `restartPolicy`, `stopSignal`, `stopTimeout`, `resources`, \
-         `network`, `mounts`, `security`; did you mean `restartPolicy`?",
+        "m.yaml:7:3: spec: unknown field `restartPolcy`, expected one of `command`, `env`, `hostname`, \
+         `mounts`, `network`, `resources`, `restartPolicy`, `rootfs`, `security`, `state`, `stopSignal`, \
+         `stopTimeout`, `workingDir`; did you mean `restartPolicy`?",
     );
     let nested = errors(&with_spec("web", "  resources: {memroy: 64Mi}\n"));
     assert!(
