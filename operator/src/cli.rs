@@ -55,10 +55,14 @@ pub enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
-    /// Remove a container's directory and rootfs. A container that does not exist is not an error.
+    /// Remove containers' directories and rootfs. A container that does not exist is not an error.
     Destroy {
-        /// The container's name.
-        name: String,
+        /// The containers' names.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every container in the state dir.
+        #[arg(long)]
+        all: bool,
     },
     /// Clean up creates that were interrupted (power loss, kill -9).
     Gc,
@@ -66,16 +70,26 @@ pub enum Command {
     ///
     /// A monitor process per container (`[berth monitor] STATE-DIR NAME` in ps)
     /// keeps it running, independent of the caller and of the daemon.
-    Start { name: String },
-    /// Stop a running container: its stop signal, then SIGKILL after the timeout.
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop running containers: the stop signal, then SIGKILL after the timeout.
     Stop {
-        name: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every container in the state dir.
+        #[arg(long)]
+        all: bool,
         /// Default: the manifest's stopTimeout (e.g. 10s, 500ms).
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
     },
     /// Restart a running container the way a reboot inside it does.
-    Reboot { name: String },
+    Reboot {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Print a container's status as JSON (phase, init pid, reboots, last exit).
     Status { name: String },
     /// Run a command inside a running container (its namespaces, cgroup, capabilities,

@@ -27,7 +27,37 @@ pub fn create(runtime: &Runtime, file: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn destroy(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+/// Acts on every name in turn, whatever happened to the ones before: each failure
+/// is one line on stderr (its error names the container); fails if any failed.
+pub fn each(names: &[String], mut act: impl FnMut(&str) -> anyhow::Result<()>) -> ExitCode {
+    let mut failed = false;
+    for name in names {
+        if let Err(err) = act(name) {
+            eprintln!("berth: {err:#}");
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The names given, or with `--all` every container in the state dir.
+pub fn names_or_all(
+    runtime: &Runtime,
+    names: Vec<String>,
+    all: bool,
+) -> anyhow::Result<Vec<String>> {
+    if all {
+        runtime.list().context("cannot list the containers")
+    } else {
+        Ok(names)
+    }
+}
+
+pub fn destroy(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
     if runtime
         .destroy(name)
         .with_context(|| format!("cannot destroy {name}"))?
@@ -36,7 +66,7 @@ pub fn destroy(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
     } else {
         println!("{name} does not exist");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn gc(runtime: &Runtime) -> anyhow::Result<ExitCode> {
@@ -52,17 +82,18 @@ pub fn gc(runtime: &Runtime) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn start(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+pub fn start(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
+    // The runtime's start errors name the container already.
     let pid = runtime.start(name)?;
     println!("started {name} (init pid {pid})");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn stop(
     runtime: &Runtime,
     name: &str,
     timeout: Option<std::time::Duration>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<()> {
     match runtime
         .stop(name, timeout)
         .with_context(|| format!("cannot stop {name}"))?
@@ -81,15 +112,15 @@ pub fn stop(
         Some(status) => println!("stopped {name} ({})", describe_exit(&status)),
         None => println!("{name} is not running"),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-pub fn reboot(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+pub fn reboot(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
     runtime
         .reboot(name)
         .with_context(|| format!("cannot reboot {name}"))?;
     println!("rebooting {name}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn status(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {

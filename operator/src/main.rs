@@ -65,11 +65,29 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::Create { file } => lifecycle::create(&runtime, &file),
-        cli::Command::Destroy { name } => lifecycle::destroy(&runtime, &name),
+        cli::Command::Destroy { names, all } => {
+            let names = lifecycle::names_or_all(&runtime, names, all)?;
+            Ok(lifecycle::each(&names, |name| {
+                lifecycle::destroy(&runtime, name)
+            }))
+        }
         cli::Command::Gc => lifecycle::gc(&runtime),
-        cli::Command::Start { name } => lifecycle::start(&runtime, &name),
-        cli::Command::Stop { name, timeout } => lifecycle::stop(&runtime, &name, timeout),
-        cli::Command::Reboot { name } => lifecycle::reboot(&runtime, &name),
+        cli::Command::Start { names } => Ok(lifecycle::each(&names, |name| {
+            lifecycle::start(&runtime, name)
+        })),
+        cli::Command::Stop {
+            names,
+            all,
+            timeout,
+        } => {
+            let names = lifecycle::names_or_all(&runtime, names, all)?;
+            Ok(lifecycle::each(&names, |name| {
+                lifecycle::stop(&runtime, name, timeout)
+            }))
+        }
+        cli::Command::Reboot { names } => Ok(lifecycle::each(&names, |name| {
+            lifecycle::reboot(&runtime, name)
+        })),
         cli::Command::Status { name } => lifecycle::status(&runtime, &name),
         cli::Command::Exec {
             name,

@@ -1,6 +1,6 @@
 //! The command line itself: version, help, the global --state-dir, the schema.
 
-use crate::{berth, stderr, stdout};
+use crate::{StateDir, berth, stderr, stdout, unique};
 
 #[test]
 fn version_and_help_are_there() {
@@ -45,4 +45,66 @@ fn schema_prints_a_json_schema_of_the_manifest() {
     for field in ["apiVersion", "kind", "metadata", "spec"] {
         assert!(required.contains(&serde_json::json!(field)), "{field}");
     }
+}
+
+/// Creates `names` (sleepers that stop at once), each from its own manifest.
+fn create_sleepers(state: &StateDir, names: &[&str]) {
+    for name in names {
+        let manifest = state.manifest(
+            name,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        );
+        let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+        assert!(out.status.success(), "create {name}: {}", stderr(&out));
+    }
+}
+
+fn phase(state: &StateDir, name: &str) -> String {
+    let out = state.run(&["status", name]);
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["phase"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn start_stop_reboot_and_destroy_take_several_names_and_go_on_past_a_failure() {
+    let state = StateDir::new();
+    let a = unique("multi-a");
+    let b = unique("multi-b");
+    let missing = unique("multi-missing");
+    create_sleepers(&state, &[&a, &b]);
+
+    let out = state.run(&["start", &a, &missing, &b]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let errors: Vec<String> = stderr(&out).lines().map(str::to_owned).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains(&missing), "{errors:?}");
+    assert_eq!(phase(&state, &a), "Running");
+    assert_eq!(phase(&state, &b), "Running");
+
+    let out = state.run(&["reboot", &a, &b]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A running container cannot be destroyed; the stopped one still is.
+    let out = state.run(&["stop", &a]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["destroy", &b, &a]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains(&b), "{}", stderr(&out));
+    assert_eq!(state.leftovers(), vec![b.clone()]);
+
+    let out = state.run(&["stop", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("stopped {b}")),
+        "{}",
+        stdout(&out)
+    );
+    let out = state.run(&["destroy", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(state.leftovers().is_empty(), "{:?}", state.leftovers());
+
+    // Neither names nor --all: a usage error.
+    assert_eq!(state.run(&["stop"]).status.code(), Some(2));
+    assert_eq!(state.run(&["destroy", &a, "--all"]).status.code(), Some(2));
 }
