@@ -63,6 +63,9 @@ pub enum Command {
         /// Every container in the state dir.
         #[arg(long)]
         all: bool,
+        /// Stop a running container first (at once: no stop timeout).
+        #[arg(short = 'f', long)]
+        force: bool,
     },
     /// Clean up creates that were interrupted (power loss, kill -9).
     Gc,

@@ -57,7 +57,14 @@ pub fn names_or_all(
     }
 }
 
-pub fn destroy(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
+/// With `force`, a running container is stopped first, without waiting for its
+/// stop timeout (like `podman rm -f`).
+pub fn destroy(runtime: &Runtime, name: &str, force: bool) -> anyhow::Result<()> {
+    if force {
+        runtime
+            .stop(name, Some(std::time::Duration::ZERO))
+            .with_context(|| format!("cannot stop {name}"))?;
+    }
     if runtime
         .destroy(name)
         .with_context(|| format!("cannot destroy {name}"))?

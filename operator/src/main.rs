@@ -65,10 +65,10 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::Create { file } => lifecycle::create(&runtime, &file),
-        cli::Command::Destroy { names, all } => {
+        cli::Command::Destroy { names, all, force } => {
             let names = lifecycle::names_or_all(&runtime, names, all)?;
             Ok(lifecycle::each(&names, |name| {
-                lifecycle::destroy(&runtime, name)
+                lifecycle::destroy(&runtime, name, force)
             }))
         }
         cli::Command::Gc => lifecycle::gc(&runtime),

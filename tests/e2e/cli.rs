@@ -108,3 +108,38 @@ fn start_stop_reboot_and_destroy_take_several_names_and_go_on_past_a_failure() {
     assert_eq!(state.run(&["stop"]).status.code(), Some(2));
     assert_eq!(state.run(&["destroy", &a, "--all"]).status.code(), Some(2));
 }
+
+#[test]
+fn destroy_force_stops_a_running_container_first_without_waiting_for_its_timeout() {
+    let state = StateDir::new();
+    let name = unique("force");
+    // PID 1 of its own namespace ignores SIGTERM: only SIGKILL ends it.
+    let manifest = state.manifest(
+        &name,
+        "  command: [/bin/sleep, infinity]\n  stopTimeout: 1m\n",
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = state.run(&["start", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value =
+        serde_json::from_slice(&state.run(&["status", &name]).stdout).unwrap();
+    let pid = status["initPid"].as_i64().unwrap() as i32;
+
+    let out = state.run(&["destroy", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
+
+    let began = std::time::Instant::now();
+    let out = state.run(&["destroy", "-f", &name]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(began.elapsed() < std::time::Duration::from_secs(20));
+    assert!(crate::process_gone(pid), "init {pid} still runs");
+    assert!(state.leftovers().is_empty(), "{:?}", state.leftovers());
+    // A missing container is still no error, forced or not.
+    assert!(state.run(&["destroy", "--force", &name]).status.success());
+}
