@@ -84,8 +84,8 @@ pub enum Command {
         /// Every container in the state dir.
         #[arg(long)]
         all: bool,
-        /// Default: the manifest's stopTimeout (e.g. 10s, 500ms).
-        #[arg(long, value_parser = parse_duration)]
+        /// Default: the manifest's stopTimeout (e.g. 10s, 500ms, or whole seconds: 5).
+        #[arg(short = 't', long, value_parser = parse_timeout)]
         timeout: Option<std::time::Duration>,
     },
     /// Restart a running container the way a reboot inside it does.
@@ -166,4 +166,16 @@ pub enum Command {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     berth_manifests::parse_duration(text)
+}
+
+/// Whole seconds, as `docker stop -t 5` and `podman stop -t 5` take them, or a
+/// duration as in manifests (`5s`, `500ms`).
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| format!("{text:?} is too many seconds"));
+    }
+    parse_duration(text)
 }

@@ -143,3 +143,38 @@ fn destroy_force_stops_a_running_container_first_without_waiting_for_its_timeout
     // A missing container is still no error, forced or not.
     assert!(state.run(&["destroy", "--force", &name]).status.success());
 }
+
+#[test]
+fn stop_takes_its_timeout_in_whole_seconds_or_as_a_duration() {
+    let state = StateDir::new();
+    let a = unique("timeout-a");
+    let b = unique("timeout-b");
+    // PID 1 ignores SIGTERM: each stop lasts exactly its timeout, then SIGKILL.
+    for name in [&a, &b] {
+        let manifest = state.manifest(
+            name,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 1m\n",
+        );
+        assert!(
+            state
+                .run(&["create", "-f", manifest.to_str().unwrap()])
+                .status
+                .success()
+        );
+    }
+    let out = state.run(&["start", &a, &b]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (name, args) in [(&a, ["-t", "1"]), (&b, ["--timeout", "500ms"])] {
+        let began = std::time::Instant::now();
+        let out = state.berth(&["stop", name]).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(15),
+            "{args:?} took {:?}",
+            began.elapsed()
+        );
+    }
+    let out = state.run(&["stop", &a, "-t", "5x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a duration"), "{}", stderr(&out));
+}
