@@ -47,11 +47,11 @@ pub enum Command {
     },
     /// Print the JSON Schema of a manifest, for editors and the YAML language server.
     Schema,
-    /// Create the containers of a manifest file (without starting them).
+    /// Create the containers of a manifest file or directory (without starting them).
     ///
     /// Containers created by hand are never pruned by the daemon.
     Create {
-        /// The manifest file.
+        /// The manifest file, or a directory of them (*.yaml, *.yml, as `validate`).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },

@@ -7,32 +7,43 @@ use std::process::ExitCode;
 use anyhow::Context;
 use berth_runtime::{Origin, Runtime};
 
-pub fn create(runtime: &Runtime, file: &Path) -> anyhow::Result<ExitCode> {
-    let parsed = berth_manifests::parse_file(file);
-    if !parsed.is_valid() {
-        for diagnostic in &parsed.diagnostics {
-            eprintln!("{diagnostic}");
-        }
+/// `path` is a manifest file or a directory of them (`berth validate`'s rules).
+/// Nothing is created unless every manifest is valid; then each container is
+/// created, whatever happened to the others.
+pub fn create(runtime: &Runtime, path: &Path) -> anyhow::Result<ExitCode> {
+    let (unreadable, parsed) = crate::validate::parse_paths(&[path.to_owned()]);
+    let mut invalid = false;
+    for diagnostic in unreadable
+        .iter()
+        .chain(parsed.iter().flat_map(|f| &f.diagnostics))
+    {
+        eprintln!("{diagnostic}");
+        invalid = true;
+    }
+    if invalid {
         return Ok(ExitCode::FAILURE);
     }
-    if parsed.containers.is_empty() {
-        anyhow::bail!("{} holds no container", file.display());
+    let containers: Vec<_> = parsed.iter().flat_map(|f| &f.containers).collect();
+    if containers.is_empty() {
+        anyhow::bail!("{} holds no container", path.display());
     }
-    for container in &parsed.containers {
+    Ok(each(&containers, |container| {
+        let name = &container.name;
         runtime
             .create(container, Origin::Cli)
-            .with_context(|| format!("cannot create {}", container.name))?;
-        println!("created {}", container.name);
-    }
-    Ok(ExitCode::SUCCESS)
+            .with_context(|| format!("cannot create {name}"))?;
+        println!("created {name}");
+        Ok(())
+    }))
 }
 
-/// Acts on every name in turn, whatever happened to the ones before: each failure
-/// is one line on stderr (its error names the container); fails if any failed.
-pub fn each(names: &[String], mut act: impl FnMut(&str) -> anyhow::Result<()>) -> ExitCode {
+/// Acts on every item (a name, a container) in turn, whatever happened to the
+/// ones before: each failure is one line on stderr (its error names the
+/// container); fails if any failed.
+pub fn each<T>(items: &[T], mut act: impl FnMut(&T) -> anyhow::Result<()>) -> ExitCode {
     let mut failed = false;
-    for name in names {
-        if let Err(err) = act(name) {
+    for item in items {
+        if let Err(err) = act(item) {
             eprintln!("berth: {err:#}");
             failed = true;
         }

@@ -178,3 +178,41 @@ fn stop_takes_its_timeout_in_whole_seconds_or_as_a_duration() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not a duration"), "{}", stderr(&out));
 }
+
+#[test]
+fn create_takes_a_directory_of_manifests_as_validate_reads_it() {
+    let state = StateDir::new();
+    let dir = state.dir.path().join("manifests");
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    let a = unique("dir-a");
+    let b = unique("dir-b");
+    let doc = |name: &str| {
+        format!(
+            "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  command: [/bin/true]\n"
+        )
+    };
+    std::fs::write(dir.join("a.yaml"), doc(&a)).unwrap();
+    std::fs::write(dir.join("nested/b.yml"), doc(&b)).unwrap();
+    // Editor leftovers are not manifests.
+    std::fs::write(dir.join("a.yaml~"), doc(&unique("dir-backup"))).unwrap();
+
+    let out = state.run(&["create", "-f", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut left = state.leftovers();
+    left.sort();
+    assert_eq!(left, vec![a.clone(), b.clone()]);
+
+    // One invalid manifest: nothing is created, the problem is named.
+    let broken = state.dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("c.yaml"), doc(&unique("dir-c"))).unwrap();
+    std::fs::write(
+        broken.join("d.yaml"),
+        "apiVersion: berth.dev/v1\nkind: Nope\n",
+    )
+    .unwrap();
+    let out = state.run(&["create", "-f", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("d.yaml:"), "{}", stderr(&out));
+    assert_eq!(state.leftovers().len(), 2, "{:?}", state.leftovers());
+}
