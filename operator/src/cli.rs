@@ -111,8 +111,9 @@ pub enum Command {
         /// Allocate a terminal inside the container (raw mode, window size passed on).
         #[arg(short = 't', long)]
         tty: bool,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true)]
+        /// The command and its arguments: everything after NAME (berth's own
+        /// options go before NAME), or after `--`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
     /// Run the daemon: watch a manifest directory and converge the host to it.
