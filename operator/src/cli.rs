@@ -56,6 +56,7 @@ pub enum Command {
         file: PathBuf,
     },
     /// Remove containers' directories and rootfs. A container that does not exist is not an error.
+    #[command(visible_alias = "rm")]
     Destroy {
         /// The containers' names.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -139,6 +140,7 @@ pub enum Command {
         log_format: String,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
+    #[command(visible_aliases = ["ps", "ls"])]
     Get {
         name: Option<String>,
         /// wide, json or yaml.

@@ -216,3 +216,23 @@ fn create_takes_a_directory_of_manifests_as_validate_reads_it() {
     assert!(stderr(&out).contains("d.yaml:"), "{}", stderr(&out));
     assert_eq!(state.leftovers().len(), 2, "{:?}", state.leftovers());
 }
+
+#[test]
+fn ps_and_ls_are_get_and_rm_is_destroy() {
+    let get = berth().args(["get", "--help"]).output().unwrap();
+    for alias in ["ps", "ls"] {
+        let out = berth().args([alias, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{alias}: {}", stderr(&out));
+        assert_eq!(stdout(&out), stdout(&get), "{alias}");
+    }
+    let help = stdout(&berth().arg("help").output().unwrap());
+    assert!(help.contains("[aliases: ps, ls]"), "{help}");
+    assert!(help.contains("[alias: rm]"), "{help}");
+
+    let state = StateDir::new();
+    let name = unique("rm");
+    create_sleepers(&state, &[&name]);
+    let out = state.run(&["rm", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(state.leftovers().is_empty(), "{:?}", state.leftovers());
+}
