@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(berth_runtime::monitor::main(&argv0)).unwrap_or(1));
     }
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Daemon { .. }) {
+        die_quietly_on_closed_pipes();
+    }
     init_logging(&cli.command);
     match run(cli) {
         Ok(code) => code,
@@ -30,6 +33,22 @@ fn main() -> ExitCode {
             eprintln!("berth: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `berth get | head -1` ends as `cat` would: killed by SIGPIPE, not panicking
+/// on a failed print (Rust ignores SIGPIPE by default). Not for the daemon and the
+/// monitor, which must outlive any reader that goes away.
+fn die_quietly_on_closed_pipes() {
+    // SAFETY: SIG_DFL installs no handler of ours; nothing else changes SIGPIPE's
+    // disposition, and no thread has been started yet.
+    if let Err(err) = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    } {
+        eprintln!("berth: cannot reset SIGPIPE: {err}");
     }
 }
 

@@ -236,3 +236,26 @@ fn ps_and_ls_are_get_and_rm_is_destroy() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(state.leftovers().is_empty(), "{:?}", state.leftovers());
 }
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_without_a_panic() {
+    let state = StateDir::new();
+    let name = unique("pipe");
+    create_sleepers(&state, &[&name]);
+    for args in [vec!["status", name.as_str()], vec!["schema"]] {
+        // A pipe whose reader is gone before berth writes, as `| head -c0` leaves it.
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let out = state
+            .berth(&args)
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .unwrap();
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+    }
+}
