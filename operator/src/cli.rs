@@ -47,6 +47,13 @@ pub enum Command {
     },
     /// Print the JSON Schema of a manifest, for editors and the YAML language server.
     Schema,
+    /// Print a shell completion script, e.g. `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print berth's man page (roff), e.g. `berth man | man -l -`.
+    Man,
     /// Create the containers of a manifest file or directory (without starting them).
     ///
     /// Containers created by hand are never pruned by the daemon.

@@ -13,7 +13,8 @@ mod watcher;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     // A monitor is this binary re-executed with its title as argv[0].
@@ -81,6 +82,21 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 serde_json::to_string_pretty(&berth_manifests::json_schema())?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut cli::Cli::command(),
+                "berth",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Man => {
+            clap_mangen::Man::new(cli::Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot print the man page")?;
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::Create { file } => lifecycle::create(&runtime, &file),

@@ -259,3 +259,40 @@ fn output_to_a_closed_pipe_ends_quietly_without_a_panic() {
         assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn completions_for_bash_zsh_and_fish_and_a_man_page_are_printed() {
+    let out = berth().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = stdout(&out);
+    assert!(script.contains("complete -F _berth"), "{script}");
+    for command in ["destroy", "exec", "completions"] {
+        assert!(script.contains(command), "{command}");
+    }
+    // The script is valid bash.
+    let check = std::process::Command::new("bash")
+        .args(["-n", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+
+    let zsh = stdout(&berth().args(["completions", "zsh"]).output().unwrap());
+    assert!(zsh.starts_with("#compdef berth"), "{zsh}");
+    let fish = stdout(&berth().args(["completions", "fish"]).output().unwrap());
+    assert!(fish.contains("complete -c berth"), "{fish}");
+    assert_eq!(
+        berth()
+            .args(["completions", "tcsh"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let out = berth().arg("man").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.contains(".TH berth 1"), "{page}");
+    assert!(page.contains("declarative containers"), "{page}");
+}
