@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 /// Drop container manifests (YAML) into a watched directory; berth creates,
 /// starts, restarts and removes containers until the host matches them.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, propagate_version = true)]
+#[command(
+    name = "berth",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BERTH_GIT_COMMIT"), ")"),
+    propagate_version = true
+)]
 pub struct Cli {
     /// Where berth keeps its containers and state.
     #[arg(

@@ -6,9 +6,17 @@ use crate::{StateDir, berth, stderr, stdout, unique};
 fn version_and_help_are_there() {
     let out = berth().arg("--version").output().unwrap();
     assert!(out.status.success());
+    // The commit it was built from, as git names it here ("unknown" without git).
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(|| "unknown".to_owned(), |o| stdout(&o).trim().to_owned());
     assert_eq!(
         stdout(&out).trim(),
-        format!("berth {}", env!("CARGO_PKG_VERSION"))
+        format!("berth {} ({commit})", env!("CARGO_PKG_VERSION"))
     );
     let out = berth().arg("help").output().unwrap();
     assert!(out.status.success());
