@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 /// Drop container manifests (YAML) into a watched directory; berth creates,
 /// starts, restarts and removes containers until the host matches them.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, propagate_version = true)]
+#[command(
+    name = "berth",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BERTH_GIT_COMMIT"), ")"),
+    propagate_version = true
+)]
 pub struct Cli {
     /// Where berth keeps its containers and state.
     #[arg(
@@ -47,18 +51,33 @@ pub enum Command {
     },
     /// Print the JSON Schema of a manifest, for editors and the YAML language server.
     Schema,
-    /// Create the containers of a manifest file (without starting them).
+    /// Print a shell completion script, e.g. `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print berth's man page (roff), e.g. `berth man | man -l -`.
+    Man,
+    /// Create the containers of a manifest file or directory (without starting them).
     ///
     /// Containers created by hand are never pruned by the daemon.
     Create {
-        /// The manifest file.
+        /// The manifest file, or a directory of them (*.yaml, *.yml, as `validate`).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
-    /// Remove a container's directory and rootfs. A container that does not exist is not an error.
+    /// Remove containers' directories and rootfs. A container that does not exist is not an error.
+    #[command(visible_alias = "rm")]
     Destroy {
-        /// The container's name.
-        name: String,
+        /// The containers' names.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every container in the state dir.
+        #[arg(long)]
+        all: bool,
+        /// Stop a running container first (at once: no stop timeout).
+        #[arg(short = 'f', long)]
+        force: bool,
     },
     /// Clean up creates that were interrupted (power loss, kill -9).
     Gc,
@@ -66,16 +85,26 @@ pub enum Command {
     ///
     /// A monitor process per container (`[berth monitor] STATE-DIR NAME` in ps)
     /// keeps it running, independent of the caller and of the daemon.
-    Start { name: String },
-    /// Stop a running container: its stop signal, then SIGKILL after the timeout.
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop running containers: the stop signal, then SIGKILL after the timeout.
     Stop {
-        name: String,
-        /// Default: the manifest's stopTimeout (e.g. 10s, 500ms).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every container in the state dir.
+        #[arg(long)]
+        all: bool,
+        /// Default: the manifest's stopTimeout (e.g. 10s, 500ms, or whole seconds: 5).
+        #[arg(short = 't', long, value_parser = parse_timeout)]
         timeout: Option<std::time::Duration>,
     },
     /// Restart a running container the way a reboot inside it does.
-    Reboot { name: String },
+    Reboot {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Print a container's status as JSON (phase, init pid, reboots, last exit).
     Status { name: String },
     /// Run a command inside a running container (its namespaces, cgroup, capabilities,
@@ -94,8 +123,9 @@ pub enum Command {
         /// Allocate a terminal inside the container (raw mode, window size passed on).
         #[arg(short = 't', long)]
         tty: bool,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true)]
+        /// The command and its arguments: everything after NAME (berth's own
+        /// options go before NAME), or after `--`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
     /// Run the daemon: watch a manifest directory and converge the host to it.
@@ -121,6 +151,7 @@ pub enum Command {
         log_format: String,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
+    #[command(visible_aliases = ["ps", "ls"])]
     Get {
         name: Option<String>,
         /// wide, json, yaml or name (`container/NAME` lines).
@@ -156,4 +187,16 @@ pub enum Command {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     berth_manifests::parse_duration(text)
+}
+
+/// Whole seconds, as `docker stop -t 5` and `podman stop -t 5` take them, or a
+/// duration as in manifests (`5s`, `500ms`).
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| format!("{text:?} is too many seconds"));
+    }
+    parse_duration(text)
 }

@@ -7,27 +7,75 @@ use std::process::ExitCode;
 use anyhow::Context;
 use berth_runtime::{Origin, Runtime};
 
-pub fn create(runtime: &Runtime, file: &Path) -> anyhow::Result<ExitCode> {
-    let parsed = berth_manifests::parse_file(file);
-    if !parsed.is_valid() {
-        for diagnostic in &parsed.diagnostics {
-            eprintln!("{diagnostic}");
-        }
+/// `path` is a manifest file or a directory of them (`berth validate`'s rules).
+/// Nothing is created unless every manifest is valid; then each container is
+/// created, whatever happened to the others.
+pub fn create(runtime: &Runtime, path: &Path) -> anyhow::Result<ExitCode> {
+    let (unreadable, parsed) = crate::validate::parse_paths(&[path.to_owned()]);
+    let mut invalid = false;
+    for diagnostic in unreadable
+        .iter()
+        .chain(parsed.iter().flat_map(|f| &f.diagnostics))
+    {
+        eprintln!("{diagnostic}");
+        invalid = true;
+    }
+    if invalid {
         return Ok(ExitCode::FAILURE);
     }
-    if parsed.containers.is_empty() {
-        anyhow::bail!("{} holds no container", file.display());
+    let containers: Vec<_> = parsed.iter().flat_map(|f| &f.containers).collect();
+    if containers.is_empty() {
+        anyhow::bail!("{} holds no container", path.display());
     }
-    for container in &parsed.containers {
+    Ok(each(&containers, |container| {
+        let name = &container.name;
         runtime
             .create(container, Origin::Cli)
-            .with_context(|| format!("cannot create {}", container.name))?;
-        println!("created {}", container.name);
-    }
-    Ok(ExitCode::SUCCESS)
+            .with_context(|| format!("cannot create {name}"))?;
+        println!("created {name}");
+        Ok(())
+    }))
 }
 
-pub fn destroy(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+/// Acts on every item (a name, a container) in turn, whatever happened to the
+/// ones before: each failure is one line on stderr (its error names the
+/// container); fails if any failed.
+pub fn each<T>(items: &[T], mut act: impl FnMut(&T) -> anyhow::Result<()>) -> ExitCode {
+    let mut failed = false;
+    for item in items {
+        if let Err(err) = act(item) {
+            eprintln!("berth: {err:#}");
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The names given, or with `--all` every container in the state dir.
+pub fn names_or_all(
+    runtime: &Runtime,
+    names: Vec<String>,
+    all: bool,
+) -> anyhow::Result<Vec<String>> {
+    if all {
+        runtime.list().context("cannot list the containers")
+    } else {
+        Ok(names)
+    }
+}
+
+/// With `force`, a running container is stopped first, without waiting for its
+/// stop timeout (like `podman rm -f`).
+pub fn destroy(runtime: &Runtime, name: &str, force: bool) -> anyhow::Result<()> {
+    if force {
+        runtime
+            .stop(name, Some(std::time::Duration::ZERO))
+            .with_context(|| format!("cannot stop {name}"))?;
+    }
     if runtime
         .destroy(name)
         .with_context(|| format!("cannot destroy {name}"))?
@@ -36,7 +84,7 @@ pub fn destroy(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
     } else {
         println!("{name} does not exist");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn gc(runtime: &Runtime) -> anyhow::Result<ExitCode> {
@@ -52,17 +100,18 @@ pub fn gc(runtime: &Runtime) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn start(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+pub fn start(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
+    // The runtime's start errors name the container already.
     let pid = runtime.start(name)?;
     println!("started {name} (init pid {pid})");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn stop(
     runtime: &Runtime,
     name: &str,
     timeout: Option<std::time::Duration>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<()> {
     match runtime
         .stop(name, timeout)
         .with_context(|| format!("cannot stop {name}"))?
@@ -81,15 +130,15 @@ pub fn stop(
         Some(status) => println!("stopped {name} ({})", describe_exit(&status)),
         None => println!("{name} is not running"),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-pub fn reboot(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {
+pub fn reboot(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
     runtime
         .reboot(name)
         .with_context(|| format!("cannot reboot {name}"))?;
     println!("rebooting {name}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn status(runtime: &Runtime, name: &str) -> anyhow::Result<ExitCode> {

@@ -13,7 +13,8 @@ mod watcher;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     // A monitor is this binary re-executed with its title as argv[0].
@@ -23,6 +24,9 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(berth_runtime::monitor::main(&argv0)).unwrap_or(1));
     }
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Daemon { .. }) {
+        die_quietly_on_closed_pipes();
+    }
     init_logging(&cli.command);
     match run(cli) {
         Ok(code) => code,
@@ -30,6 +34,22 @@ fn main() -> ExitCode {
             eprintln!("berth: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `berth get | head -1` ends as `cat` would: killed by SIGPIPE, not panicking
+/// on a failed print (Rust ignores SIGPIPE by default). Not for the daemon and the
+/// monitor, which must outlive any reader that goes away.
+fn die_quietly_on_closed_pipes() {
+    // SAFETY: SIG_DFL installs no handler of ours; nothing else changes SIGPIPE's
+    // disposition, and no thread has been started yet.
+    if let Err(err) = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    } {
+        eprintln!("berth: cannot reset SIGPIPE: {err}");
     }
 }
 
@@ -64,12 +84,45 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        cli::Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut cli::Cli::command(),
+                "berth",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Man => {
+            clap_mangen::Man::new(cli::Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot print the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
         cli::Command::Create { file } => lifecycle::create(&runtime, &file),
-        cli::Command::Destroy { name } => lifecycle::destroy(&runtime, &name),
+        cli::Command::Destroy { names, all, force } => {
+            let names = lifecycle::names_or_all(&runtime, names, all)?;
+            Ok(lifecycle::each(&names, |name| {
+                lifecycle::destroy(&runtime, name, force)
+            }))
+        }
         cli::Command::Gc => lifecycle::gc(&runtime),
-        cli::Command::Start { name } => lifecycle::start(&runtime, &name),
-        cli::Command::Stop { name, timeout } => lifecycle::stop(&runtime, &name, timeout),
-        cli::Command::Reboot { name } => lifecycle::reboot(&runtime, &name),
+        cli::Command::Start { names } => Ok(lifecycle::each(&names, |name| {
+            lifecycle::start(&runtime, name)
+        })),
+        cli::Command::Stop {
+            names,
+            all,
+            timeout,
+        } => {
+            let names = lifecycle::names_or_all(&runtime, names, all)?;
+            Ok(lifecycle::each(&names, |name| {
+                lifecycle::stop(&runtime, name, timeout)
+            }))
+        }
+        cli::Command::Reboot { names } => Ok(lifecycle::each(&names, |name| {
+            lifecycle::reboot(&runtime, name)
+        })),
         cli::Command::Status { name } => lifecycle::status(&runtime, &name),
         cli::Command::Exec {
             name,

@@ -8,26 +8,7 @@ use berth_manifests::{
 };
 
 pub fn run(paths: &[PathBuf]) -> ExitCode {
-    let mut unreadable = Vec::new();
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let (found, errors) = manifest_files(path);
-            files.extend(found);
-            for (at, err) in errors {
-                unreadable.push(Diagnostic::new(
-                    &at,
-                    Position::START,
-                    format!("cannot read directory: {err}"),
-                ));
-            }
-        } else {
-            files.push(path.clone());
-        }
-    }
-    let mut parsed: Vec<ParsedFile> = files.iter().map(|f| parse_file(f)).collect();
-    reject_duplicate_names(&mut parsed);
-
+    let (unreadable, parsed) = parse_paths(paths);
     let diagnostics = unreadable
         .iter()
         .chain(parsed.iter().flat_map(|f| &f.diagnostics));
@@ -50,6 +31,31 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
         );
         ExitCode::FAILURE
     }
+}
+
+/// Every manifest of `paths` (files, or directories searched as the daemon does),
+/// parsed, with names used twice rejected; and the directories that could not be read.
+pub fn parse_paths(paths: &[PathBuf]) -> (Vec<Diagnostic>, Vec<ParsedFile>) {
+    let mut unreadable = Vec::new();
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let (found, errors) = manifest_files(path);
+            files.extend(found);
+            for (at, err) in errors {
+                unreadable.push(Diagnostic::new(
+                    &at,
+                    Position::START,
+                    format!("cannot read directory: {err}"),
+                ));
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut parsed: Vec<ParsedFile> = files.iter().map(|f| parse_file(f)).collect();
+    reject_duplicate_names(&mut parsed);
+    (unreadable, parsed)
 }
 
 fn plural(n: usize, what: &str) -> String {

@@ -123,3 +123,32 @@ fn exec_with_a_terminal_gets_a_pty_inside_with_the_window_size() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(stdout(&out), "through stdin\n");
 }
+
+#[test]
+fn exec_takes_the_command_without_a_double_dash_options_and_all() {
+    let state = StateDir::new();
+    let name = unique("exec-nodash");
+    running(&state, &name);
+    // Everything after NAME is the command's, also what looks like berth's options.
+    let out = state.run(&[
+        "exec", &name, "printf", "%s,", "-e", "-t", "-w", "-i", "--help",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "-e,-t,-w,-i,--help,");
+    let out = state.run(&[
+        "exec",
+        "-e",
+        "X=1",
+        "-w",
+        "/tmp",
+        &name,
+        "sh",
+        "-c",
+        "echo $X $(pwd); exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1 /tmp\n");
+    // `--` still works.
+    let out = state.run(&["exec", &name, "--", "cat", "/proc/1/comm"]);
+    assert_eq!(stdout(&out), "sleep\n", "{}", stderr(&out));
+}
