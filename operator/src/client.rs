@@ -18,6 +18,14 @@ pub struct Client {
     socket: PathBuf,
 }
 
+/// The error for a socket this user may not use.
+fn denied(socket: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "permission denied on {}: run as root or in group berth",
+        socket.display()
+    )
+}
+
 impl Client {
     pub fn new(state_dir: &Path) -> Client {
         Client {
@@ -25,11 +33,16 @@ impl Client {
         }
     }
 
-    /// Whether a daemon accepts connections on the socket.
-    fn answers(&self) -> bool {
-        berth_runtime::SocketPath::new(&self.socket)
+    /// Whether a daemon accepts connections on the socket. Refused for lack of
+    /// permission is neither: it is said as such, with what to do.
+    fn answers(&self) -> anyhow::Result<bool> {
+        match berth_runtime::SocketPath::new(&self.socket)
             .and_then(|short| std::os::unix::net::UnixStream::connect(short.as_path()))
-            .is_ok()
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(denied(&self.socket)),
+            Err(_) => Ok(false),
+        }
     }
 
     /// GET `path`; `on_chunk` sees the body as it streams. Non-2xx is an error
@@ -40,6 +53,11 @@ impl Client {
             Ok(short) => tokio::net::UnixStream::connect(short.as_path()).await,
             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
         };
+        if let Err(e) = &stream
+            && e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Err(denied(&self.socket));
+        }
         let stream = stream.with_context(|| {
             format!(
                 "cannot reach the berth daemon at {} (is `berth daemon` running with this --state-dir?)",
@@ -165,7 +183,7 @@ fn created_at(runtime: &Runtime, name: &str) -> u64 {
 /// Every container: from the daemon if it answers, else from the state dir.
 fn items(runtime: &Runtime) -> anyhow::Result<Vec<Item>> {
     let client = Client::new(runtime.state_dir());
-    let mut items: Vec<Item> = if client.answers() {
+    let mut items: Vec<Item> = if client.answers()? {
         tokio()?.block_on(client.items())?
     } else {
         say_offline(runtime);
@@ -450,7 +468,7 @@ fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
 
 pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
     let client = Client::new(runtime.state_dir());
-    let detail = if client.answers() {
+    let detail = if client.answers()? {
         tokio()?.block_on(client.detail(name))?
     } else {
         say_offline(runtime);
@@ -527,7 +545,7 @@ pub fn logs(
     tail: Option<usize>,
 ) -> anyhow::Result<()> {
     let client = Client::new(runtime.state_dir());
-    if !client.answers() {
+    if !client.answers()? {
         say_offline(runtime);
         return disk_logs(runtime, name, follow, tail);
     }
@@ -576,7 +594,7 @@ fn disk_logs(
 
 pub fn events(state_dir: &Path, follow: bool) -> anyhow::Result<()> {
     let client = Client::new(state_dir);
-    if client.answers() {
+    if client.answers()? {
         return tokio()?.block_on(client.stream(&format!("/v1/events?follow={follow}")));
     }
     stored_events(state_dir)?;

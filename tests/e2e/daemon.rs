@@ -1744,3 +1744,41 @@ fn without_the_daemon_events_are_read_from_the_database_unless_it_is_locked() {
     assert_eq!(said(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot be read"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_daemons_text_log_in_a_file_has_no_escape_codes_and_a_refused_user_is_told_why() {
+    use std::os::unix::process::CommandExt;
+    let state = StateDir::new();
+    let daemon = Daemon::start(&state);
+    let name = unique("plain");
+    save(
+        &state,
+        &format!("{name}.yaml"),
+        &manifest(
+            &name,
+            "  command: [/bin/sleep, infinity]\n  stopTimeout: 0s\n",
+        ),
+    );
+    wait_phase(&state, &daemon, &name, "Running");
+    let log = daemon.log();
+    assert!(log.contains("berth daemon started"), "{log}");
+    assert!(!log.contains('\x1b'), "escape codes in a file:\n{log:?}");
+
+    // As user nobody, whom the 0700 state dir keeps out of the socket.
+    let out = state
+        .berth(&["get"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let berth_sock = state.path().join("berth.sock");
+    assert!(
+        stderr(&out).contains(&format!(
+            "permission denied on {}: run as root or in group berth",
+            berth_sock.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
