@@ -169,3 +169,25 @@ pub fn run(command: &mut Command, timeout: Duration, out: &Path) -> Result<Run, 
     }
     Ok(run)
 }
+
+/// Never delete through a mount point left inside a temp dir, nor what a failed
+/// destroy left: keep the dir (taking it out of `tmp`) and say where it is.
+pub fn keep_if_unsafe_to_delete(tmp: &mut Option<tempfile::TempDir>, clean: bool) {
+    let Some(path) = tmp.as_ref().map(|t| t.path().to_owned()) else {
+        return;
+    };
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|point| std::path::Path::new(point).starts_with(&path));
+    if (!clean || mounted)
+        && let Some(tmp) = tmp.take()
+    {
+        let kept = tmp.keep();
+        eprintln!(
+            "bench cleanup: left {} in place (a destroy failed or a mount is inside)",
+            kept.display()
+        );
+    }
+}

@@ -345,22 +345,7 @@ impl Drop for Bench {
         for problem in self.remove_cgroup_parents() {
             eprintln!("bench cleanup: cannot remove cgroup {problem}");
         }
-        // Never delete through a mount point left inside the temp dir.
-        let tmp = self.tmp_path().to_owned();
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .any(|point| Path::new(point).starts_with(&tmp));
-        if (!clean || mounted)
-            && let Some(tmp) = self.tmp.take()
-        {
-            let kept = tmp.keep();
-            eprintln!(
-                "bench cleanup: left {} in place (a destroy failed or a mount is inside)",
-                kept.display()
-            );
-        }
+        common::keep_if_unsafe_to_delete(&mut self.tmp, clean);
     }
 }
 

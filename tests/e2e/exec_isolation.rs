@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::{StateDir, stderr, stdout, unique};
+use crate::{StateDir, console_until, stderr, stdout, unique};
 
 /// A host-template container (python3 inside, for the probes) running `command`.
 fn running(state: &StateDir, name: &str, command: &str) {
@@ -26,23 +26,6 @@ fn needs_python() {
         Path::new("/usr/bin/python3").exists(),
         "this test probes with python3: apt-get install python3"
     );
-}
-
-/// The console output once it holds `marker`.
-fn console_until(state: &StateDir, name: &str, marker: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let log = std::fs::read_to_string(state.container_dir(name).join("console.log"))
-            .unwrap_or_default();
-        if log.contains(marker) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {marker:?} in the output:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn sha256(path: &Path) -> Vec<u8> {

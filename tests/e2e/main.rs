@@ -210,3 +210,20 @@ pub fn processes_in(rootfs: &Path) -> Vec<i32> {
         .filter(|pid| !process_gone_now(*pid))
         .collect()
 }
+
+/// The console output once it holds `marker`.
+pub fn console_until(state: &StateDir, name: &str, marker: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = std::fs::read_to_string(state.container_dir(name).join("console.log"))
+            .unwrap_or_default();
+        if log.contains(marker) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {marker:?} in the output:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
-use crate::{StateDir, stderr, stdout, unique};
+use crate::{StateDir, console_until, stderr, stdout, unique};
 
 fn create_and_start(state: &StateDir, name: &str, spec: &str) {
     let manifest = state.manifest(name, spec);
@@ -13,23 +13,6 @@ fn create_and_start(state: &StateDir, name: &str, spec: &str) {
     assert!(out.status.success(), "create: {}", stderr(&out));
     let out = state.run(&["start", name]);
     assert!(out.status.success(), "start: {}", stderr(&out));
-}
-
-/// The console output once it holds `marker`.
-fn console_until(state: &StateDir, name: &str, marker: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let log = std::fs::read_to_string(state.container_dir(name).join("console.log"))
-            .unwrap_or_default();
-        if log.contains(marker) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {marker:?} in the output:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn line<'a>(log: &'a str, key: &str) -> &'a str {
