@@ -227,3 +227,13 @@ pub fn console_until(state: &StateDir, name: &str, marker: &str) -> String {
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// The cgroup directories `berth status` names for a container.
+pub fn cgroup_dirs(status: &serde_json::Value) -> Vec<PathBuf> {
+    status["cgroups"]["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| PathBuf::from(h["dir"].as_str().unwrap()))
+        .collect()
+}

@@ -7,21 +7,14 @@ use std::path::PathBuf;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{StateDir, process_gone, process_gone_now, processes_in, stderr, stdout, unique};
+use crate::{
+    StateDir, cgroup_dirs, process_gone, process_gone_now, processes_in, stderr, stdout, unique,
+};
 
 fn status(state: &StateDir, name: &str) -> serde_json::Value {
     let out = state.run(&["status", name]);
     assert!(out.status.success(), "status: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn cgroup_dirs(status: &serde_json::Value) -> Vec<PathBuf> {
-    status["cgroups"]["hierarchies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| PathBuf::from(h["dir"].as_str().unwrap()))
-        .collect()
 }
 
 /// A busybox container running `sleep 1000` whose monitor was killed with

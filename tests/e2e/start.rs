@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::{StateDir, process_gone, stderr, stdout, unique};
+use crate::{StateDir, cgroup_dirs, process_gone, stderr, stdout, unique};
 
 fn create(state: &StateDir, name: &str, spec: &str) {
     let manifest = state.manifest(name, spec);
@@ -88,15 +88,6 @@ fn monitors(state: &StateDir, name: &str) -> Vec<i32> {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).trim_end_matches('\0') == title)
         })
-        .collect()
-}
-
-fn cgroup_dirs(status: &serde_json::Value) -> Vec<PathBuf> {
-    status["cgroups"]["hierarchies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| PathBuf::from(h["dir"].as_str().unwrap()))
         .collect()
 }
 
