@@ -157,7 +157,20 @@ impl Drop for StateDir {
                     let _ = std::fs::remove_dir(child.path());
                 }
             }
-            let _ = std::fs::remove_dir(&parent);
+            // A monitor still finishing its own clean-up may hold a child a moment.
+            for _ in 0..20 {
+                if std::fs::remove_dir(&parent).is_ok() || !parent.exists() {
+                    break;
+                }
+                if let Ok(children) = std::fs::read_dir(&parent) {
+                    for child in children.flatten().filter(|c| c.path().is_dir()) {
+                        let _ = std::fs::remove_dir(child.path().join("payload"));
+                        let _ = std::fs::remove_dir(child.path().join("monitor"));
+                        let _ = std::fs::remove_dir(child.path());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
