@@ -9,6 +9,7 @@ mod schema;
 mod spec;
 mod units;
 mod unknown;
+mod user;
 mod validate;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub use spec::{
 };
 pub use spec::{IdMap, UsernsSpec};
 pub use units::parse_duration;
+pub use user::{Id, User};
 pub use validate::check_name;
 
 /// One problem, printed as `FILE:LINE:COLUMN: message`.

@@ -156,6 +156,19 @@ pub struct Spec {
     pub mounts: Vec<Mount>,
     /// Security settings. Default: the safe defaults.
     pub security: Option<Security>,
+    /// Run a minimal init as PID 1 (like `podman --init`): it forwards every
+    /// catchable signal to the command, reaps orphaned processes and exits with
+    /// the command's status (128 + N when killed by signal N). Default: `false`.
+    pub init: Option<bool>,
+    /// Who the command runs as: `UID[:GID]` or `NAME[:GROUP]`, names looked up in
+    /// the container's /etc/passwd and /etc/group at start. Default: the image's
+    /// user, else root. A user other than root has no capabilities.
+    #[schemars(extend("pattern" = crate::user::USER_PATTERN))]
+    pub user: Option<String>,
+    /// Group ids added to the user's own groups (from the container's /etc/group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "integer", "minimum": 0, "maximum": 4294967294_u64}))]
+    pub supplemental_groups: Vec<u32>,
 }
 
 /// Set exactly one of `template`, `path`, `tarball` or `oci`.

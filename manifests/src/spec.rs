@@ -57,6 +57,19 @@ pub struct ContainerSpec {
     pub network: NetworkMode,
     pub mounts: Vec<Mount>,
     pub security: Security,
+    /// A minimal init as PID 1 that forwards signals and reaps zombies. Absent
+    /// when false, so the hash of every spec without it stays what it was.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub init: bool,
+    /// `UID[:GID]` or `NAME[:GROUP]`, as written (checked by `User`'s parser).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supplemental_groups: Vec<u32>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

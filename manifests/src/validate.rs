@@ -160,6 +160,18 @@ pub fn container(
         );
     }
 
+    if let Some(user) = &spec.user {
+        c.parse("spec.user", user.parse::<crate::User>());
+    }
+    for (i, group) in spec.supplemental_groups.iter().enumerate() {
+        if *group == u32::MAX {
+            c.value(
+                &format!("spec.supplementalGroups[{i}]"),
+                "group id 4294967295 is out of range (0 to 4294967294)",
+            );
+        }
+    }
+
     let (Some(stop_signal), Some(stop_timeout_ms), true) =
         (stop_signal, stop_timeout_ms, c.problems.is_empty())
     else {
@@ -178,6 +190,9 @@ pub fn container(
         network,
         mounts,
         security,
+        init: spec.init.unwrap_or(false),
+        user: spec.user,
+        supplemental_groups: spec.supplemental_groups,
     };
     Ok(Container {
         name,

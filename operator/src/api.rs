@@ -250,6 +250,9 @@ fn openapi_document() -> serde_json::Value {
     };
     let name = json!({ "name": "name", "in": "path", "required": true,
         "schema": { "type": "string" } });
+    let selector = json!({ "name": "labelSelector", "in": "query",
+        "description": "only containers whose labels match, e.g. app=web,tier!=db",
+        "schema": { "type": "string" } });
     let follow = json!({ "name": "follow", "in": "query", "schema": { "type": "boolean" } });
     let tail = json!({ "name": "tail", "in": "query",
         "schema": { "type": "integer", "minimum": 0 } });
@@ -267,6 +270,7 @@ fn openapi_document() -> serde_json::Value {
         "info": { "title": "berth daemon API", "version": env!("CARGO_PKG_VERSION") },
         "paths": {
             "/v1/containers": { "get": { "summary": "every container",
+                "parameters": [selector],
                 "responses": with_errors(json_answer("the containers", &items)) } },
             "/v1/containers/{name}": { "get": { "summary": "one container in detail",
                 "parameters": [name], "responses": with_errors(json_answer("the container", &detail)) } },
@@ -397,8 +401,41 @@ fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
         .collect())
 }
 
-async fn list(State(ctx): State<Context>) -> Result<Json<Vec<Item>>, ApiError> {
-    Ok(Json(all_items(&ctx)?))
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    /// Kubernetes' equality-based syntax: `app=web,tier!=db`.
+    label_selector: Option<String>,
+}
+
+async fn list(
+    State(ctx): State<Context>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<Item>>, ApiError> {
+    let Query(q) = query?;
+    let selector = q
+        .label_selector
+        .as_deref()
+        .map(crate::selector::Selector::parse)
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let items = all_items(&ctx)?;
+    let Some(selector) = selector else {
+        return Ok(Json(items));
+    };
+    // The labels of the manifest, else of the config it was created from.
+    let labels = |name: &str| {
+        crate::reconcile::desired_container(&ctx, name)
+            .map(|c| c.labels)
+            .or_else(|| ctx.runtime.config(name).ok().map(|c| c.container.labels))
+            .unwrap_or_default()
+    };
+    Ok(Json(
+        items
+            .into_iter()
+            .filter(|item| selector.selects(&labels(&item.name)))
+            .collect(),
+    ))
 }
 
 async fn describe(

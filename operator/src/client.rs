@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use berth_runtime::{Origin, Runtime};
 
 use crate::api::{Detail, Item};
+use crate::selector::Selector;
 
 pub struct Client {
     socket: PathBuf,
@@ -200,58 +201,6 @@ fn items(runtime: &Runtime) -> anyhow::Result<Vec<Item>> {
     Ok(items)
 }
 
-/// One term of a label selector, in Kubernetes' equality-based syntax.
-#[derive(Debug, PartialEq, Eq)]
-enum Requirement {
-    /// `key=value` or `key==value`.
-    Equals(String, String),
-    /// `key!=value`: also true of a container without the key, as in Kubernetes.
-    NotEquals(String, String),
-    /// `key`.
-    Exists(String),
-    /// `!key`.
-    Absent(String),
-}
-
-/// `app=web,tier!=db`: every term must hold.
-fn parse_selector(text: &str) -> anyhow::Result<Vec<Requirement>> {
-    text.split(',')
-        .map(str::trim)
-        .map(|term| {
-            let requirement = if let Some((key, value)) = term.split_once("!=") {
-                Requirement::NotEquals(key.trim().to_owned(), value.trim().to_owned())
-            } else if let Some((key, value)) =
-                term.split_once("==").or_else(|| term.split_once('='))
-            {
-                Requirement::Equals(key.trim().to_owned(), value.trim().to_owned())
-            } else if let Some(key) = term.strip_prefix('!') {
-                Requirement::Absent(key.trim().to_owned())
-            } else {
-                Requirement::Exists(term.to_owned())
-            };
-            let (Requirement::Equals(key, _)
-            | Requirement::NotEquals(key, _)
-            | Requirement::Exists(key)
-            | Requirement::Absent(key)) = &requirement;
-            if key.is_empty() || key.contains(char::is_whitespace) {
-                bail!(
-                    "bad label selector term {term:?}: use KEY=VALUE, KEY!=VALUE, KEY or !KEY, comma-separated"
-                );
-            }
-            Ok(requirement)
-        })
-        .collect()
-}
-
-fn selects(selector: &[Requirement], labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|r| match r {
-        Requirement::Equals(key, value) => labels.get(key) == Some(value),
-        Requirement::NotEquals(key, value) => labels.get(key) != Some(value),
-        Requirement::Exists(key) => labels.contains_key(key),
-        Requirement::Absent(key) => !labels.contains_key(key),
-    })
-}
-
 /// A container's labels, from the config it was created from.
 fn labels(runtime: &Runtime, name: &str) -> BTreeMap<String, String> {
     runtime
@@ -271,7 +220,11 @@ pub struct GetOptions<'a> {
 
 pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow::Result<()> {
     let name = options.name;
-    let selector = options.selector.map(parse_selector).transpose()?;
+    let selector = options
+        .selector
+        .map(Selector::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let items = items(runtime)?;
     let items: Vec<Item> = match name {
         Some(name) => {
@@ -289,7 +242,7 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
             let labels = labels(runtime, &item.name);
             (item, labels)
         })
-        .filter(|(_, labels)| selector.as_ref().is_none_or(|s| selects(s, labels)))
+        .filter(|(_, labels)| selector.as_ref().is_none_or(|s| s.selects(labels)))
         .collect();
     if name.is_some() && items.is_empty() {
         bail!(
@@ -637,47 +590,11 @@ fn stored_events(state_dir: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn a_selector_holds_when_every_term_does_and_inequality_holds_without_the_key() {
-        let selector = parse_selector("app=web, tier!=db").unwrap();
-        assert!(selects(
-            &selector,
-            &labels(&[("app", "web"), ("tier", "front")])
-        ));
-        assert!(selects(&selector, &labels(&[("app", "web")])));
-        assert!(!selects(
-            &selector,
-            &labels(&[("app", "web"), ("tier", "db")])
-        ));
-        assert!(!selects(&selector, &labels(&[("tier", "front")])));
-        let selector = parse_selector("app==web,gpu,!canary").unwrap();
-        assert!(selects(&selector, &labels(&[("app", "web"), ("gpu", "")])));
-        assert!(!selects(
-            &selector,
-            &labels(&[("app", "web"), ("gpu", ""), ("canary", "1")])
-        ));
-        assert!(!selects(&selector, &labels(&[("app", "web")])));
-    }
-
     #[test]
     fn epoch_seconds_become_rfc3339_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_944_657), "2026-11-29T09:30:57Z");
         assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
-    }
-
-    #[test]
-    fn a_selector_term_without_a_key_is_refused() {
-        for bad in ["=web", "app=web,", "!", "tier in (db)"] {
-            assert!(parse_selector(bad).is_err(), "{bad:?} was accepted");
-        }
     }
 }

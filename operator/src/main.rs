@@ -8,6 +8,7 @@ mod desired;
 mod lifecycle;
 mod reconcile;
 mod scheduler;
+mod selector;
 mod validate;
 mod watcher;
 

@@ -38,6 +38,11 @@ pub struct Plan {
     pub seccomp: Vec<seccompiler::BpfProgram>,
     /// Set: the child is in a new user namespace, and becomes its root.
     pub id_maps: Option<crate::userns::IdMaps>,
+    /// Run berth's minimal init as PID 1 and the command as its child.
+    pub init: bool,
+    /// `None`: root.
+    pub user: Option<berth_manifests::User>,
+    pub supplemental_groups: Vec<u32>,
 }
 
 type Step<T = ()> = Result<T, SetupError>;
@@ -519,6 +524,9 @@ fn unsafe_stdio(fd: i32) -> OwnedFd {
 
 /// execve the command, looked up on the container's PATH like execvp.
 fn exec(plan: &Plan, sync: &UnixStream) -> Step {
+    if plan.init {
+        return Err(crate::pid1::run(plan, sync));
+    }
     // Told before the attempt: after a successful execve there is no one left to tell.
     Err(confine_and_exec(plan, &plan.command, || {
         let _ = sync::send(sync, &FromInit::Exec);
@@ -544,9 +552,20 @@ pub(crate) fn confine_and_exec(
         Ok(args) => args,
         Err(e) => return e,
     };
+    if let Err(e) = close_on_exec_above_stdio() {
+        return e;
+    }
+    // Looked up now, in the container's root, before privileges go.
+    let ids = match crate::user::resolve(plan.user.as_ref(), &plan.supplemental_groups) {
+        Ok(ids) => ids,
+        Err(e) => return e,
+    };
+    let home = (!plan.env.iter().any(|e| e.starts_with("HOME=")))
+        .then(|| format!("HOME={}", ids.home.as_deref().unwrap_or("/")));
     let env = match plan
         .env
         .iter()
+        .chain(home.as_ref())
         .map(|e| cstring(e))
         .collect::<Step<Vec<_>>>()
     {
@@ -565,10 +584,7 @@ pub(crate) fn confine_and_exec(
             .map(|dir| dir.join(program))
             .collect()
     };
-    if let Err(e) = close_on_exec_above_stdio() {
-        return e;
-    }
-    if let Err(e) = crate::security::drop_privileges(&plan.capabilities) {
+    if let Err(e) = crate::security::drop_privileges(&plan.capabilities, &ids) {
         return e;
     }
     if let Err(e) = crate::seccomp::install(&plan.seccomp) {

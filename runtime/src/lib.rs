@@ -13,6 +13,7 @@ mod lifecycle;
 pub mod monitor;
 mod orphan;
 mod partial;
+mod pid1;
 mod pty;
 mod remove;
 mod sealed;
@@ -24,6 +25,7 @@ mod spawn;
 mod status;
 mod sync;
 mod templates;
+mod user;
 mod userns;
 
 use std::path::{Path, PathBuf};

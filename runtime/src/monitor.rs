@@ -325,7 +325,15 @@ impl Monitor {
     /// LXC's reading of the wait status. Returns the new payload after a reboot.
     fn on_exit(&mut self, status: nix::Result<WaitStatus>) -> Option<Payload> {
         let stop = self.stopping.take();
+        let sigsys = crate::pid1::status_of_signal(Signal::SIGSYS as i32);
         let (reason, code, signal) = match status {
+            // berth's init passes on a seccomp kill of its command as 128 + SIGSYS.
+            Ok(WaitStatus::Exited(_, code))
+                if code == sigsys && self.config.container.spec.init && stop.is_none() =>
+            {
+                let signal = Some(Signal::SIGSYS.as_str().to_owned());
+                (ExitReason::SeccompViolation, Some(code), signal)
+            }
             Ok(WaitStatus::Exited(_, code)) => (ExitReason::Exited, Some(code), None),
             Ok(WaitStatus::Signaled(_, signal, _)) => {
                 let reason = match signal {
@@ -551,7 +559,9 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
     }
     set("container", "berth", true);
     set("PATH", DEFAULT_PATH, false);
-    set("HOME", "/root", false);
+    if spec.user.is_none() {
+        set("HOME", "/root", false);
+    }
     set("TERM", "xterm", false);
     let security = &spec.security;
     let capabilities = crate::security::capability_set(&security.cap_add, &security.cap_drop);
@@ -577,6 +587,14 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         capabilities,
         seccomp,
         id_maps: config.id_maps.clone(),
+        init: spec.init,
+        user: spec
+            .user
+            .as_deref()
+            .map(str::parse::<berth_manifests::User>)
+            .transpose()
+            .map_err(|e| format!("spec.user: {e}"))?,
+        supplemental_groups: spec.supplemental_groups.clone(),
     })
 }
 

@@ -146,9 +146,14 @@ pub fn read_only_root() -> Result<(), SetupError> {
         .map_err(|e| fail("remount read-only", e, "/"))
 }
 
-/// Bounding, inheritable, permitted, effective and ambient sets all become `set`,
-/// as runc does; then no_new_privs, so nothing exec'd can gain more.
-pub fn drop_privileges(set: &HashSet<Capability>) -> Result<(), SetupError> {
+/// The bounding set becomes `set`; then the command's user (`ids`). Root keeps
+/// `set` in its inheritable, permitted, effective and ambient sets, as runc
+/// does; any other user keeps none (setuid cleared them; inheritable follows),
+/// as with Docker and Podman. Then no_new_privs, so nothing exec'd can gain more.
+pub(crate) fn drop_privileges(
+    set: &HashSet<Capability>,
+    ids: &crate::user::Ids,
+) -> Result<(), SetupError> {
     let io = |step: &str, e: caps::errors::CapsError| SetupError {
         step: format!("{step}: {e}"),
         errno: 0,
@@ -160,13 +165,21 @@ pub fn drop_privileges(set: &HashSet<Capability>) -> Result<(), SetupError> {
                 .map_err(|e| io("drop from the bounding set", e))?;
         }
     }
-    let set: caps::CapsHashSet = set.iter().copied().collect();
-    caps::set(None, CapSet::Effective, &set).map_err(|e| io("set effective capabilities", e))?;
-    caps::set(None, CapSet::Permitted, &set).map_err(|e| io("set permitted capabilities", e))?;
-    caps::set(None, CapSet::Inheritable, &set)
-        .map_err(|e| io("set inheritable capabilities", e))?;
-    // Ambient needs each cap in permitted and inheritable, which now holds.
-    caps::set(None, CapSet::Ambient, &set).map_err(|e| io("set ambient capabilities", e))?;
+    crate::user::become_user(ids)?;
+    if ids.uid == 0 {
+        let set: caps::CapsHashSet = set.iter().copied().collect();
+        caps::set(None, CapSet::Effective, &set)
+            .map_err(|e| io("set effective capabilities", e))?;
+        caps::set(None, CapSet::Permitted, &set)
+            .map_err(|e| io("set permitted capabilities", e))?;
+        caps::set(None, CapSet::Inheritable, &set)
+            .map_err(|e| io("set inheritable capabilities", e))?;
+        // Ambient needs each cap in permitted and inheritable, which now holds.
+        caps::set(None, CapSet::Ambient, &set).map_err(|e| io("set ambient capabilities", e))?;
+    } else {
+        caps::clear(None, CapSet::Inheritable)
+            .map_err(|e| io("clear inheritable capabilities", e))?;
+    }
     nix::sys::prctl::set_no_new_privs().map_err(|e| SetupError {
         step: "set no_new_privs".to_owned(),
         errno: e as i32,

@@ -1534,6 +1534,44 @@ fn every_route_the_openapi_document_names_answers() {
 }
 
 #[test]
+fn the_container_list_honours_a_label_selector() {
+    let state = StateDir::new();
+    let _daemon = Daemon::start(&state);
+    let (web, db) = (unique("sel-web"), unique("sel-db"));
+    for (name, app) in [(&web, "web"), (&db, "db")] {
+        let file = state.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: {name}\n  \
+                 labels: {{app: {app}}}\nspec:\n  command: [/bin/true]\n"
+            ),
+        )
+        .unwrap();
+        let out = state.run(&["create", "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let names = |query: &str| -> Vec<String> {
+        let list = answer_json(&state, "GET", &format!("/v1/containers?{query}"), 200);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("labelSelector=app%3Dweb"), vec![web.clone()]);
+    assert_eq!(names("labelSelector=app!%3Dweb"), vec![db.clone()]);
+    assert_eq!(names("labelSelector=app"), [db.clone(), web.clone()]);
+    assert!(names("labelSelector=!app").is_empty());
+    let (status, body) = request(&state, "GET", "/v1/containers?labelSelector=%3Dweb");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad label selector term"), "{body}");
+    // A misspelt parameter is an error, not every container.
+    let (status, body) = request(&state, "GET", "/v1/containers?labelselector=app%3Dweb");
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
 fn a_reboot_of_an_invalid_name_is_a_bad_request() {
     let state = StateDir::new();
     let _daemon = Daemon::start(&state);

@@ -8,6 +8,7 @@ mod daemon;
 mod exec;
 mod exec_isolation;
 mod orphan;
+mod pid1;
 mod security;
 mod start;
 mod validate;

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use crate::{StateDir, cgroup_dirs, process_gone, stderr, stdout, unique};
 
-fn create(state: &StateDir, name: &str, spec: &str) {
+pub(crate) fn create(state: &StateDir, name: &str, spec: &str) {
     let manifest = state.manifest(name, spec);
     let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
     assert!(out.status.success(), "create: {}", stderr(&out));
 }
 
-fn start(state: &StateDir, name: &str) -> i32 {
+pub(crate) fn start(state: &StateDir, name: &str) -> i32 {
     let out = state.run(&["start", name]);
     assert!(
         out.status.success(),
@@ -23,14 +23,14 @@ fn start(state: &StateDir, name: &str) -> i32 {
     status(state, name)["initPid"].as_i64().unwrap() as i32
 }
 
-fn status(state: &StateDir, name: &str) -> serde_json::Value {
+pub(crate) fn status(state: &StateDir, name: &str) -> serde_json::Value {
     let out = state.run(&["status", name]);
     assert!(out.status.success(), "status: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Polls `check` for up to 15 s.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(value) = check() {
@@ -41,7 +41,7 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn console(state: &StateDir, name: &str) -> String {
+pub(crate) fn console(state: &StateDir, name: &str) -> String {
     std::fs::read_to_string(state.container_dir(name).join("console.log")).unwrap_or_default()
 }
 
