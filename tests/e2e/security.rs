@@ -121,41 +121,48 @@ fn a_container_gets_the_default_capabilities_no_new_privs_and_seccomp() {
 
 #[test]
 fn a_seccomp_profile_that_kills_leaves_the_container_failed_with_seccomp_violation() {
-    let state = StateDir::new();
-    let name = unique("seccomp");
-    let profile = state.path().join("profile.json");
-    std::fs::write(
-        &profile,
-        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+    // With spec.init the command is PID 1's child; the kill must read the same.
+    for init in [false, true] {
+        let state = StateDir::new();
+        let name = unique(if init { "seccomp-init" } else { "seccomp" });
+        let profile = state.path().join("profile.json");
+        std::fs::write(
+            &profile,
+            r#"{"defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}]}"#,
-    )
-    .unwrap();
-    create_and_start(
-        &state,
-        &name,
-        &format!(
-            "  command: [/bin/mkdir, /tmp/forbidden]\n  restartPolicy: Never\n  security: {{seccomp: {{profile: {}}}}}\n",
-            profile.display()
-        ),
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        let out = state.run(&["status", &name]);
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if status["phase"] == "Failed" {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        std::thread::sleep(Duration::from_millis(25));
-    };
-    assert_eq!(status["lastExit"]["reason"], "SeccompViolation");
-    assert_eq!(status["lastExit"]["signal"], "SIGSYS");
-    assert!(
-        !state
-            .container_dir(&name)
-            .join("rootfs/tmp/forbidden")
-            .exists()
-    );
+        )
+        .unwrap();
+        create_and_start(
+            &state,
+            &name,
+            &format!(
+                "  command: [/bin/mkdir, /tmp/forbidden]\n  restartPolicy: Never\n  init: {init}\n  \
+                 security: {{seccomp: {{profile: {}}}}}\n",
+                profile.display()
+            ),
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            let out = state.run(&["status", &name]);
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if status["phase"] == "Failed" {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        assert_eq!(
+            status["lastExit"]["reason"], "SeccompViolation",
+            "init {init}"
+        );
+        assert_eq!(status["lastExit"]["signal"], "SIGSYS", "init {init}");
+        assert!(
+            !state
+                .container_dir(&name)
+                .join("rootfs/tmp/forbidden")
+                .exists()
+        );
+    }
 }
 
 #[test]
