@@ -45,6 +45,11 @@ pub enum Error {
     Archive { path: PathBuf, message: String },
     #[error("OCI layout {}: {message}", layout.display())]
     Oci { layout: PathBuf, message: String },
+    #[error("image {reference}: {message}")]
+    Image { reference: String, message: String },
+    /// A blob of the image store: its digest, and what is wrong with it.
+    #[error("blob {digest}: {message}")]
+    Blob { digest: String, message: String },
     #[error("config {}: {message}", path.display())]
     Config { path: PathBuf, message: String },
     /// A cgroup the host cannot provide, or a cgroup file that refused a value.

@@ -111,6 +111,12 @@ pub fn resolve(source: &RootfsSource) -> Result<Resolved> {
                 reference: reference.clone(),
             }
         }
+        RootfsSource::Image { reference, .. } => {
+            return Err(Error::Image {
+                reference: reference.to_string(),
+                message: "image sources are not wired yet: `berth pull` it, the create path does not use the store yet".to_owned(),
+            });
+        }
     })
 }
 
