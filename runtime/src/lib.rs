@@ -7,6 +7,7 @@ mod config;
 mod create;
 mod error;
 mod exec;
+pub mod image;
 mod init;
 mod layout;
 mod lifecycle;

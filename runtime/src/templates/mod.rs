@@ -5,9 +5,9 @@
 mod busybox;
 mod etc;
 mod host;
-mod oci;
+pub(crate) mod oci;
 mod script;
-mod unpack;
+pub(crate) mod unpack;
 
 use std::path::{Path, PathBuf};
 
