@@ -25,7 +25,8 @@ pub(crate) fn sha256_hex(digest: &str) -> Result<&str> {
         })
 }
 
-pub(crate) fn sha256_of(bytes: &[u8]) -> String {
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_of(bytes: &[u8]) -> String {
     hex_digest(Sha256::digest(bytes).as_slice())
 }
 
@@ -87,6 +88,11 @@ impl BlobWriter {
     /// The digest this blob must have.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Verify, fsync, rename into place, fsync the directory.

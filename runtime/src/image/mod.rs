@@ -24,7 +24,7 @@ use berth_manifests::ImageRef;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-pub use blob::BlobWriter;
+pub use blob::{BlobWriter, sha256_of};
 
 use crate::config::{ImageDefaults, SavedConfig, read_json, write_json};
 use crate::error::{Error, Result, io};
@@ -40,6 +40,10 @@ pub struct StoredImage {
     pub reference: ImageRef,
     /// The image manifest's digest (for a multi-platform image: this platform's).
     pub digest: String,
+    /// The digest of the multi-platform index the reference named, if it named
+    /// one: what the registry answers for the tag (`registry_digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
     pub config_digest: String,
     /// Layer blob digests, bottom first.
     pub layers: Vec<String>,
@@ -53,6 +57,14 @@ pub struct StoredImage {
     pub size: u64,
     /// Seconds since the epoch.
     pub pulled_at: u64,
+}
+
+impl StoredImage {
+    /// The digest the registry gives for the reference when this image was
+    /// pulled: compare it with `resolve_digest` to see whether a tag moved.
+    pub fn registry_digest(&self) -> &str {
+        self.index_digest.as_deref().unwrap_or(&self.digest)
+    }
 }
 
 /// What `gc` removed.
@@ -162,6 +174,7 @@ impl ImageStore {
         for image in self.records()? {
             wanted.insert(image.digest.clone());
             wanted.insert(image.config_digest.clone());
+            wanted.extend(image.index_digest.clone());
             wanted.extend(image.layers.iter().cloned());
         }
         let wanted: BTreeSet<String> = wanted
@@ -331,7 +344,10 @@ impl Pull<'_> {
     /// Write the record of an image whose manifest, config and layers are all in
     /// the store and unpacked; returns it with `lowers` filled in.
     pub fn commit(&self, image: StoredImage) -> Result<StoredImage> {
-        for digest in [&image.digest, &image.config_digest] {
+        for digest in [&image.digest, &image.config_digest]
+            .into_iter()
+            .chain(image.index_digest.as_ref())
+        {
             if !self.has_blob(digest)? {
                 return Err(Error::Blob {
                     digest: digest.clone(),
@@ -481,6 +497,7 @@ mod tests {
         StoredImage {
             reference: reference.parse().unwrap(),
             digest: config.to_owned(),
+            index_digest: None,
             config_digest: config.to_owned(),
             layers,
             defaults: ImageDefaults::default(),
