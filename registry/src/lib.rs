@@ -29,12 +29,12 @@ pub enum Error {
     /// The registry, or what it sent.
     #[error("{reference}: {message}")]
     Pull { reference: String, message: String },
-    /// The store (a blob's digest or size mismatch names the blob).
-    #[error("{reference}: {source}")]
+    /// The store (a blob's digest or size mismatch names the blob). Not a
+    /// `#[source]`: the message says it already, and `{:#}` would say it twice.
+    #[error("{reference}: {error}")]
     Store {
         reference: String,
-        #[source]
-        source: berth_runtime::Error,
+        error: berth_runtime::Error,
     },
 }
 
@@ -75,6 +75,7 @@ const MAX_MANIFEST: usize = 4 << 20;
 /// A connection to the registry of one reference.
 struct Session {
     reference: ImageRef,
+    insecure: bool,
     target: Reference,
     client: Client,
     auth: RegistryAuth,
@@ -132,6 +133,7 @@ impl Session {
         };
         Ok(Session {
             reference: reference.clone(),
+            insecure,
             target,
             client,
             auth,
@@ -146,9 +148,9 @@ impl Session {
     }
 
     fn store(&self) -> impl FnOnce(berth_runtime::Error) -> Error + '_ {
-        |source| Error::Store {
+        |error| Error::Store {
             reference: self.reference.to_string(),
-            source,
+            error,
         }
     }
 
@@ -159,7 +161,12 @@ impl Session {
             OciDistributionError::RequestError(inner)
                 if inner.is_connect() || inner.is_timeout() =>
             {
-                format!("cannot reach the registry {host}: {}", chain(inner))
+                let hint = if self.insecure {
+                    ""
+                } else {
+                    " (if it serves plain HTTP, set `insecure = true` for it in registries.conf)"
+                };
+                format!("cannot reach the registry {host}: {}{hint}", chain(inner))
             }
             OciDistributionError::RequestError(inner) => {
                 format!("talking to the registry {host} failed: {}", chain(inner))

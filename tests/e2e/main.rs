@@ -8,6 +8,8 @@ mod daemon;
 mod exec;
 mod exec_isolation;
 mod orphan;
+mod pull;
+mod registry;
 mod security;
 mod start;
 mod validate;
