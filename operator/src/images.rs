@@ -141,8 +141,12 @@ pub fn gc(state_dir: &Path) -> anyhow::Result<bool> {
 
 /// `sha256:` and the first 12 hex digits, as `docker images` shows ids.
 fn short_digest(digest: &str) -> String {
-    let hex = digest.trim_start_matches("sha256:");
-    format!("sha256:{}", &hex[..hex.len().min(12)])
+    let hex: String = digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect();
+    format!("sha256:{hex}")
 }
 
 /// Decimal units, as `docker images` and `podman images` print sizes.

@@ -17,7 +17,7 @@ mod blob;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_manifests::ImageRef;
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use blob::{BlobWriter, sha256_of};
 
-use crate::config::{ImageDefaults, SavedConfig, read_json, write_json};
+use crate::config::{ImageDefaults, SavedConfig, read_json};
 use crate::error::{Error, Result, io};
 use crate::remove;
 
@@ -89,6 +89,7 @@ impl ImageStore {
         let store = ImageStore {
             root: state_dir.join("images"),
         };
+        // 0700, as berth makes its state dir and `containers/`.
         for dir in [
             store.root.clone(),
             store.root.join("blobs/sha256"),
@@ -96,7 +97,11 @@ impl ImageStore {
             store.refs_dir(),
             store.tmp_dir(),
         ] {
-            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io("create", &dir))?;
         }
         if let Some(_lock) = store.try_lock_exclusive()? {
             store.empty_tmp()?;
@@ -364,7 +369,29 @@ impl Pull<'_> {
             }
         }
         let path = self.store.record_path(&image.reference);
-        write_json(&path, &image)?;
+        // A temp name of its own in tmp/ (not config's fixed `NAME.tmp`): two pulls
+        // of one reference may commit at once.
+        let bytes = serde_json::to_vec_pretty(&image).map_err(|e| Error::Config {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let tmp = blob::temp_name(&self.store.tmp_dir(), "ref");
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, &bytes)?;
+                file.sync_all()
+            })
+            .map_err(io("write", &tmp))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(io("rename", &path)));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(&self.store.refs_dir())?;
         self.store
             .read_record(&path)?
             .ok_or_else(|| io("read", &path)(std::io::ErrorKind::NotFound.into()))
@@ -540,6 +567,41 @@ mod tests {
         std::fs::write(dir.join("marker"), b"").unwrap();
         pull.unpack_layer(&digest).unwrap();
         assert!(dir.join("marker").exists());
+    }
+
+    #[test]
+    fn a_whiteout_through_a_symlink_stays_inside_the_layer() {
+        if !is_root() {
+            eprintln!("skipped: whiteouts are device nodes; run as root");
+            return;
+        }
+        let outside = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(state.path()).unwrap();
+        let pull = store.begin_pull().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut link = tar::Header::new_ustar();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_uid(0);
+        link.set_gid(0);
+        link.set_mtime(0);
+        link.set_mode(0o777);
+        link.set_size(0);
+        tar.append_link(&mut link, "esc", outside.path()).unwrap();
+        let mut whiteout = tar::Header::new_ustar();
+        whiteout.set_entry_type(tar::EntryType::Regular);
+        whiteout.set_uid(0);
+        whiteout.set_gid(0);
+        whiteout.set_mtime(0);
+        whiteout.set_mode(0o644);
+        whiteout.set_size(0);
+        tar.append_data(&mut whiteout, "esc/.wh.victim", std::io::empty())
+            .unwrap();
+        let digest = add_blob(&pull, &tar.into_inner().unwrap());
+        // Made inside the layer (the link resolved as if the layer were /), or
+        // refused; never in the directory the link names on the host.
+        let _ = pull.unpack_layer(&digest);
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]
