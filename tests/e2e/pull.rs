@@ -323,3 +323,90 @@ fn short_names_and_unreachable_registries_are_refused_clearly() {
         stderr(&out)
     );
 }
+
+/// Go's name of this machine's architecture, as image indexes use it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[test]
+fn a_multi_platform_index_resolves_to_this_machine_or_names_the_platforms_it_has() {
+    let registry = Registry::start();
+    let image = registry.push_busybox("test/multi", "single", 0);
+    let other = if go_arch() == "s390x" {
+        "mips64le"
+    } else {
+        "s390x"
+    };
+    let index = registry.put_index(
+        "test/multi",
+        "1",
+        &image,
+        &[("linux", other), ("linux", go_arch())],
+    );
+    registry.put_index(
+        "test/multi",
+        "foreign",
+        &image,
+        &[("linux", other), ("windows", "amd64")],
+    );
+    let state = StateDir::new();
+    let conf = registry.registries_conf(state.dir.path());
+
+    let reference = format!("{}/test/multi:1", registry.host());
+    let out = berth_with(&state, &conf, &["pull", &reference]);
+    assert_ok(&out);
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&state.run(&["images", "-o", "json"]))).unwrap();
+    assert_eq!(
+        json[0]["digest"],
+        image.digest.as_str(),
+        "this platform's manifest"
+    );
+    assert_eq!(json[0]["indexDigest"], index.as_str());
+
+    let out = berth_with(
+        &state,
+        &conf,
+        &["pull", &format!("{}/test/multi:foreign", registry.host())],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "no image for this machine's platform linux/{}; the index has linux/{other}, windows/amd64",
+            go_arch()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn resolve_digest_asks_the_registry_without_downloading_a_layer() {
+    let registry = Registry::start();
+    let first = registry.push_busybox("test/moving", "1", 0);
+    let state = StateDir::new();
+    let conf = registry.registries_conf(state.dir.path());
+    let options = berth_registry::PullOptions::load(Some(&conf), None).unwrap();
+    let reference: berth_manifests::ImageRef = first.reference.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let resolve = || {
+        runtime
+            .block_on(berth_registry::resolve_digest(&reference, &options))
+            .unwrap()
+    };
+    assert_eq!(resolve(), first.digest);
+    // The tag moves: a new image pushed to it.
+    let second = registry.push_busybox("test/moving", "1", 1);
+    assert_ne!(second.digest, first.digest);
+    let before = registry.blob_gets();
+    assert_eq!(resolve(), second.digest);
+    assert_eq!(registry.blob_gets(), before, "no blob was downloaded");
+}

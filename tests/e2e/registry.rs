@@ -214,6 +214,7 @@ impl Registry {
             &format!("docker://{reference}"),
         ]));
         let digest = format!("sha256:{}", sha256_hex(manifest.as_bytes()));
+        let manifest_size = manifest.len();
         let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
         let layers = manifest["layers"]
             .as_array()
@@ -224,8 +225,55 @@ impl Registry {
         PushedImage {
             reference,
             digest,
+            manifest_size,
             layers,
         }
+    }
+
+    /// Tag a multi-platform index in `name` listing `image`'s manifest under each
+    /// of `platforms` (`(os, architecture)`); returns the index's digest.
+    pub fn put_index(
+        &self,
+        name: &str,
+        tag: &str,
+        image: &PushedImage,
+        platforms: &[(&str, &str)],
+    ) -> String {
+        let manifests: Vec<serde_json::Value> = platforms
+            .iter()
+            .map(|(os, arch)| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": image.digest,
+                    "size": image.manifest_size,
+                    "platform": {"os": os, "architecture": arch}
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests
+        }))
+        .unwrap();
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "PUT /v2/{name}/manifests/{tag} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n",
+            self.host(),
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 201") || answer.starts_with("HTTP/1.0 201"),
+            "{answer}"
+        );
+        format!("sha256:{}", sha256_hex(&body))
     }
 }
 
@@ -243,6 +291,7 @@ pub struct PushedImage {
     pub reference: String,
     /// The manifest's digest.
     pub digest: String,
+    pub manifest_size: usize,
     /// Layer digests, bottom first.
     pub layers: Vec<String>,
 }
