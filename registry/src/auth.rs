@@ -43,12 +43,13 @@ pub(crate) fn auth_files(named: Option<&Path>) -> Vec<(PathBuf, bool)> {
     files
 }
 
-/// The credentials for `registry/repository`, or anonymous.
+/// The credentials for `registry/repository` and the file they came from, or
+/// anonymous.
 pub(crate) fn credentials(
     files: &[(PathBuf, bool)],
     registry: &str,
     repository: &str,
-) -> Result<RegistryAuth, Error> {
+) -> Result<(RegistryAuth, Option<PathBuf>), Error> {
     for (path, required) in files {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
@@ -84,7 +85,10 @@ pub(crate) fn credentials(
                     "auths.{registry}.auth is not base64 of user:password"
                 ))
             })?;
-            return Ok(RegistryAuth::Basic(user.to_owned(), password.to_owned()));
+            return Ok((
+                RegistryAuth::Basic(user.to_owned(), password.to_owned()),
+                Some(path.clone()),
+            ));
         }
         let helper = file
             .cred_helpers
@@ -96,7 +100,7 @@ pub(crate) fn credentials(
             )));
         }
     }
-    Ok(RegistryAuth::Anonymous)
+    Ok((RegistryAuth::Anonymous, None))
 }
 
 /// The entry for a registry: keys may be `host`, `host/repo/path` (the longest
@@ -159,6 +163,9 @@ mod tests {
         );
         let files = [(named, true), (other, false)];
         let basic = |u: &str, p: &str| RegistryAuth::Basic(u.to_owned(), p.to_owned());
+        let credentials = |files: &[(PathBuf, bool)], r: &str, repo: &str| {
+            credentials(files, r, repo).map(|(auth, _)| auth)
+        };
         assert_eq!(
             credentials(&files, "r.example", "app").unwrap(),
             basic("u", "p")
@@ -179,6 +186,9 @@ mod tests {
 
     #[test]
     fn credential_helpers_and_bad_files_are_named() {
+        let credentials = |files: &[(PathBuf, bool)], r: &str, repo: &str| {
+            credentials(files, r, repo).map(|(auth, _)| auth)
+        };
         let dir = tempfile::tempdir().unwrap();
         let helpers = write(
             dir.path(),

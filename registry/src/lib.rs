@@ -79,6 +79,8 @@ struct Session {
     target: Reference,
     client: Client,
     auth: RegistryAuth,
+    /// The file `auth` came from.
+    authfile: Option<PathBuf>,
 }
 
 impl Session {
@@ -97,7 +99,7 @@ impl Session {
             )));
         }
         let insecure = settings.is_some_and(|r| r.insecure);
-        let auth = auth::credentials(
+        let (auth, authfile) = auth::credentials(
             &auth::auth_files(options.authfile.as_deref()),
             reference.registry(),
             reference.repository(),
@@ -137,6 +139,7 @@ impl Session {
             target,
             client,
             auth,
+            authfile,
         })
     }
 
@@ -172,9 +175,16 @@ impl Session {
                 format!("talking to the registry {host} failed: {}", chain(inner))
             }
             OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => format!(
-                "the registry {host} refused access (401 Unauthorized): log in with `podman login {host}` or name an auth file with --authfile ({e})"
-            ),
+            | OciDistributionError::AuthenticationFailure(_) => match &self.authfile {
+                Some(file) => format!(
+                    "the registry {host} refused access (401 Unauthorized) with the credentials of {}: log in again with `podman login --authfile {} {host}` ({e})",
+                    file.display(),
+                    file.display()
+                ),
+                None => format!(
+                    "the registry {host} refused access (401 Unauthorized): log in with `podman login {host}` or name an auth file with --authfile ({e})"
+                ),
+            },
             OciDistributionError::ImageManifestNotFoundError(_) => {
                 "manifest unknown: the registry has no such tag or digest".to_owned()
             }

@@ -410,3 +410,73 @@ fn resolve_digest_asks_the_registry_without_downloading_a_layer() {
     assert_eq!(resolve(), second.digest);
     assert_eq!(registry.blob_gets(), before, "no blob was downloaded");
 }
+
+/// A registry stand-in on 127.0.0.1 that answers every request 401, asking for
+/// basic auth, and keeps the request heads it was sent. It serves `limit`
+/// connections, then its thread ends.
+fn unauthorized_registry(limit: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (heads, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(limit) {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let body =
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            let answer = format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+            let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
+        }
+    });
+    (port, received)
+}
+
+#[test]
+fn credentials_come_from_the_authfile_and_a_401_says_to_log_in() {
+    let (port, heads) = unauthorized_registry(8);
+    let state = StateDir::new();
+    let conf = state.dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!("[[registry]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = true\n"),
+    )
+    .unwrap();
+    // base64("u:p")
+    let authfile = state.dir.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"auths": {{"127.0.0.1:{port}": {{"auth": "dTpw"}}}}}}"#),
+    )
+    .unwrap();
+    let mut cmd = state.berth(&["pull", &format!("127.0.0.1:{port}/app:1")]);
+    cmd.arg("--registries-conf")
+        .arg(&conf)
+        .arg("--authfile")
+        .arg(&authfile);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "the registry 127.0.0.1:{port} refused access (401 Unauthorized) with the credentials of {}: log in again",
+            authfile.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let sent: Vec<String> = heads.try_iter().collect();
+    assert!(
+        sent.iter()
+            .any(|h| h.to_ascii_lowercase().contains("authorization: basic dtpw")),
+        "no request carried the authfile's credentials: {sent:#?}"
+    );
+}
