@@ -14,7 +14,7 @@ use berth_runtime::image::{ImageStore, Pull, StoredImage};
 use futures::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
-use oci_client::manifest::{self as media, OciDescriptor};
+use oci_client::manifest::{self as media, OciDescriptor, OciImageIndex, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
@@ -169,10 +169,16 @@ impl Session {
                 } else {
                     " (if it serves plain HTTP, set `insecure = true` for it in registries.conf)"
                 };
-                format!("cannot reach the registry {host}: {}{hint}", chain(inner))
+                format!(
+                    "cannot reach the registry {host}: {}{hint}",
+                    berth_runtime::with_causes(inner)
+                )
             }
             OciDistributionError::RequestError(inner) => {
-                format!("talking to the registry {host} failed: {}", chain(inner))
+                format!(
+                    "talking to the registry {host} failed: {}",
+                    berth_runtime::with_causes(inner)
+                )
             }
             OciDistributionError::UnauthorizedError { .. }
             | OciDistributionError::AuthenticationFailure(_) => match &self.authfile {
@@ -232,19 +238,14 @@ impl Session {
     }
 
     /// Stream one blob into the store through its verifying writer.
-    async fn fetch_blob(&self, pull: &Pull<'_>, descriptor: &Descriptor) -> Result<()> {
+    async fn fetch_blob(&self, pull: &Pull<'_>, descriptor: &OciDescriptor) -> Result<()> {
+        let size = self.size(descriptor)?;
         let mut writer = pull
-            .blob_writer(&descriptor.digest, descriptor.size)
+            .blob_writer(&descriptor.digest, size)
             .map_err(self.store())?;
-        let wanted = OciDescriptor {
-            media_type: descriptor.media_type.clone(),
-            digest: descriptor.digest.clone(),
-            size: i64::try_from(descriptor.size).unwrap_or(i64::MAX),
-            ..OciDescriptor::default()
-        };
         let mut stream = self
             .client
-            .pull_blob_stream(&self.target, &wanted)
+            .pull_blob_stream(&self.target, descriptor)
             .await
             .map_err(|e| self.explain(e))?;
         while let Some(chunk) = stream.next().await {
@@ -254,7 +255,7 @@ impl Session {
                     .map_err(|e| self.fail(format!("blob {}: {e}", descriptor.digest)))?,
                 // oci-client checks the digest too, at the end of the stream: then
                 // the writer's own check says what is wrong, naming the blob.
-                Err(_) if writer.written() == descriptor.size => break,
+                Err(_) if writer.written() == size => break,
                 Err(e) => {
                     return Err(self.fail(format!(
                         "blob {}: the download failed: {e}",
@@ -264,6 +265,16 @@ impl Session {
             }
         }
         writer.commit().map_err(self.store())
+    }
+
+    /// A descriptor's size; a negative one is refused.
+    fn size(&self, descriptor: &OciDescriptor) -> Result<u64> {
+        u64::try_from(descriptor.size).map_err(|_| {
+            self.fail(format!(
+                "blob {}: the manifest gives it the size {}",
+                descriptor.digest, descriptor.size
+            ))
+        })
     }
 
     async fn pull(&self, store: &ImageStore) -> Result<StoredImage> {
@@ -278,7 +289,7 @@ impl Session {
                 return Err(self.fail(format!("manifest {chosen}: the registry sent {digest}")));
             }
         }
-        let manifest: Manifest = serde_json::from_slice(&bytes)
+        let manifest: OciImageManifest = serde_json::from_slice(&bytes)
             .map_err(|e| self.fail(format!("manifest {digest} is not an image manifest: {e}")))?;
         if manifest.layers.is_empty() {
             return Err(self.fail(format!("manifest {digest} has no layers")));
@@ -317,7 +328,10 @@ impl Session {
             .image_defaults(&manifest.config.digest)
             .map_err(self.store())?;
         defaults.digest = Some(digest.clone());
-        let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        let mut size = self.size(&manifest.config)?;
+        for layer in &manifest.layers {
+            size = size.saturating_add(self.size(layer)?);
+        }
         let pulled_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -338,12 +352,12 @@ impl Session {
     /// This machine's entry of a multi-platform index, or an error naming the
     /// platforms it has.
     fn choose_platform(&self, bytes: &[u8]) -> Result<String> {
-        let index: Index = serde_json::from_slice(bytes)
+        let index: OciImageIndex = serde_json::from_slice(bytes)
             .map_err(|e| self.fail(format!("the image index is not valid: {e}")))?;
         let (os, arch, variant) = platform();
-        let matches = |p: &Platform| {
-            p.os == os
-                && p.architecture == arch
+        let matches = |p: &media::Platform| {
+            p.os.to_string() == os
+                && p.architecture.to_string() == arch
                 && (variant.is_none() || p.variant.is_none() || p.variant.as_deref() == variant)
         };
         if let Some(entry) = index
@@ -357,7 +371,7 @@ impl Session {
             .manifests
             .iter()
             .filter_map(|m| m.platform.as_ref())
-            .filter(|p| p.os != "unknown")
+            .filter(|p| p.os.to_string() != "unknown")
             .map(|p| match &p.variant {
                 Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
                 None => format!("{}/{}", p.os, p.architecture),
@@ -372,16 +386,6 @@ impl Session {
             }
         )))
     }
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// This machine in the OCI's (Go's) words.
@@ -417,41 +421,6 @@ fn media_type(bytes: &[u8]) -> String {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct Manifest {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Index {
-    manifests: Vec<IndexEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-struct IndexEntry {
-    digest: String,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
 /// Pull `reference` into `store`: the manifest (this machine's, from a
 /// multi-platform index), the config and every layer not already there, each
 /// verified while it streams in; then the layers are unpacked (once each) and
@@ -484,12 +453,28 @@ mod tests {
     fn a_missing_platform_is_named_with_those_present() {
         let reference: ImageRef = "localhost:5000/app".parse().unwrap();
         let session = Session::new(&reference, &PullOptions::default()).unwrap();
-        let index = br#"{"manifests": [
-            {"digest": "sha256:aa", "platform": {"os": "linux", "architecture": "mips64"}},
-            {"digest": "sha256:bb", "platform": {"os": "windows", "architecture": "amd64"}},
-            {"digest": "sha256:cc", "platform": {"os": "unknown", "architecture": "unknown"}}
-        ]}"#;
-        let e = session.choose_platform(index).unwrap_err().to_string();
+        let entry = |digest: &str, os: &str, arch: &str| {
+            format!(
+                r#"{{"mediaType": "{}", "size": 1, "digest": "{digest}", "platform": {{"os": "{os}", "architecture": "{arch}"}}}}"#,
+                media::OCI_IMAGE_MEDIA_TYPE
+            )
+        };
+        let index = |entries: &[String]| {
+            format!(
+                r#"{{"schemaVersion": 2, "manifests": [{}]}}"#,
+                entries.join(",")
+            )
+        };
+        let foreign = index(&[
+            entry("sha256:aa", "linux", "mips64"),
+            entry("sha256:bb", "windows", "amd64"),
+            entry("sha256:cc", "unknown", "unknown"),
+        ]);
+        let index_bytes = foreign.as_bytes();
+        let e = session
+            .choose_platform(index_bytes)
+            .unwrap_err()
+            .to_string();
         let (_, arch, _) = platform();
         assert_eq!(
             e,
@@ -497,14 +482,12 @@ mod tests {
                 "localhost:5000/app:latest: no image for this machine's platform linux/{arch}; the index has linux/mips64, windows/amd64"
             )
         );
-        let ours = format!(
-            r#"{{"manifests": [{{"digest": "sha256:dd", "platform": {{"os": "linux", "architecture": "{arch}"}}}}]}}"#
-        );
+        let ours = index(&[entry("sha256:dd", "linux", arch)]);
         assert_eq!(
             session.choose_platform(ours.as_bytes()).unwrap(),
             "sha256:dd"
         );
-        assert_eq!(media_type(index), media::OCI_IMAGE_INDEX_MEDIA_TYPE);
+        assert_eq!(media_type(index_bytes), media::OCI_IMAGE_INDEX_MEDIA_TYPE);
     }
 
     #[test]

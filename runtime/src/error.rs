@@ -59,6 +59,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error with its causes, `a: b: c`: some crates' messages (tar's, reqwest's)
+/// leave out the errno or the cause that says what happened.
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// `io_err("create", path)` for `map_err`.
 pub(crate) fn io(
     op: &'static str,

@@ -87,17 +87,6 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// An error with its causes: tar's own messages leave out the errno.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 /// A relative path of plain components, or why not.
 fn checked_path(path: &Path) -> std::result::Result<PathBuf, &'static str> {
     let mut clean = PathBuf::new();
@@ -172,7 +161,11 @@ fn unpack_layer(
         let inside = entry.unpack_in(rootfs).map_err(|e| {
             archive_error(
                 archive,
-                format!("cannot unpack {}: {}", raw.display(), chain(&e)),
+                format!(
+                    "cannot unpack {}: {}",
+                    raw.display(),
+                    crate::error::with_causes(&e)
+                ),
             )
         })?;
         if !inside {
