@@ -173,7 +173,10 @@ pub struct Spec {
     ],
     "dependentRequired" = {"pullPolicy": ["image"], "updateInterval": ["image"]},
     "if" = {"required": ["updateInterval"]},
-    "then" = {"required": ["pullPolicy"], "properties": {"pullPolicy": {"const": "Always"}}}
+    "then" = {"required": ["pullPolicy"], "properties": {
+        "pullPolicy": {"const": "Always"},
+        "image": {"not": {"pattern": "@"}}
+    }}
 ))]
 pub struct Rootfs {
     /// `host` (the host's /usr, /bin, /lib*, /sbin bound read-only, a small writable

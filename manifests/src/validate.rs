@@ -282,6 +282,13 @@ fn rootfs(c: &mut Checker, rootfs: schema::Rootfs) -> RootfsSource {
             "spec.rootfs.updateInterval",
             "needs pullPolicy: Always (an update is a pull of the tag's new digest)",
         );
+    } else if update_interval_ms.is_some()
+        && rootfs.image.as_deref().is_some_and(|i| i.contains('@'))
+    {
+        c.key(
+            "spec.rootfs.updateInterval",
+            "the image is pinned by digest, which never changes; name a tag to follow",
+        );
     }
     if let Some(image) = rootfs.image {
         let reference = c.parse("spec.rootfs.image", image.parse::<ImageRef>());

@@ -472,6 +472,14 @@ fn an_image_source_is_checked_where_it_is_written() {
         ),
         "m.yaml:9:5: spec.rootfs.pullPolicy: goes only with spec.rootfs.image",
     );
+    let pinned = format!(
+        "    image: r.example/app@sha256:{}\n    pullPolicy: Always\n    updateInterval: 1h\n",
+        "0".repeat(64)
+    );
+    assert_one(
+        &image(&pinned),
+        "m.yaml:8:5: spec.rootfs.updateInterval: the image is pinned by digest, which never changes; name a tag to follow",
+    );
     let always = check(&image(
         "    image: r.example/app\n    pullPolicy: Always\n    updateInterval: 1h\n",
     ));
