@@ -252,7 +252,8 @@ impl Session {
             match chunk {
                 Ok(bytes) => writer
                     .write_all(&bytes)
-                    .map_err(|e| self.fail(format!("blob {}: {e}", descriptor.digest)))?,
+                    // The writer's error names the blob.
+                    .map_err(|e| self.fail(e.to_string()))?,
                 // oci-client checks the digest too, at the end of the stream: then
                 // the writer's own check says what is wrong, naming the blob.
                 Err(_) if writer.written() == size => break,

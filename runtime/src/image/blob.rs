@@ -141,7 +141,16 @@ impl Write for BlobWriter {
             .file
             .as_mut()
             .ok_or_else(|| std::io::Error::other("the blob was committed"))?;
-        let n = file.write(buf)?;
+        let n = file.write(buf).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "blob {}: cannot write {}: {e}",
+                    self.digest,
+                    self.tmp.display()
+                ),
+            )
+        })?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
