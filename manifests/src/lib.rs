@@ -3,6 +3,7 @@
 //! every problem reported as `FILE:LINE:COLUMN: field: message`.
 
 mod discover;
+mod image_ref;
 mod locate;
 mod parse;
 mod schema;
@@ -17,12 +18,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use discover::{is_manifest_name, manifest_files};
+pub use image_ref::ImageRef;
 pub use locate::Position;
 pub use parse::{MAX_FILE_BYTES, ParsedFile, parse_bytes, parse_file, parse_str};
 pub use schema::{API_VERSION, KIND, Manifest};
 pub use spec::{
-    Container, ContainerSpec, Mount, NetworkMode, Resources, RestartPolicy, RootfsSource, RunState,
-    SeccompPolicy, Security, Source,
+    Container, ContainerSpec, Mount, NetworkMode, PullPolicy, Resources, RestartPolicy,
+    RootfsSource, RunState, SeccompPolicy, Security, Source,
 };
 pub use spec::{IdMap, UsernsSpec};
 pub use units::parse_duration;

@@ -110,13 +110,16 @@ pub struct Metadata {
 #[schemars(deny_unknown_fields)]
 #[schemars(extend("anyOf" = [
     {"required": ["command"]},
-    {"required": ["rootfs"], "properties": {"rootfs": {"type": "object", "required": ["oci"]}}}
+    {"required": ["rootfs"], "properties": {"rootfs": {"type": "object", "anyOf": [
+        {"required": ["oci"]},
+        {"required": ["image"]}
+    ]}}}
 ]))]
 pub struct Spec {
     /// Where the root filesystem comes from. Default: `{template: host}`.
     pub rootfs: Option<Rootfs>,
     /// The program and its arguments, run as the container's init (PID 1).
-    /// Required unless the rootfs is an OCI image that supplies one.
+    /// Required unless the rootfs is an OCI image (`oci` or `image`) that supplies one.
     #[serde(default)] // Optional in the schema too, despite schema_with.
     #[schemars(schema_with = "command_schema")]
     pub command: Option<Vec<String>>,
@@ -171,11 +174,23 @@ pub struct Spec {
     pub supplemental_groups: Vec<u32>,
 }
 
-/// Set exactly one of `template`, `path`, `tarball` or `oci`.
+/// Set exactly one of `template`, `path`, `tarball`, `oci` or `image`;
+/// `pullPolicy` and `updateInterval` go with `image` only.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(deny_unknown_fields)]
-#[schemars(extend("maxProperties" = 1))]
+#[schemars(extend(
+    "anyOf" = [
+        {"maxProperties": 1},
+        {"required": ["image"], "propertyNames": {"enum": ["image", "pullPolicy", "updateInterval"]}}
+    ],
+    "dependentRequired" = {"pullPolicy": ["image"], "updateInterval": ["image"]},
+    "if" = {"required": ["updateInterval"]},
+    "then" = {"required": ["pullPolicy"], "properties": {
+        "pullPolicy": {"const": "Always"},
+        "image": {"not": {"pattern": "@"}}
+    }}
+))]
 pub struct Rootfs {
     /// `host` (the host's /usr, /bin, /lib*, /sbin bound read-only, a small writable
     /// /etc, /tmp, /var, /run), `busybox` (the host's static busybox), or an LXC-style
@@ -192,6 +207,25 @@ pub struct Rootfs {
     pub tarball: Option<String>,
     /// An OCI image layout on disk, as `skopeo copy ... oci:DIR:TAG` writes it.
     pub oci: Option<OciImage>,
+    /// An image in a registry: `registry.example:5000/team/app:1.4` or
+    /// `…/app@sha256:…`. The registry must be named: berth has no default one.
+    #[schemars(extend("pattern" = IMAGE_REF_PATTERN))]
+    pub image: Option<String>,
+    /// When to pull `image`: `IfNotPresent` (once), `Always` (on every create),
+    /// or `Never` (it must be in the store). Default: `IfNotPresent`.
+    pub pull_policy: Option<PullPolicy>,
+    /// How often the daemon checks `image`'s tag for a new digest (`1h`, `30m`, or
+    /// whole seconds); only with `pullPolicy: Always`. Default: never.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "interval_schema")]
+    pub update_interval: Option<Seconds>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum PullPolicy {
+    IfNotPresent,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -498,6 +532,20 @@ const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 const HOSTNAME_PATTERN: &str = "^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$";
 const ENV_NAME_PATTERN: &str = "^[^=\\x00]+$";
 const TARBALL_PATTERN: &str = "^/[^\\x00]*(\\.tar|\\.tar\\.gz|\\.tgz|\\.tar\\.zst)$";
+/// `ImageRef`'s grammar: a registry (with a '.' or ':', or `localhost`), lower-case
+/// path components, an optional tag and an optional sha256 digest. The length
+/// limit of the name is left to `berth validate`.
+const IMAGE_REF_PATTERN: &str = concat!(
+    "^(",
+    "[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)+(:[0-9]{1,5})?",
+    "|[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?:[0-9]{1,5}",
+    "|localhost",
+    "|\\[[0-9A-Fa-f:.]+\\](:[0-9]{1,5})?",
+    ")",
+    "(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)+",
+    "(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?",
+    "(@sha256:[0-9a-f]{64})?$"
+);
 /// Absolute, without NUL bytes.
 const ABSOLUTE_PATTERN: &str = "^/[^\\x00]*$";
 /// A `..` component, which would climb out of the container's root.
@@ -569,6 +617,19 @@ fn duration_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "anyOf": [
         { "type": "integer", "minimum": 0 },
         { "type": "string", "pattern": "^(0|([0-9]+(ms|s|m|h))+)$" },
+        { "type": "null" }
+    ] })
+}
+
+/// A duration as `duration_schema`, but not zero.
+fn interval_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "anyOf": [
+        { "type": "integer", "minimum": 1 },
+        {
+            "type": "string",
+            "pattern": "^([0-9]+(ms|s|m|h))+$",
+            "not": { "pattern": "^(0+(ms|s|m|h))+$" }
+        },
         { "type": "null" }
     ] })
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use crate::schema::{NetworkMode, RestartPolicy, RunState};
+pub use crate::image_ref::ImageRef;
+pub use crate::schema::{NetworkMode, PullPolicy, RestartPolicy, RunState};
 
 /// A valid container document, with where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +87,15 @@ pub enum RootfsSource {
     Oci {
         layout: PathBuf,
         reference: Option<String>,
+    },
+    /// An image from a registry, pulled into the image store.
+    Image {
+        reference: ImageRef,
+        pull_policy: PullPolicy,
+        /// How often the daemon checks the tag for a new digest; only with
+        /// `PullPolicy::Always`. Absent when off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        update_interval_ms: Option<u64>,
     },
 }
 

@@ -6,8 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use crate::Diagnostic;
+use crate::image_ref::ImageRef;
 use crate::locate::{DocumentIndex, Position};
-use crate::schema::{self, Manifest, NetworkMode, RestartPolicy, RunState};
+use crate::schema::{self, Manifest, NetworkMode, PullPolicy, RestartPolicy, RunState};
 use crate::spec::{
     Container, ContainerSpec, IdMap, Mount, Resources, RootfsSource, SeccompPolicy, Security,
     Source, UsernsSpec,
@@ -107,8 +108,14 @@ pub fn container(
     }
     let spec = manifest.spec;
     let state = spec.state.unwrap_or(RunState::Running);
+    // Asked before the rootfs is checked: a malformed image reference is one
+    // problem, not also a missing command.
+    let image_supplies_one = spec
+        .rootfs
+        .as_ref()
+        .is_some_and(|r| r.oci.is_some() || r.image.is_some());
     let rootfs = rootfs(&mut c, spec.rootfs.unwrap_or_default());
-    let command = command(&mut c, spec.command, &rootfs);
+    let command = command(&mut c, spec.command, image_supplies_one);
     for (key, value) in &spec.env {
         let path = format!("spec.env.{key}");
         if key.is_empty() || key.contains(['=', '\0']) {
@@ -252,12 +259,63 @@ fn rootfs(c: &mut Checker, rootfs: schema::Rootfs) -> RootfsSource {
         rootfs.path.is_some(),
         rootfs.tarball.is_some(),
         rootfs.oci.is_some(),
+        rootfs.image.is_some(),
     ];
     if set.iter().filter(|s| **s).count() > 1 {
         c.key(
             "spec.rootfs",
-            "set only one of template, path, tarball and oci",
+            "set only one of template, path, tarball, oci and image",
         );
+    }
+    let pull_policy = rootfs.pull_policy;
+    let update_interval_ms = rootfs.update_interval.and_then(|interval| {
+        let ms = match interval {
+            schema::Seconds::Whole(secs) => Some(secs.saturating_mul(1000)),
+            schema::Seconds::Text(text) => c
+                .parse("spec.rootfs.updateInterval", units::parse_duration(&text))
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
+        if ms == Some(0) {
+            c.value(
+                "spec.rootfs.updateInterval",
+                "must be more than 0; leave it out to never check for updates",
+            );
+        }
+        ms
+    });
+    if rootfs.image.is_none() {
+        for (set, field) in [
+            (pull_policy.is_some(), "spec.rootfs.pullPolicy"),
+            (update_interval_ms.is_some(), "spec.rootfs.updateInterval"),
+        ] {
+            if set {
+                c.key(field, "goes only with spec.rootfs.image");
+            }
+        }
+    } else if update_interval_ms.is_some() && pull_policy != Some(PullPolicy::Always) {
+        c.key(
+            "spec.rootfs.updateInterval",
+            "needs pullPolicy: Always (an update is a pull of the tag's new digest)",
+        );
+    } else if update_interval_ms.is_some()
+        && rootfs.image.as_deref().is_some_and(|i| i.contains('@'))
+    {
+        c.key(
+            "spec.rootfs.updateInterval",
+            "the image is pinned by digest, which never changes; name a tag to follow",
+        );
+    }
+    if let Some(image) = rootfs.image {
+        let reference = c.parse("spec.rootfs.image", image.parse::<ImageRef>());
+        return match reference {
+            Some(reference) => RootfsSource::Image {
+                reference,
+                pull_policy: pull_policy.unwrap_or(PullPolicy::IfNotPresent),
+                update_interval_ms,
+            },
+            // Reported already; the container is not built.
+            None => RootfsSource::Host,
+        };
     }
     if let Some(path) = rootfs.path {
         let dir = c.absolute("spec.rootfs.path", &path, "rootfs.path");
@@ -331,8 +389,7 @@ fn rootfs(c: &mut Checker, rootfs: schema::Rootfs) -> RootfsSource {
     }
 }
 
-fn command(c: &mut Checker, command: Option<Vec<String>>, rootfs: &RootfsSource) -> Vec<String> {
-    let image_supplies_one = matches!(rootfs, RootfsSource::Oci { .. });
+fn command(c: &mut Checker, command: Option<Vec<String>>, image_supplies_one: bool) -> Vec<String> {
     match command {
         None if image_supplies_one => Vec::new(),
         None => {

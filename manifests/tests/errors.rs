@@ -423,7 +423,7 @@ fn rootfs_sources_are_checked() {
     );
     assert_one(
         &with_spec("web", "  rootfs: {template: host, path: /srv}\n"),
-        "m.yaml:7:3: spec.rootfs: set only one of template, path, tarball and oci",
+        "m.yaml:7:3: spec.rootfs: set only one of template, path, tarball, oci and image",
     );
     let oci = format!(
         "{HEAD}metadata: {{name: img}}\nspec:\n  rootfs: {{oci: {{layout: /srv/img, ref: v1}}}}\n"
@@ -432,6 +432,65 @@ fn rootfs_sources_are_checked() {
         check(&oci).is_valid(),
         "an OCI image may supply the command"
     );
+}
+
+#[test]
+fn an_image_source_is_checked_where_it_is_written() {
+    let image = |rootfs: &str| format!("{HEAD}metadata: {{name: img}}\nspec:\n  rootfs:\n{rootfs}");
+    let parsed = check(&image("    image: 127.0.0.1:5000/team/app:1.4\n"));
+    assert!(parsed.is_valid(), "{:?}", parsed.diagnostics);
+    let spec = &parsed.containers[0].spec;
+    assert!(spec.command.is_empty(), "the image supplies the command");
+    match &spec.rootfs {
+        berth_manifests::RootfsSource::Image {
+            reference,
+            pull_policy,
+            update_interval_ms,
+        } => {
+            assert_eq!(reference.to_string(), "127.0.0.1:5000/team/app:1.4");
+            assert_eq!(*pull_policy, berth_manifests::PullPolicy::IfNotPresent);
+            assert_eq!(*update_interval_ms, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_one(
+        &image("    image: alpine\n"),
+        "m.yaml:6:12: spec.rootfs.image: \"alpine\" is a short name: write the registry too, e.g. docker.io/library/alpine (berth has no default registry)",
+    );
+    assert_one(
+        &image("    image: r.example/app\n    updateInterval: 1h\n"),
+        "m.yaml:7:5: spec.rootfs.updateInterval: needs pullPolicy: Always (an update is a pull of the tag's new digest)",
+    );
+    assert_one(
+        &image("    image: r.example/app\n    pullPolicy: Always\n    updateInterval: 0s\n"),
+        "m.yaml:8:21: spec.rootfs.updateInterval: must be more than 0; leave it out to never check for updates",
+    );
+    assert_one(
+        &with_spec(
+            "web",
+            "  rootfs:\n    template: host\n    pullPolicy: Never\n",
+        ),
+        "m.yaml:9:5: spec.rootfs.pullPolicy: goes only with spec.rootfs.image",
+    );
+    let pinned = format!(
+        "    image: r.example/app@sha256:{}\n    pullPolicy: Always\n    updateInterval: 1h\n",
+        "0".repeat(64)
+    );
+    assert_one(
+        &image(&pinned),
+        "m.yaml:8:5: spec.rootfs.updateInterval: the image is pinned by digest, which never changes; name a tag to follow",
+    );
+    let always = check(&image(
+        "    image: r.example/app\n    pullPolicy: Always\n    updateInterval: 1h\n",
+    ));
+    assert!(always.is_valid(), "{:?}", always.diagnostics);
+    assert!(matches!(
+        always.containers[0].spec.rootfs,
+        berth_manifests::RootfsSource::Image {
+            update_interval_ms: Some(3_600_000),
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -34,6 +34,16 @@ pub struct Cli {
     )]
     pub cgroup_parent: String,
 
+    /// registries.conf (v2 TOML) for `pull`: which registries are plain HTTP
+    /// (`insecure = true`) or blocked. Default: /etc/containers/registries.conf.
+    #[arg(long, global = true, env = "BERTH_REGISTRIES_CONF")]
+    pub registries_conf: Option<PathBuf>,
+
+    /// Registry credentials (auth.json or docker config.json), looked at before
+    /// /run/containers/0/auth.json and ~/.docker/config.json.
+    #[arg(long, global = true, env = "REGISTRY_AUTH_FILE")]
+    pub authfile: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -79,8 +89,27 @@ pub enum Command {
         #[arg(short = 'f', long)]
         force: bool,
     },
-    /// Clean up creates that were interrupted (power loss, kill -9).
+    /// Clean up creates that were interrupted (power loss, kill -9), and free the
+    /// image store's blobs and layers that no image uses.
     Gc,
+    /// Pull an image from a registry into the image store.
+    ///
+    /// REF names the registry: `registry.example:5000/team/app:1.4` or
+    /// `…/app@sha256:…` (berth has no default registry). Blobs and layers already
+    /// in the store are not fetched again.
+    Pull { reference: String },
+    /// List the images in the store: REFERENCE DIGEST SIZE CONTAINERS.
+    Images {
+        /// json for a list of objects.
+        #[arg(short = 'o', long = "output", default_value = "", value_parser = ["", "json"])]
+        output: String,
+    },
+    /// Remove an image from the store (refused while a container uses it); `gc`
+    /// then frees its layers and blobs.
+    Rmi {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
     /// Start a created container; returns once its command runs, or with its error.
     ///
     /// A monitor process per container (`[berth monitor] STATE-DIR NAME` in ps)

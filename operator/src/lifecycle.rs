@@ -87,17 +87,15 @@ pub fn destroy(runtime: &Runtime, name: &str, force: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-pub fn gc(runtime: &Runtime) -> anyhow::Result<ExitCode> {
+/// Returns whether it removed anything.
+pub fn gc(runtime: &Runtime) -> anyhow::Result<bool> {
     let recovered = runtime
         .recover()
         .context("cannot clean up interrupted creates")?;
     for name in &recovered {
         println!("removed interrupted create {name}");
     }
-    if recovered.is_empty() {
-        println!("nothing to clean up");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(!recovered.is_empty())
 }
 
 pub fn start(runtime: &Runtime, name: &str) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod daemon;
 mod desired;
+mod images;
 mod lifecycle;
 mod reconcile;
 mod scheduler;
@@ -111,7 +112,25 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 lifecycle::destroy(&runtime, name, force)
             }))
         }
-        cli::Command::Gc => lifecycle::gc(&runtime),
+        cli::Command::Gc => {
+            let recovered = lifecycle::gc(&runtime)?;
+            let freed = images::gc(&cli.state_dir)?;
+            if !recovered && !freed {
+                println!("nothing to clean up");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Pull { reference } => {
+            let options = berth_registry::PullOptions::load(
+                cli.registries_conf.as_deref(),
+                cli.authfile.as_deref(),
+            )?;
+            images::pull(&cli.state_dir, &reference, &options)
+        }
+        cli::Command::Images { output } => images::list(&cli.state_dir, &output),
+        cli::Command::Rmi { references } => Ok(lifecycle::each(&references, |reference| {
+            images::remove(&cli.state_dir, reference)
+        })),
         cli::Command::Start { names } => Ok(lifecycle::each(&names, |name| {
             lifecycle::start(&runtime, name)
         })),

@@ -37,6 +37,13 @@ pub struct ImageDefaults {
     pub command: Vec<String>,
     pub env: Vec<String>,
     pub working_dir: Option<String>,
+    /// `User` of the image config: `name`, `uid`, `uid:gid` or `name:group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The manifest digest of an image from the store: what `berth images` counts
+    /// a container's use of, and `rmi` refuses to remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -45,6 +45,11 @@ pub enum Error {
     Archive { path: PathBuf, message: String },
     #[error("OCI layout {}: {message}", layout.display())]
     Oci { layout: PathBuf, message: String },
+    #[error("image {reference}: {message}")]
+    Image { reference: String, message: String },
+    /// A blob of the image store: its digest, and what is wrong with it.
+    #[error("blob {digest}: {message}")]
+    Blob { digest: String, message: String },
     #[error("config {}: {message}", path.display())]
     Config { path: PathBuf, message: String },
     /// A cgroup the host cannot provide, or a cgroup file that refused a value.
@@ -53,6 +58,18 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error with its causes, `a: b: c`: some crates' messages (tar's, reqwest's)
+/// leave out the errno or the cause that says what happened.
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
 
 /// `io_err("create", path)` for `map_err`.
 pub(crate) fn io(

@@ -7,6 +7,7 @@ mod config;
 mod create;
 mod error;
 mod exec;
+pub mod image;
 mod init;
 mod layout;
 mod lifecycle;
@@ -31,7 +32,7 @@ mod userns;
 use std::path::{Path, PathBuf};
 
 pub use config::{Header, ImageDefaults, Origin, SavedConfig};
-pub use error::{Error, Result};
+pub use error::{Error, Result, with_causes};
 pub use exec::ExecOptions;
 pub use layout::ContainerDir;
 pub use lifecycle::StagedConfig;

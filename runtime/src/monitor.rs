@@ -559,7 +559,7 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
     }
     set("container", "berth", true);
     set("PATH", DEFAULT_PATH, false);
-    if spec.user.is_none() {
+    if spec.user.is_none() && image.user.as_deref().is_none_or(str::is_empty) {
         set("HOME", "/root", false);
     }
     set("TERM", "xterm", false);
@@ -588,12 +588,14 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         seccomp,
         id_maps: config.id_maps.clone(),
         init: spec.init,
+        // The manifest's user, else the image's (`User` of its config).
         user: spec
             .user
             .as_deref()
+            .or(image.user.as_deref().filter(|u| !u.is_empty()))
             .map(str::parse::<berth_manifests::User>)
             .transpose()
-            .map_err(|e| format!("spec.user: {e}"))?,
+            .map_err(|e| format!("user: {e}"))?,
         supplemental_groups: spec.supplemental_groups.clone(),
     })
 }

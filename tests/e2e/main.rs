@@ -9,6 +9,8 @@ mod exec;
 mod exec_isolation;
 mod orphan;
 mod pid1;
+mod pull;
+mod registry;
 mod security;
 mod start;
 mod validate;

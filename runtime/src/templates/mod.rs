@@ -5,9 +5,9 @@
 mod busybox;
 mod etc;
 mod host;
-mod oci;
+pub(crate) mod oci;
 mod script;
-mod unpack;
+pub(crate) mod unpack;
 
 use std::path::{Path, PathBuf};
 
@@ -110,6 +110,12 @@ pub fn resolve(source: &RootfsSource) -> Result<Resolved> {
                 layout: layout.clone(),
                 reference: reference.clone(),
             }
+        }
+        RootfsSource::Image { reference, .. } => {
+            return Err(Error::Image {
+                reference: reference.to_string(),
+                message: "image sources are not wired yet: `berth pull` it, the create path does not use the store yet".to_owned(),
+            });
         }
     })
 }

@@ -69,6 +69,8 @@ struct RunConfig {
     env: Option<Vec<String>>,
     #[serde(default)]
     working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 struct Layout<'a> {
@@ -222,12 +224,27 @@ pub fn unpack(dir: &Path, reference: Option<&str>, rootfs: &Path) -> Result<Imag
         unpack::layer(layer, rootfs, &progress)?;
     }
     progress.finish();
-    let run = config.config.unwrap_or_default();
-    let mut command = run.entrypoint.unwrap_or_default();
-    command.extend(run.cmd.unwrap_or_default());
-    Ok(ImageDefaults {
-        command,
-        env: run.env.unwrap_or_default(),
-        working_dir: run.working_dir.filter(|dir| !dir.is_empty()),
-    })
+    Ok(config.defaults())
+}
+
+impl ImageConfigFile {
+    fn defaults(self) -> ImageDefaults {
+        let run = self.config.unwrap_or_default();
+        let mut command = run.entrypoint.unwrap_or_default();
+        command.extend(run.cmd.unwrap_or_default());
+        ImageDefaults {
+            command,
+            env: run.env.unwrap_or_default(),
+            working_dir: run.working_dir.filter(|dir| !dir.is_empty()),
+            user: run.user.filter(|user| !user.is_empty()),
+            digest: None,
+        }
+    }
+}
+
+/// The run defaults of an image config blob (`application/vnd.oci.image.config.v1+json`).
+pub(crate) fn image_defaults(config: &[u8]) -> std::result::Result<ImageDefaults, String> {
+    serde_json::from_slice::<ImageConfigFile>(config)
+        .map(ImageConfigFile::defaults)
+        .map_err(|e| format!("the image config is not valid: {e}"))
 }

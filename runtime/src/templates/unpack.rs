@@ -1,6 +1,7 @@
 //! Unpacking rootfs archives: tar, tar.gz and tar.zst (told apart by their magic
 //! bytes, not their names), refusing any entry that would land outside the rootfs,
-//! and applying OCI whiteouts when asked to.
+//! and with OCI whiteouts either applied (a layer merged onto the ones below it)
+//! or kept as overlayfs marks (a layer unpacked alone, to be an overlay lower).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -25,17 +26,35 @@ fn archive_error(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// What `.wh.*` entries mean for an unpack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whiteouts {
+    /// A plain archive: they are ordinary files.
+    Keep,
+    /// A layer unpacked onto the layers below it: they remove what those made.
+    Apply,
+    /// A layer unpacked alone into an empty directory, to be an overlayfs lower:
+    /// `.wh.NAME` becomes the character device 0:0 `NAME`, `.wh..wh..opq` the
+    /// xattr `trusted.overlay.opaque=y` on its directory, as overlayfs reads them.
+    Overlay,
+}
+
 /// `tarball:` sources.
 pub fn tarball(archive: &Path, rootfs: &Path) -> Result<()> {
     let progress = Progress::new(archive)?;
-    unpack_layer(archive, rootfs, false, &progress)?;
+    unpack_layer(archive, rootfs, Whiteouts::Keep, &progress)?;
     progress.finish();
     Ok(())
 }
 
 /// One OCI layer, with whiteouts. `progress` spans all layers.
 pub fn layer(blob: &Path, rootfs: &Path, progress: &Progress) -> Result<()> {
-    unpack_layer(blob, rootfs, true, progress)
+    unpack_layer(blob, rootfs, Whiteouts::Apply, progress)
+}
+
+/// One OCI layer alone into the empty directory `dir`, in overlayfs's lower format.
+pub(crate) fn overlay_layer(blob: &Path, dir: &Path) -> Result<()> {
+    unpack_layer(blob, dir, Whiteouts::Overlay, &Progress::hidden())
 }
 
 /// Opens `path`, undoing gzip or zstd compression found by magic bytes.
@@ -68,17 +87,6 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// An error with its causes: tar's own messages leave out the errno.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 /// A relative path of plain components, or why not.
 fn checked_path(path: &Path) -> std::result::Result<PathBuf, &'static str> {
     let mut clean = PathBuf::new();
@@ -93,8 +101,13 @@ fn checked_path(path: &Path) -> std::result::Result<PathBuf, &'static str> {
     Ok(clean)
 }
 
-fn unpack_layer(archive: &Path, rootfs: &Path, whiteouts: bool, progress: &Progress) -> Result<()> {
-    if whiteouts {
+fn unpack_layer(
+    archive: &Path,
+    rootfs: &Path,
+    whiteouts: Whiteouts,
+    progress: &Progress,
+) -> Result<()> {
+    if whiteouts == Whiteouts::Apply {
         // Whiteouts hide what lower layers made; apply them before this layer's own
         // files, which an opaque directory keeps. So: one pass for them first.
         apply_whiteouts(archive, rootfs)?;
@@ -108,6 +121,8 @@ fn unpack_layer(archive: &Path, rootfs: &Path, whiteouts: bool, progress: &Progr
     let entries = tar
         .entries()
         .map_err(|e| archive_error(archive, format!("not a tar archive: {e}")))?;
+    // Overlay marks are made once every entry is out, so an entry's directory exists.
+    let mut marks = Vec::new();
     for entry in entries {
         let mut entry =
             entry.map_err(|e| archive_error(archive, format!("corrupt archive: {e}")))?;
@@ -127,20 +142,30 @@ fn unpack_layer(archive: &Path, rootfs: &Path, whiteouts: bool, progress: &Progr
         if path.as_os_str().is_empty() {
             continue;
         }
-        if whiteouts
+        if whiteouts != Whiteouts::Keep
             && path
                 .file_name()
                 .and_then(OsStr::to_str)
                 .is_some_and(|name| name.starts_with(WHITEOUT))
         {
+            if whiteouts == Whiteouts::Overlay {
+                marks.push(path);
+            }
             continue;
+        }
+        if whiteouts == Whiteouts::Overlay {
+            refuse_overlay_xattrs(archive, &raw, &mut entry)?;
         }
         // unpack_in refuses (returns false) when a symlink in the way would take the
         // entry outside `rootfs`.
         let inside = entry.unpack_in(rootfs).map_err(|e| {
             archive_error(
                 archive,
-                format!("cannot unpack {}: {}", raw.display(), chain(&e)),
+                format!(
+                    "cannot unpack {}: {}",
+                    raw.display(),
+                    crate::error::with_causes(&e)
+                ),
             )
         })?;
         if !inside {
@@ -153,7 +178,106 @@ fn unpack_layer(archive: &Path, rootfs: &Path, whiteouts: bool, progress: &Progr
             ));
         }
     }
+    for mark in marks {
+        overlay_mark(archive, rootfs, &mark)?;
+    }
     Ok(())
+}
+
+/// overlayfs reads `trusted.overlay.*` xattrs of its lowers (opaque, redirect,
+/// metacopy...): only berth may write them, never an image.
+fn refuse_overlay_xattrs<R: Read>(
+    archive: &Path,
+    raw: &Path,
+    entry: &mut tar::Entry<R>,
+) -> Result<()> {
+    let Ok(Some(extensions)) = entry.pax_extensions() else {
+        return Ok(());
+    };
+    for extension in extensions.flatten() {
+        let key = extension.key_bytes();
+        if key.starts_with(b"SCHILY.xattr.trusted.overlay.") {
+            return Err(archive_error(
+                archive,
+                format!(
+                    "entry {} carries an overlayfs xattr ({}); an image may not set those",
+                    raw.display(),
+                    String::from_utf8_lossy(key)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The overlayfs form of one whiteout entry `path` (already checked: relative,
+/// no `..`), made inside `rootfs` without following any symlink out of it.
+fn overlay_mark(archive: &Path, rootfs: &Path, path: &Path) -> Result<()> {
+    let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default();
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let dir = make_dirs_in_root(rootfs, parent)?;
+    let shown = rootfs.join(path);
+    let failed = |what: &str, e: rustix::io::Errno| {
+        archive_error(archive, format!("cannot {what} {}: {e}", shown.display()))
+    };
+    if name == OPAQUE {
+        return rustix::fs::fsetxattr(
+            &dir,
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| failed("mark opaque", e));
+    }
+    let hidden = &name[WHITEOUT.len()..];
+    if hidden.is_empty() || hidden == "." || hidden == ".." {
+        return Err(archive_error(
+            archive,
+            format!("whiteout {} names no entry", path.display()),
+        ));
+    }
+    rustix::fs::mknodat(
+        &dir,
+        hidden,
+        rustix::fs::FileType::CharacterDevice,
+        Mode::empty(),
+        rustix::fs::makedev(0, 0),
+    )
+    .map_err(|e| failed("make the whiteout", e))
+}
+
+/// Opens `rootfs/relative` as a directory, making what is missing (0755), every
+/// step resolved inside `rootfs` (RESOLVE_IN_ROOT).
+fn make_dirs_in_root(rootfs: &Path, relative: &Path) -> Result<OwnedFd> {
+    let mut walked = PathBuf::new();
+    let mut dir = open_in_root(rootfs, &walked)?
+        .ok_or_else(|| archive_error(rootfs, "the directory is gone"))?;
+    for part in relative.components() {
+        let Component::Normal(part) = part else {
+            continue;
+        };
+        walked.push(part);
+        if let Some(next) = open_in_root(rootfs, &walked)? {
+            dir = next;
+            continue;
+        }
+        match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => {
+                return Err(archive_error(
+                    &rootfs.join(&walked),
+                    format!("cannot make the directory: {e}"),
+                ));
+            }
+        }
+        dir = open_in_root(rootfs, &walked)?.ok_or_else(|| {
+            archive_error(
+                &rootfs.join(&walked),
+                "is not a directory (a whiteout's parent)",
+            )
+        })?;
+    }
+    Ok(dir)
 }
 
 fn apply_whiteouts(archive: &Path, rootfs: &Path) -> Result<()> {
