@@ -104,6 +104,9 @@ impl Session {
             reference.registry(),
             reference.repository(),
         )?;
+        // reqwest is built without a crypto provider of its own: ring's, once
+        // per process (an Err means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::new(ClientConfig {
             // `insecure = true`: plain HTTP, as a registry on a device's LAN or on
             // loopback serves.
