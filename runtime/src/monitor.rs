@@ -562,8 +562,13 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         SeccompPolicy::Profile(path) => crate::seccomp::profile_filters(path, &capabilities),
     }
     .map_err(|e| e.to_string())?;
+    let overlay = match (&config.layers, config.rootfs.parent()) {
+        (Some(layers), Some(dir)) => layers.overlay(dir),
+        _ => None,
+    };
     Ok(Plan {
         rootfs: config.rootfs.clone(),
+        overlay,
         host_binds: config.host_binds.clone(),
         mounts: spec.mounts.clone(),
         // Filled in by the monitor's checks; without them init binds nothing.
