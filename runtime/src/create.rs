@@ -174,7 +174,7 @@ impl Runtime {
             rootfs: &rootfs,
             log: &dir.template_log(),
             cgroup_parent: &self.cgroup_parent,
-            userns: config.id_maps.is_some(),
+            id_maps: config.id_maps.as_ref(),
             copy_layers: self.copy_layers,
         })?;
         // 6. The header naming the template, with what it leaves for start.

@@ -22,6 +22,9 @@ pub struct Plan {
     pub rootfs: PathBuf,
     /// Set: `rootfs` is the mount point of this overlay, not a directory to bind.
     pub overlay: Option<crate::layers::Overlay>,
+    /// The overlay made by the monitor (idmapped layers, for a user namespace),
+    /// detached, for init to move onto `rootfs`; made afresh for every start.
+    pub overlay_mount: Option<OwnedFd>,
     /// Host directories bound read-only at the same place (the host template).
     pub host_binds: Vec<PathBuf>,
     pub mounts: Vec<berth_manifests::Mount>,
@@ -112,9 +115,10 @@ fn setup_and_exec(plan: &Plan, sync: &UnixStream, console: OwnedFd) -> Step {
 /// overlay), the host's binds, spec.mounts, /proc, /sys, /dev.
 fn build_root(plan: &Plan) -> Step {
     let rootfs = &plan.rootfs;
-    match &plan.overlay {
-        Some(overlay) => crate::layers::mount_overlay(overlay, rootfs)?,
-        None => mount(
+    match (&plan.overlay_mount, &plan.overlay) {
+        (Some(detached), _) => crate::layers::attach_overlay(detached, rootfs)?,
+        (None, Some(overlay)) => crate::layers::mount_overlay(overlay, rootfs)?,
+        (None, None) => mount(
             Some(rootfs),
             rootfs,
             None::<&str>,

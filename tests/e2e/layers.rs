@@ -262,25 +262,28 @@ fn an_image_container_is_an_overlay_of_its_layers_and_writes_only_to_its_upper()
 }
 
 #[test]
-fn a_read_only_image_rootfs_refuses_writes() {
+fn a_read_only_image_rootfs_refuses_writes_with_or_without_a_user_namespace() {
     let state = StateDir::new();
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let layers = layers();
     let runtime = runtime(&state);
-    let name = unique("layers-ro");
-    create(
-        &state,
-        &runtime,
-        &name,
-        &format!(
-            "  command: [/bin/sh, -c, 'touch /srv/new 2>&1 || echo refused; echo ready; exec sleep 1000']\n  security: {{readOnlyRootfs: true}}\n{SPEC}"
-        ),
-        &layers,
-    );
-    start(&state, &name);
-    let log = console_until(&state, &name, "ready");
-    assert!(log.contains("Read-only file system"), "{log}");
-    assert!(log.contains("refused"), "{log}");
-    assert!(!state.container_dir(&name).join("upper/srv/new").exists());
+    for (prefix, userns) in [("layers-ro", ""), ("layers-ro-userns", ", userns: auto")] {
+        let name = unique(prefix);
+        create(
+            &state,
+            &runtime,
+            &name,
+            &format!(
+                "  command: [/bin/sh, -c, 'touch /srv/new 2>&1 || echo refused; echo ready; exec sleep 1000']\n  security: {{readOnlyRootfs: true{userns}}}\n{SPEC}"
+            ),
+            &layers,
+        );
+        start(&state, &name);
+        let log = console_until(&state, &name, "ready");
+        assert!(log.contains("Read-only file system"), "{name}: {log}");
+        assert!(log.contains("refused"), "{log}");
+        assert!(!state.container_dir(&name).join("upper/srv/new").exists());
+    }
 }
 
 #[test]
@@ -325,35 +328,70 @@ fn the_copy_fallback_shows_the_same_view_and_leaves_the_layers_alone() {
 }
 
 #[test]
-fn a_userns_image_container_gets_a_copy_owned_by_its_ids() {
+fn a_userns_image_container_sees_the_layers_as_its_own_through_idmapped_mounts() {
     let state = StateDir::new();
     std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let layers = layers();
     let before = hashes(&layers);
-    let runtime = runtime(&state);
-    let name = unique("layers-userns");
-    create(
-        &state,
-        &runtime,
-        &name,
-        &format!(
-            "  command: [/bin/sh, -c, 'echo uid=$(id -u) owner=$(stat -c %u /etc/motd); {SCRIPT}']\n  security: {{userns: auto}}\n{SPEC}"
-        ),
-        &layers,
+    let spec = format!(
+        "  command: [/bin/sh, -c, 'echo uid=$(id -u) owner=$(stat -c %u /etc/motd); {SCRIPT}']\n  security: {{userns: auto}}\n{SPEC}"
     );
-    let config = saved(&state, &name);
+    let (mapped, copied) = (unique("layers-idmap"), unique("layers-chown"));
+    create(&state, &runtime(&state), &mapped, &spec, &layers);
+    let copying = runtime(&state).with_layers_copied(true);
+    create(&state, &copying, &copied, &spec, &layers);
+
+    let config = saved(&state, &mapped);
+    assert_eq!(config["layers"]["mode"], "idmappedOverlay", "{config}");
+    let host_root = config["idMaps"]["uid"][0]["host"].as_u64().unwrap();
+    let dir = state.container_dir(&mapped);
+    assert_eq!(std::fs::read_dir(dir.join("rootfs")).unwrap().count(), 0);
+    assert_eq!(
+        u64::from(std::fs::metadata(dir.join("upper")).unwrap().uid()),
+        host_root
+    );
+    start(&state, &mapped);
+    let log = console_until(&state, &mapped, "ready");
+    assert!(log.starts_with("uid=0 owner=0\n"), "{log}");
+    assert_merged_view(&log);
+    let written = std::fs::metadata(dir.join("upper/srv/written")).unwrap();
+    assert_eq!(
+        u64::from(written.uid()),
+        host_root,
+        "written by the container's root"
+    );
+    assert_host_sees_no_mount(&state);
+    let out = state.run(&["reboot", &mapped]);
+    assert!(out.status.success(), "reboot: {}", stderr(&out));
+    console_until(&state, &mapped, &format!("written=mine-{mapped}\n"));
+
+    // Copied and chowned instead, where asked (or where idmapped layers fail).
+    let config = saved(&state, &copied);
     assert_eq!(config["layers"]["mode"], "copy");
-    let rootfs = state.container_dir(&name).join("rootfs");
+    let rootfs = state.container_dir(&copied).join("rootfs");
     let owner = std::fs::metadata(rootfs.join("etc/motd")).unwrap().uid();
     assert!(
         owner >= 100_000,
         "the copy belongs to the container's ids: {owner}"
     );
-    start(&state, &name);
-    let log = console_until(&state, &name, "ready");
+    start(&state, &copied);
+    let log = console_until(&state, &copied, "ready");
     assert!(log.starts_with("uid=0 owner=0\n"), "{log}");
     assert_merged_view(&log);
-    assert_eq!(hashes(&layers), before, "no lower layer was chowned");
+
+    for name in [&mapped, &copied] {
+        let out = state.run(&["destroy", "--force", name]);
+        assert!(out.status.success(), "destroy: {}", stderr(&out));
+    }
+    assert!(
+        !dir.exists() && !rootfs.exists(),
+        "upper, work and the copy are gone"
+    );
+    assert_eq!(
+        hashes(&layers),
+        before,
+        "no lower layer was written to or chowned"
+    );
 }
 
 /// Not a test of behaviour: the time a create takes, printed for the README.
@@ -391,4 +429,23 @@ fn create_times() {
         );
         runtime.create(&c, Origin::Cli).unwrap();
     });
+}
+
+#[test]
+fn a_start_whose_layer_is_gone_fails_naming_it() {
+    let state = StateDir::new();
+    let layers = layers();
+    let name = unique("layers-gone");
+    create(&state, &runtime(&state), &name, &spec("true"), &layers);
+    let moved = layers.lowers[1].with_extension("moved");
+    std::fs::rename(&layers.lowers[1], &moved).unwrap();
+    let out = state.run(&["start", &name]);
+    std::fs::rename(&moved, &layers.lowers[1]).unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(layers.lowers[1].to_str().unwrap()) && err.contains("No such file"),
+        "{err}"
+    );
+    assert_host_sees_no_mount(&state);
 }

@@ -6,6 +6,7 @@
 //! config.json says so.
 
 mod copy;
+mod idmap;
 mod overlay;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -17,7 +18,8 @@ use crate::config::ImageDefaults;
 use crate::error::{Error, Result, io};
 use crate::layout::{UPPER, WORK};
 
-pub use overlay::{Overlay, mount as mount_overlay};
+pub use idmap::detached_overlay;
+pub use overlay::{Overlay, attach as attach_overlay, mount as mount_overlay};
 
 /// An image as the store resolved it: what `Runtime::create_from_layers` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,9 @@ pub struct ImageLayers {
 pub enum RootfsMode {
     /// `rootfs` is an overlay mount point; writes go to `upper`.
     Overlay,
+    /// The same, for a container with a user namespace: the layers are seen
+    /// through idmapped mounts, so their host ids are the container's.
+    IdmappedOverlay,
     /// The layers were copied into `rootfs` at create.
     Copy,
 }
@@ -59,7 +64,7 @@ pub struct LayeredRootfs {
 impl LayeredRootfs {
     /// What the container's init mounts, for a container in `dir`.
     pub fn overlay(&self, dir: &Path) -> Option<Overlay> {
-        (self.mode == RootfsMode::Overlay).then(|| Overlay {
+        (self.mode != RootfsMode::Copy).then(|| Overlay {
             lowers: self.lowers.clone(),
             upper: dir.join(UPPER),
             work: dir.join(WORK),
@@ -107,10 +112,7 @@ fn check_lowers(layers: &ImageLayers, dir: &Path) -> Result<()> {
 pub fn build(layers: &ImageLayers, ctx: &crate::templates::Context) -> Result<LayeredRootfs> {
     let (dir, rootfs) = (ctx.dir, ctx.rootfs);
     check_lowers(layers, dir)?;
-    let fallback = if ctx.userns {
-        // The lowers belong to host ids; idmapped lowers are not done yet.
-        Some("a user namespace: the layers are copied and their owners shifted".to_owned())
-    } else if ctx.copy_layers {
+    let fallback = if ctx.copy_layers {
         Some("copying was asked for".to_owned())
     } else {
         make_upper(layers, dir)?;
@@ -119,7 +121,13 @@ pub fn build(layers: &ImageLayers, ctx: &crate::templates::Context) -> Result<La
             upper: dir.join(UPPER),
             work: dir.join(WORK),
         };
-        match overlay::probe(&overlay) {
+        let tried = match ctx.id_maps {
+            None => overlay::probe(&overlay),
+            Some(maps) => crate::userns::shift_tree(&overlay.upper, maps)
+                .map_err(|e| e.to_string())
+                .and_then(|()| idmap::detached_overlay(&overlay, maps).map(drop)),
+        };
+        match tried {
             Ok(()) => None,
             Err(why) => {
                 crate::remove::remove_tree(&overlay.upper)?;
@@ -128,9 +136,10 @@ pub fn build(layers: &ImageLayers, ctx: &crate::templates::Context) -> Result<La
             }
         }
     };
-    let mode = match &fallback {
-        None => RootfsMode::Overlay,
-        Some(why) => {
+    let mode = match (&fallback, ctx.id_maps) {
+        (None, None) => RootfsMode::Overlay,
+        (None, Some(_)) => RootfsMode::IdmappedOverlay,
+        (Some(why), _) => {
             tracing::info!(image = %layers.image, "copying the layers: {why}");
             copy::apply(&layers.lowers, rootfs)?;
             RootfsMode::Copy

@@ -6,7 +6,7 @@
 //! meets the one-page limit of mount(2)'s options. Older kernels get mount(2)
 //! with every directory as a short `/proc/self/fd/N`.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -29,13 +29,25 @@ pub struct Overlay {
 
 /// Why the kernel would not make the overlay.
 #[derive(Debug)]
-enum Refused {
+pub(super) enum Refused {
     /// No new mount API, or no `lowerdir+` in it: mount(2) must do.
     OldKernel,
     Kernel {
         errno: Errno,
         what: String,
     },
+}
+
+impl Refused {
+    pub(super) fn explain(self) -> String {
+        match self {
+            Refused::OldKernel => "the kernel has no fsconfig lowerdir+ (Linux 6.8)".to_owned(),
+            Refused::Kernel { errno, what } => format!(
+                "overlayfs refused {what}: {}",
+                std::io::Error::from_raw_os_error(errno.raw_os_error())
+            ),
+        }
+    }
 }
 
 /// overlayfs's messages about what it refused (`e overlay: ...`), read from the
@@ -64,8 +76,13 @@ fn refused(fs: &OwnedFd, errno: Errno, what: String) -> Refused {
     }
 }
 
-/// The overlay's superblock, made but not mounted.
-fn superblock(overlay: &Overlay) -> Result<OwnedFd, Refused> {
+/// The overlay's superblock, made but not mounted; `lowers` bottom first (paths,
+/// or `/proc/self/fd/N` of detached mounts).
+pub(super) fn superblock<L: AsRef<OsStr>>(
+    lowers: &[L],
+    upper: &Path,
+    work: &Path,
+) -> Result<OwnedFd, Refused> {
     let fs = match rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
         Ok(fs) => fs,
         Err(Errno::NOSYS) => return Err(Refused::OldKernel),
@@ -77,16 +94,23 @@ fn superblock(overlay: &Overlay) -> Result<OwnedFd, Refused> {
         }
     };
     // Top first, as overlayfs stacks them.
-    for (i, lower) in overlay.lowers.iter().rev().enumerate() {
+    for (i, lower) in lowers.iter().rev().enumerate() {
+        let lower = lower.as_ref();
         match rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower) {
             Ok(()) => {}
             Err(Errno::INVAL) if i == 0 => return Err(Refused::OldKernel),
-            Err(e) => return Err(refused(&fs, e, format!("lower {}", lower.display()))),
+            Err(e) => {
+                return Err(refused(
+                    &fs,
+                    e,
+                    format!("lower {}", Path::new(lower).display()),
+                ));
+            }
         }
     }
     for (key, value) in [
-        ("upperdir", overlay.upper.as_os_str()),
-        ("workdir", overlay.work.as_os_str()),
+        ("upperdir", upper.as_os_str()),
+        ("workdir", work.as_os_str()),
         // No inode index: a container's upper is only ever used by its own overlay.
         ("index", "off".as_ref()),
         ("xino", "off".as_ref()),
@@ -95,8 +119,13 @@ fn superblock(overlay: &Overlay) -> Result<OwnedFd, Refused> {
             .map_err(|e| refused(&fs, e, format!("{key} {}", value.to_string_lossy())))?;
     }
     rustix::mount::fsconfig_create(&fs)
-        .map_err(|e| refused(&fs, e, format!("upper {}", overlay.upper.display())))?;
+        .map_err(|e| refused(&fs, e, format!("upper {}", upper.display())))?;
     Ok(fs)
+}
+
+/// A detached mount of the superblock `fs`.
+pub(super) fn detached_mount(fs: &OwnedFd) -> Result<OwnedFd, Errno> {
+    rustix::mount::fsmount(fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
 }
 
 /// Can this kernel make `overlay`, with its upper where it is? `Err` says why not.
@@ -110,14 +139,11 @@ pub fn probe(overlay: &Overlay) -> Result<(), String> {
     if !listed {
         return Err("the kernel has no overlayfs (no overlay in /proc/filesystems)".to_owned());
     }
-    match superblock(overlay) {
+    match superblock(&overlay.lowers, &overlay.upper, &overlay.work) {
         Ok(_made) => Ok(()),
         // A kernel before 6.8: only a real mount could tell; the start does it.
         Err(Refused::OldKernel) => Ok(()),
-        Err(Refused::Kernel { errno, what }) => Err(format!(
-            "overlayfs refused {what}: {}",
-            std::io::Error::from_raw_os_error(errno.raw_os_error())
-        )),
+        Err(refused) => Err(refused.explain()),
     }
 }
 
@@ -131,7 +157,7 @@ fn setup_error(step: &str, errno: Errno, target: &Path) -> SetupError {
 
 /// In the container's init, with / already private: the overlay on `target`.
 pub fn mount(overlay: &Overlay, target: &Path) -> Result<(), SetupError> {
-    let fs = match superblock(overlay) {
+    let fs = match superblock(&overlay.lowers, &overlay.upper, &overlay.work) {
         Ok(fs) => fs,
         Err(Refused::OldKernel) => return mount_by_fds(overlay, target),
         Err(Refused::Kernel { errno, what }) => {
@@ -142,10 +168,15 @@ pub fn mount(overlay: &Overlay, target: &Path) -> Result<(), SetupError> {
             ));
         }
     };
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|e| setup_error("mount the overlay rootfs", e, target))?;
+    let mnt =
+        detached_mount(&fs).map_err(|e| setup_error("mount the overlay rootfs", e, target))?;
+    attach(&mnt, target)
+}
+
+/// In the container's init: the detached overlay mount `mnt` onto `target`.
+pub fn attach(mnt: &OwnedFd, target: &Path) -> Result<(), SetupError> {
     rustix::mount::move_mount(
-        &mnt,
+        mnt,
         "",
         rustix::fs::CWD,
         target,

@@ -105,7 +105,7 @@ mod tests {
             rootfs: &rootfs,
             log: &dir.path().join("log"),
             cgroup_parent: "berth",
-            userns: false,
+            id_maps: None,
             copy_layers: false,
         };
         let built = build_from(host.path(), &ctx).unwrap();

@@ -29,8 +29,8 @@ pub struct Context<'a> {
     pub log: &'a Path,
     /// The cgroup parent: a template script runs in `PARENT/NAME/create`.
     pub cgroup_parent: &'a str,
-    /// The container runs in a user namespace.
-    pub userns: bool,
+    /// Set: the container runs in a user namespace with these maps.
+    pub id_maps: Option<&'a crate::userns::IdMaps>,
     /// Copy an image's layers even where overlayfs would serve.
     pub copy_layers: bool,
 }
