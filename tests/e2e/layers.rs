@@ -421,6 +421,10 @@ fn create_times() {
     time("copy", &|name| {
         create(&state, &copying, name, &spec("true"), &layers)
     });
+    let userns = format!("{}  security: {{userns: auto}}\n", spec("true"));
+    time("idmapped", &|name| {
+        create(&state, &runtime, name, &userns, &layers)
+    });
     time("busybox", &|name| {
         let c = container(
             &state,

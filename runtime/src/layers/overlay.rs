@@ -57,7 +57,12 @@ fn kernel_says(fs: &OwnedFd) -> String {
     let mut buf = [0u8; 512];
     for _ in 0..8 {
         match rustix::io::read(fs, &mut buf) {
-            Ok(n) if n > 0 => said.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Ok(n) if n > 0 => {
+                let line = String::from_utf8_lossy(&buf[..n]);
+                // Each message starts with its level: `e `, `w ` or `i `.
+                let line = line.trim_end();
+                said.push(line.get(2..).unwrap_or(line).to_owned());
+            }
             _ => break,
         }
     }
@@ -323,5 +328,35 @@ mod tests {
     #[test]
     fn two_layers_mount_with_either_api() {
         check_both_ways(2);
+    }
+
+    #[test]
+    fn the_probe_refuses_an_upper_on_a_filesystem_overlayfs_cannot_use() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let outer = layers(dir.path(), 1);
+        let merged = dir.path().join("merged");
+        // An upper inside an overlay (as when berth's state dir is in a container).
+        let refused = in_private_namespace(move || {
+            mount(&outer, &merged).unwrap();
+            let inner = Overlay {
+                lowers: outer.lowers.clone(),
+                upper: merged.join("upper"),
+                work: merged.join("work"),
+            };
+            std::fs::create_dir(&inner.upper).unwrap();
+            std::fs::create_dir(&inner.work).unwrap();
+            probe(&inner)
+        });
+        let why = refused.unwrap_err();
+        assert!(
+            why.starts_with("overlayfs refused upperdir")
+                && why.contains("overlay: filesystem on")
+                && why.contains("not supported as upperdir): Invalid argument"),
+            "{why}"
+        );
     }
 }
