@@ -20,6 +20,7 @@ const OPAQUE: &str = "trusted.overlay.opaque";
 /// overlayfs's own bookkeeping, which means nothing outside an overlay.
 const OVERLAY_XATTRS: &[u8] = b"trusted.overlay.";
 const MAX_DEPTH: usize = 512;
+const MAX_LINKS_HELD: usize = 256;
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(rustix::io::Errno) -> Error + 'a {
     move |e| Error::Io {
@@ -170,7 +171,8 @@ impl Copy {
         match kind {
             FileType::RegularFile => {
                 let copied = copy_file(src, name, &src_child, dst, &dst_child, &st)?;
-                if st.stx_nlink > 1 {
+                // An fd per linked file: bounded, past which links become copies.
+                if st.stx_nlink > 1 && self.links.len() < MAX_LINKS_HELD {
                     self.links.insert(key, copied);
                 }
                 return set_times(dst, name, &dst_child, &st);

@@ -28,7 +28,9 @@ pub struct ImageLayers {
     pub image: String,
     /// Unpacked layer directories, bottom first, in overlayfs's lower format
     /// (whiteouts as 0:0 character devices, opaque directories marked with
-    /// `trusted.overlay.opaque=y`). berth never writes to them.
+    /// `trusted.overlay.opaque=y`). berth never writes to them; they must stay
+    /// while a container made from them exists (an overlay reads them at every
+    /// start; config.json's `layers.lowers` names them).
     pub lowers: Vec<PathBuf>,
     /// The image's command, env and working directory.
     pub defaults: ImageDefaults,
