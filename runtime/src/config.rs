@@ -63,6 +63,9 @@ pub struct SavedConfig {
     /// The user namespace maps, resolved at create (`userns: auto` picks them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_maps: Option<crate::userns::IdMaps>,
+    /// Set for a rootfs made from an image's unpacked layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<crate::layers::LayeredRootfs>,
 }
 
 impl SavedConfig {

@@ -6,6 +6,7 @@ use berth_manifests::Container;
 
 use crate::config::{Header, Origin, SavedConfig};
 use crate::error::{Error, Result, io};
+use crate::layers::ImageLayers;
 use crate::layout::ContainerDir;
 use crate::partial::{PartialLock, Probe};
 use crate::templates::{self, Context};
@@ -16,6 +17,30 @@ impl Runtime {
     pub fn create(&self, container: &Container, origin: Origin) -> Result<SavedConfig> {
         // 1. Resolve the template: a missing tool fails before anything is made.
         let template = templates::resolve(&container.spec.rootfs)?;
+        self.create_resolved(container, origin, template)
+    }
+
+    /// Create `container` from an image's unpacked layers, whatever its
+    /// `spec.rootfs` says: an overlay of `layers.lowers` with an upper of its own
+    /// (no copy, no unpack), or, where overlayfs cannot serve or the container has
+    /// a user namespace, a copy of them. The image's defaults fill in what the
+    /// manifest leaves out. On failure nothing is left behind; the lowers are
+    /// never written to.
+    pub fn create_from_layers(
+        &self,
+        container: &Container,
+        origin: Origin,
+        layers: ImageLayers,
+    ) -> Result<SavedConfig> {
+        self.create_resolved(container, origin, templates::Resolved::Layers(layers))
+    }
+
+    fn create_resolved(
+        &self,
+        container: &Container,
+        origin: Origin,
+        template: templates::Resolved,
+    ) -> Result<SavedConfig> {
         // 2-3. The directory, and the `partial` lock held for the whole create.
         let dir = self.dir(&container.name)?;
         let partial = self.make_dir_and_lock(&dir)?;
@@ -116,8 +141,8 @@ impl Runtime {
         template: &templates::Resolved,
         origin: Origin,
     ) -> Result<SavedConfig> {
-        let rootfs = match &container.spec.rootfs {
-            berth_manifests::RootfsSource::Path(path) => path.clone(),
+        let rootfs = match (&container.spec.rootfs, template) {
+            (berth_manifests::RootfsSource::Path(path), templates::Resolved::Path) => path.clone(),
             _ => dir.rootfs(),
         };
         let mut config = SavedConfig {
@@ -127,6 +152,7 @@ impl Runtime {
             host_binds: Vec::new(),
             image: None,
             id_maps: None,
+            layers: None,
         };
         if let Some(spec) = &container.spec.security.userns {
             config.id_maps = Some(self.allocate_ids(dir, spec, &mut config)?);
@@ -148,6 +174,8 @@ impl Runtime {
             rootfs: &rootfs,
             log: &dir.template_log(),
             cgroup_parent: &self.cgroup_parent,
+            id_maps: config.id_maps.as_ref(),
+            copy_layers: self.copy_layers,
         })?;
         // 6. The header naming the template, with what it leaves for start.
         let (name, args) = template.header();
@@ -169,6 +197,7 @@ impl Runtime {
         }
         config.host_binds = built.host_binds;
         config.image = built.image;
+        config.layers = built.layers;
         config.save(&dir.config())?;
         Ok(config)
     }

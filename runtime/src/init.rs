@@ -20,6 +20,11 @@ use crate::sync::{self, FromInit, SetupError, ToInit};
 #[derive(Debug)]
 pub struct Plan {
     pub rootfs: PathBuf,
+    /// Set: `rootfs` is the mount point of this overlay, not a directory to bind.
+    pub overlay: Option<crate::layers::Overlay>,
+    /// The overlay made by the monitor (idmapped layers, for a user namespace),
+    /// detached, for init to move onto `rootfs`; made afresh for every start.
+    pub overlay_mount: Option<OwnedFd>,
     /// Host directories bound read-only at the same place (the host template).
     pub host_binds: Vec<PathBuf>,
     pub mounts: Vec<berth_manifests::Mount>,
@@ -111,18 +116,22 @@ fn setup_and_exec(plan: &Plan, sync: &UnixStream, console: OwnedFd) -> Step {
     exec(plan, sync)
 }
 
-/// The new root: the rootfs as a mount point, the host's binds, spec.mounts,
-/// /proc, /sys, /dev.
+/// The new root: the rootfs as a mount point (a bind of itself, or an image's
+/// overlay), the host's binds, spec.mounts, /proc, /sys, /dev.
 fn build_root(plan: &Plan) -> Step {
     let rootfs = &plan.rootfs;
-    mount(
-        Some(rootfs),
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| fail("bind the rootfs", e, shown(rootfs)))?;
+    match (&plan.overlay_mount, &plan.overlay) {
+        (Some(detached), _) => crate::layers::attach_overlay(detached, rootfs)?,
+        (None, Some(overlay)) => crate::layers::mount_overlay(overlay, rootfs)?,
+        (None, None) => mount(
+            Some(rootfs),
+            rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| fail("bind the rootfs", e, shown(rootfs)))?,
+    }
     for dir in &plan.host_binds {
         bind(dir, rootfs, dir, true)?;
     }

@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 
 pub const CONFIG: &str = "config.json";
 pub const ROOTFS: &str = "rootfs";
+/// An image container's overlay: its writable layer and overlayfs's scratch dir.
+pub const UPPER: &str = "upper";
+pub const WORK: &str = "work";
 pub const PARTIAL: &str = "partial";
 pub const TEMPLATE_LOG: &str = "template.log";
 pub const STATUS: &str = "status";
@@ -35,6 +38,14 @@ impl ContainerDir {
 
     pub fn rootfs(&self) -> PathBuf {
         self.path.join(ROOTFS)
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.path.join(UPPER)
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.path.join(WORK)
     }
 
     pub fn partial(&self) -> PathBuf {

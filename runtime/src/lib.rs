@@ -9,6 +9,7 @@ mod error;
 mod exec;
 pub mod image;
 mod init;
+mod layers;
 mod layout;
 mod lifecycle;
 pub mod monitor;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 pub use config::{Header, ImageDefaults, Origin, SavedConfig};
 pub use error::{Error, Result, with_causes};
 pub use exec::ExecOptions;
+pub use layers::{ImageLayers, LayeredRootfs, RootfsMode};
 pub use layout::ContainerDir;
 pub use lifecycle::StagedConfig;
 pub use sealed::reexec_from_sealed_copy;
@@ -48,6 +50,8 @@ pub struct Runtime {
     state_dir: PathBuf,
     /// Cgroups go to `<parent>/<name>/{monitor,payload}` in each hierarchy used.
     cgroup_parent: String,
+    /// Copy images' layers into each rootfs even where overlayfs would serve.
+    copy_layers: bool,
 }
 
 impl Runtime {
@@ -55,7 +59,15 @@ impl Runtime {
         Runtime {
             state_dir: state_dir.into(),
             cgroup_parent: "berth".to_owned(),
+            copy_layers: false,
         }
+    }
+
+    /// Make containers from images with a copy of their layers, not an overlay:
+    /// for tests of that fallback, and hosts whose overlayfs misbehaves.
+    pub fn with_layers_copied(mut self, copy: bool) -> Runtime {
+        self.copy_layers = copy;
+        self
     }
 
     pub fn with_cgroup_parent(mut self, parent: impl Into<String>) -> Runtime {

@@ -262,8 +262,16 @@ impl Monitor {
     fn start_payload(&mut self) -> Result<Payload, String> {
         self.status.phase = Phase::Starting;
         self.save();
-        let payload = spawn::spawn(&self.plan, &self.cgroups, &self.console_out)
-            .map_err(|e| format!("cannot start {}: {e}", self.dir.name))?;
+        // An idmapped overlay is made here, in the initial user namespace, and
+        // inherited by init; the monitor's copy closes once init is cloned.
+        if let (Some(overlay), Some(maps)) = (&self.plan.overlay, &self.plan.id_maps) {
+            let made = crate::layers::detached_overlay(overlay, maps)
+                .map_err(|e| format!("cannot start {}: the overlay rootfs: {e}", self.dir.name))?;
+            self.plan.overlay_mount = Some(made);
+        }
+        let spawned = spawn::spawn(&self.plan, &self.cgroups, &self.console_out);
+        self.plan.overlay_mount = None;
+        let payload = spawned.map_err(|e| format!("cannot start {}: {e}", self.dir.name))?;
         self.status.phase = Phase::Running;
         self.status.init_pid = Some(payload.pid);
         self.status.init_start_time = payload.start_time;
@@ -572,8 +580,14 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         SeccompPolicy::Profile(path) => crate::seccomp::profile_filters(path, &capabilities),
     }
     .map_err(|e| e.to_string())?;
+    let overlay = match (&config.layers, config.rootfs.parent()) {
+        (Some(layers), Some(dir)) => layers.overlay(dir),
+        _ => None,
+    };
     Ok(Plan {
         rootfs: config.rootfs.clone(),
+        overlay,
+        overlay_mount: None,
         host_binds: config.host_binds.clone(),
         mounts: spec.mounts.clone(),
         // Filled in by the monitor's checks; without them init binds nothing.

@@ -47,7 +47,7 @@ fn build_from(host: &Path, ctx: &Context) -> Result<Built> {
     copy_host_links(host, rootfs)?;
     Ok(Built {
         host_binds,
-        image: None,
+        ..Built::default()
     })
 }
 
@@ -105,6 +105,8 @@ mod tests {
             rootfs: &rootfs,
             log: &dir.path().join("log"),
             cgroup_parent: "berth",
+            id_maps: None,
+            copy_layers: false,
         };
         let built = build_from(host.path(), &ctx).unwrap();
         assert_eq!(

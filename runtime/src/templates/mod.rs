@@ -15,6 +15,7 @@ use berth_manifests::RootfsSource;
 
 use crate::config::ImageDefaults;
 use crate::error::{Error, Result};
+use crate::layers::{ImageLayers, LayeredRootfs};
 
 /// What a template needs to know.
 #[derive(Debug)]
@@ -28,6 +29,10 @@ pub struct Context<'a> {
     pub log: &'a Path,
     /// The cgroup parent: a template script runs in `PARENT/NAME/create`.
     pub cgroup_parent: &'a str,
+    /// Set: the container runs in a user namespace with these maps.
+    pub id_maps: Option<&'a crate::userns::IdMaps>,
+    /// Copy an image's layers even where overlayfs would serve.
+    pub copy_layers: bool,
 }
 
 /// What a template leaves for the start path.
@@ -35,6 +40,7 @@ pub struct Context<'a> {
 pub struct Built {
     pub host_binds: Vec<PathBuf>,
     pub image: Option<ImageDefaults>,
+    pub layers: Option<LayeredRootfs>,
 }
 
 /// A template ready to run: its tools are found.
@@ -52,6 +58,8 @@ pub enum Resolved {
         layout: PathBuf,
         reference: Option<String>,
     },
+    /// An image's unpacked layers, as the image store hands them over.
+    Layers(ImageLayers),
 }
 
 /// Step 1 of the create path: find what the template needs, or say what is missing.
@@ -134,6 +142,7 @@ impl Resolved {
                 args.extend(reference.clone());
                 ("oci".to_owned(), args)
             }
+            Resolved::Layers(layers) => ("image".to_owned(), vec![layers.image.clone()]),
         }
     }
 
@@ -155,10 +164,15 @@ impl Resolved {
             Resolved::Oci { layout, reference } => {
                 let image = oci::unpack(layout, reference.as_deref(), ctx.rootfs)?;
                 Ok(Built {
-                    host_binds: Vec::new(),
                     image: Some(image),
+                    ..Built::default()
                 })
             }
+            Resolved::Layers(layers) => Ok(Built {
+                image: Some(layers.defaults.clone()),
+                layers: Some(crate::layers::build(layers, ctx)?),
+                ..Built::default()
+            }),
         }
     }
 }
