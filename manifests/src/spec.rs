@@ -162,6 +162,21 @@ pub enum SeccompPolicy {
     Profile(PathBuf),
 }
 
+impl RootfsSource {
+    /// Whether a container of `self` can take a spec of `other` without being
+    /// created again: the same source, where an image's pull policy and update
+    /// interval are how it is kept, not what it is.
+    pub fn same_source(&self, other: &RootfsSource) -> bool {
+        match (self, other) {
+            (
+                RootfsSource::Image { reference: a, .. },
+                RootfsSource::Image { reference: b, .. },
+            ) => a == b,
+            _ => self == other,
+        }
+    }
+}
+
 impl ContainerSpec {
     /// `sha256:<hex>` of the canonical JSON of this spec: object keys sorted, no
     /// whitespace. Independent of key order in the YAML and of serde_json features.

@@ -26,6 +26,7 @@ pub struct Options {
     pub concurrency: usize,
     pub backoff_base: Duration,
     pub prune_grace: Duration,
+    pub registries: crate::images::RegistrySettings,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -85,6 +86,8 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         watched: Arc::new(Mutex::new(HashSet::new())),
         stopping: Arc::new(Mutex::new(HashSet::new())),
         backoff_base: options.backoff_base,
+        registries: options.registries.clone(),
+        image_checks: Arc::default(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -6,8 +6,63 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth_manifests::ImageRef;
-use berth_runtime::image::{ImageStore, containers_by_image};
+use berth_manifests::{ImageRef, PullPolicy, RootfsSource};
+use berth_runtime::image::{ImageStore, StoredImage, containers_by_image};
+
+/// Where the registry settings are (`--registries-conf`, `--authfile`).
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    pub conf: Option<std::path::PathBuf>,
+    pub authfile: Option<std::path::PathBuf>,
+}
+
+impl RegistrySettings {
+    pub fn load(&self) -> anyhow::Result<berth_registry::PullOptions> {
+        Ok(berth_registry::PullOptions::load(
+            self.conf.as_deref(),
+            self.authfile.as_deref(),
+        )?)
+    }
+}
+
+/// The image a create needs, per its `pullPolicy`: `None` for any other rootfs
+/// source; else the stored image and whether it was pulled just now.
+/// `IfNotPresent` pulls what the store lacks, `Always` pulls every time (but a
+/// reference pinned by digest that is there already), `Never` only looks.
+pub async fn ensure(
+    state_dir: &Path,
+    rootfs: &RootfsSource,
+    options: &berth_registry::PullOptions,
+) -> anyhow::Result<Option<(StoredImage, bool)>> {
+    let RootfsSource::Image {
+        reference,
+        pull_policy,
+        ..
+    } = rootfs
+    else {
+        return Ok(None);
+    };
+    let store = ImageStore::open(state_dir).context("cannot open the image store")?;
+    let present = {
+        let (store, reference) = (store.clone(), reference.clone());
+        tokio::task::spawn_blocking(move || store.get(&reference)).await??
+    };
+    let pull = match (pull_policy, &present) {
+        (PullPolicy::Never, None) => anyhow::bail!(
+            "{reference}: not in the image store and pullPolicy is Never: berth pull {reference}"
+        ),
+        (PullPolicy::Never | PullPolicy::IfNotPresent, Some(_)) => false,
+        (PullPolicy::Always, Some(_)) => reference.digest().is_none(),
+        (_, None) => true,
+    };
+    match (pull, present) {
+        (false, Some(image)) => Ok(Some((image, false))),
+        _ => {
+            let image = berth_registry::pull(reference, options, &store).await?;
+            Ok(Some((image, true)))
+        }
+    }
+}
 
 fn parse(reference: &str) -> anyhow::Result<ImageRef> {
     reference.parse().map_err(anyhow::Error::msg)

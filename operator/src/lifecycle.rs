@@ -5,12 +5,18 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use berth_manifests::RootfsSource;
 use berth_runtime::{Origin, Runtime};
 
 /// `path` is a manifest file or a directory of them (`berth validate`'s rules).
 /// Nothing is created unless every manifest is valid; then each container is
 /// created, whatever happened to the others.
-pub fn create(runtime: &Runtime, path: &Path) -> anyhow::Result<ExitCode> {
+/// `pull`: the registry settings, loaded only if a container needs an image.
+pub fn create(
+    runtime: &Runtime,
+    path: &Path,
+    pull: impl Fn() -> anyhow::Result<berth_registry::PullOptions>,
+) -> anyhow::Result<ExitCode> {
     let (unreadable, parsed) = crate::validate::parse_paths(&[path.to_owned()]);
     let mut invalid = false;
     for diagnostic in unreadable
@@ -27,8 +33,30 @@ pub fn create(runtime: &Runtime, path: &Path) -> anyhow::Result<ExitCode> {
     if containers.is_empty() {
         anyhow::bail!("{} holds no container", path.display());
     }
+    let mut registry: Option<(tokio::runtime::Runtime, berth_registry::PullOptions)> = None;
     Ok(each(&containers, |container| {
         let name = &container.name;
+        if matches!(container.spec.rootfs, RootfsSource::Image { .. }) {
+            if registry.is_none() {
+                let tokio = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                registry = Some((tokio, pull()?));
+            }
+            if let Some((tokio, options)) = &registry {
+                let ensured = tokio.block_on(crate::images::ensure(
+                    runtime.state_dir(),
+                    &container.spec.rootfs,
+                    options,
+                ));
+                if let Some((image, true)) =
+                    ensured.with_context(|| format!("cannot create {name}"))?
+                {
+                    println!("pulled {} ({})", image.reference, image.digest);
+                }
+            }
+        }
         runtime
             .create(container, Origin::Cli)
             .with_context(|| format!("cannot create {name}"))?;

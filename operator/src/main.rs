@@ -105,7 +105,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot print the man page")?;
             Ok(ExitCode::SUCCESS)
         }
-        cli::Command::Create { file } => lifecycle::create(&runtime, &file),
+        cli::Command::Create { file } => lifecycle::create(&runtime, &file, || {
+            Ok(berth_registry::PullOptions::load(
+                cli.registries_conf.as_deref(),
+                cli.authfile.as_deref(),
+            )?)
+        }),
         cli::Command::Destroy { names, all, force } => {
             let names = lifecycle::names_or_all(&runtime, names, all)?;
             Ok(lifecycle::each(&names, |name| {
@@ -188,6 +193,10 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                     concurrency,
                     backoff_base: crash_backoff,
                     prune_grace,
+                    registries: images::RegistrySettings {
+                        conf: cli.registries_conf.clone(),
+                        authfile: cli.authfile.clone(),
+                    },
                 },
             )?;
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_manifests::{Container, RestartPolicy, RunState};
+use berth_manifests::{Container, RestartPolicy, RootfsSource, RunState};
 use berth_runtime::{ExitReason, Origin, Runtime, Status};
 use berth_state::{Condition, Phase, Record, Store};
 
@@ -33,6 +33,12 @@ pub struct Context {
     pub stopping: Arc<Mutex<HashSet<String>>>,
     /// First crash-loop delay (10 s like the kubelet; tests shorten it).
     pub backoff_base: Duration,
+    /// Where registries.conf and credentials are: read at each pull, so edits
+    /// count without a restart.
+    pub registries: crate::images::RegistrySettings,
+    /// The auto-update's last problem per container (the registry is down...),
+    /// shown as a condition; cleared by its next good check.
+    pub image_checks: Arc<Mutex<std::collections::HashMap<String, String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +75,16 @@ pub struct Observed {
     pub stopping: bool,
     /// What its monitor last said.
     pub status: Option<Status>,
+    /// The digest the image store holds now for the desired image reference.
+    pub stored_image: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Created {
     pub origin: Origin,
     pub container: Container,
+    /// The digest of the image it was created from (an image rootfs).
+    pub image: Option<String>,
 }
 
 /// Why a running container is stopped.
@@ -86,6 +96,8 @@ pub enum StopFor {
     StateStopped,
     /// A new rootfs source: created again once stopped.
     NewRootfs,
+    /// Its image's tag moved (auto-update): created again on the new digest.
+    NewImage,
 }
 
 /// One step toward what is desired.
@@ -152,8 +164,31 @@ pub fn decide(desired: Option<&Container>, observed: &Observed, record: &Record,
     if created.origin == Origin::Cli {
         return Step::Refuse;
     }
+    // Only an auto-updated image follows its tag; others keep the digest they
+    // were created from until their spec changes (a `berth pull` restarts nothing).
+    let follows_tag = matches!(
+        desired.spec.rootfs,
+        RootfsSource::Image {
+            update_interval_ms: Some(_),
+            ..
+        }
+    );
+    let image_moved = follows_tag
+        && matches!((&created.image, &observed.stored_image), (Some(ran), Some(now)) if ran != now);
+    if image_moved && created.container.hash == desired.hash {
+        return if observed.running {
+            Step::Stop(StopFor::NewImage)
+        } else {
+            Step::Recreate
+        };
+    }
     if created.container.hash != desired.hash {
-        let same_rootfs = created.container.spec.rootfs == desired.spec.rootfs;
+        let same_rootfs = created
+            .container
+            .spec
+            .rootfs
+            .same_source(&desired.spec.rootfs)
+            && !image_moved;
         return match (observed.running, same_rootfs) {
             (true, true) => Step::Restart,
             (true, false) => Step::Stop(StopFor::NewRootfs),
@@ -319,9 +354,20 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
         .ok()
         .and_then(|set| set.get(&name).cloned());
     let mut record = ctx.store.get(&name)?.unwrap_or_else(|| Record::new(&name));
-    let observed = observe(&ctx, &name).await?;
+    let image = desired
+        .as_ref()
+        .and_then(|d| match &d.container.spec.rootfs {
+            RootfsSource::Image { reference, .. } => Some(reference.clone()),
+            _ => None,
+        });
+    let observed = observe(&ctx, &name, image).await?;
     if let Some(desired) = &desired {
-        remember(&mut record, desired);
+        let image_check = ctx
+            .image_checks
+            .lock()
+            .ok()
+            .and_then(|checks| checks.get(&name).cloned());
+        remember(&mut record, desired, image_check);
     }
     let container = desired.as_ref().map(|d| &d.container);
     let step = decide(container, &observed, &record, now());
@@ -329,16 +375,29 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
     apply(&ctx, &name, step, container, &observed, &mut record).await
 }
 
-async fn observe(ctx: &Context, name: &str) -> Result<Observed, Error> {
+/// What is, for `name`; `image`: the desired image reference, whose stored
+/// digest is looked up too.
+async fn observe(
+    ctx: &Context,
+    name: &str,
+    image: Option<berth_manifests::ImageRef>,
+) -> Result<Observed, Error> {
     let runtime = ctx.runtime.clone();
     let n = name.to_owned();
     let mut observed = blocking(move || {
+        let stored_image = match &image {
+            Some(reference) => berth_runtime::image::ImageStore::open(runtime.state_dir())?
+                .get(reference)?
+                .map(|stored| stored.digest),
+            None => None,
+        };
         let created = if runtime.exists(&n)? {
             let config = runtime.config(&n)?;
             Some(Created {
                 // A config without a header was made by an early berth by hand.
                 origin: config.header.map_or(Origin::Cli, |h| h.origin),
                 container: config.container,
+                image: config.layers.map(|layers| layers.image),
             })
         } else {
             None
@@ -354,6 +413,7 @@ async fn observe(ctx: &Context, name: &str) -> Result<Observed, Error> {
             running,
             stopping: false,
             status,
+            stored_image,
         })
     })
     .await?;
@@ -363,22 +423,32 @@ async fn observe(ctx: &Context, name: &str) -> Result<Observed, Error> {
 
 /// What only the daemon knows of a desired container: its last good spec and the
 /// problems of its manifest.
-fn remember(record: &mut Record, desired: &crate::desired::Desired) {
+fn remember(record: &mut Record, desired: &crate::desired::Desired, image_check: Option<String>) {
     record.managed = true;
     record.desired = Some(desired.container.clone());
     let before = std::mem::take(&mut record.conditions);
+    let since = |kind: &str, message: &str| {
+        before
+            .iter()
+            .find(|c| c.kind == kind && c.message == message)
+            .map_or(now(), |c| c.since)
+    };
     record.conditions = desired
         .problems
         .iter()
         .map(|message| Condition {
             kind: "InvalidManifest".to_owned(),
             message: message.clone(),
-            since: before
-                .iter()
-                .find(|c| &c.message == message)
-                .map_or(now(), |c| c.since),
+            since: since("InvalidManifest", message),
         })
         .collect();
+    if let Some(message) = image_check {
+        record.conditions.push(Condition {
+            kind: "ImageUpdateFailed".to_owned(),
+            since: since("ImageUpdateFailed", &message),
+            message,
+        });
+    }
 }
 
 async fn apply(
@@ -425,6 +495,7 @@ async fn apply(
                 StopFor::Prune => "its manifest no longer defines it",
                 StopFor::StateStopped => "state: Stopped",
                 StopFor::NewRootfs => "its rootfs source changed",
+                StopFor::NewImage => "its image moved to a new digest",
             };
             ctx.save(record, Phase::Stopping, Some(message.to_owned()))?;
             // Once stopped, the next reconcile destroys, recreates or keeps it stopped.
@@ -522,6 +593,32 @@ async fn apply(
 
 async fn create(ctx: &Context, record: &mut Record, desired: &Container) -> Result<Action, Error> {
     let name = desired.name.clone();
+    if let RootfsSource::Image { reference, .. } = &desired.spec.rootfs {
+        ctx.save(record, Phase::Creating, Some(format!("image {reference}")))?;
+        let ensured = match ctx.registries.load() {
+            Ok(options) => {
+                crate::images::ensure(ctx.runtime.state_dir(), &desired.spec.rootfs, &options).await
+            }
+            Err(e) => Err(e),
+        };
+        match ensured {
+            Ok(Some((image, true))) => ctx.event(
+                &name,
+                "Pulled",
+                &format!("{} ({})", image.reference, image.digest),
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                // Like a failed start: retried with the crash back-off.
+                let message = format!("{e:#}");
+                ctx.event(&name, "FailedPull", &message);
+                arm_backoff(ctx, record, None);
+                ctx.save(record, Phase::Failed, Some(message))?;
+                let wait = record.backoff_delay_secs.unwrap_or(10);
+                return Ok(Action::RequeueAfter(Duration::from_secs(wait)));
+            }
+        }
+    }
     ctx.save(record, Phase::Creating, None)?;
     let runtime = ctx.runtime.clone();
     let c = desired.clone();
@@ -685,11 +782,108 @@ mod tests {
         status: Option<Status>,
     ) -> Observed {
         Observed {
-            created: created.map(|(origin, container)| Created { origin, container }),
+            created: created.map(|(origin, container)| Created {
+                origin,
+                container,
+                image: None,
+            }),
             running,
             stopping: false,
             status,
+            stored_image: None,
         }
+    }
+
+    /// A container of `image:` with the given rootfs fields.
+    fn of_image(rootfs: &str) -> Container {
+        let text = format!(
+            "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: web\nspec:\n  \
+             rootfs: {{image: 'registry.test/app:1', {rootfs}}}\n"
+        );
+        let parsed = berth_manifests::parse_str("/m/web.yaml".as_ref(), &text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        parsed.containers.into_iter().next().unwrap()
+    }
+
+    /// Created from digest `ran`, the store holding `stored` now.
+    fn on_image(container: &Container, running: bool, ran: &str, stored: &str) -> Observed {
+        let mut observed = observed(
+            Some((Origin::Manifest, container.clone())),
+            running,
+            Some(status(Run::Running, &container.hash, None)),
+        );
+        if let Some(created) = &mut observed.created {
+            created.image = Some(ran.to_owned());
+        }
+        observed.stored_image = Some(stored.to_owned());
+        observed
+    }
+
+    #[test]
+    fn an_auto_updated_image_whose_tag_moved_is_created_again_and_others_keep_their_digest() {
+        let auto = of_image("pullPolicy: Always, updateInterval: 1h");
+        let rec = managed();
+        assert_eq!(
+            decide(
+                Some(&auto),
+                &on_image(&auto, true, "sha256:a", "sha256:b"),
+                &rec,
+                NOW
+            ),
+            Step::Stop(StopFor::NewImage)
+        );
+        assert_eq!(
+            decide(
+                Some(&auto),
+                &on_image(&auto, false, "sha256:a", "sha256:b"),
+                &rec,
+                NOW
+            ),
+            Step::Recreate
+        );
+        assert_eq!(
+            decide(
+                Some(&auto),
+                &on_image(&auto, true, "sha256:a", "sha256:a"),
+                &rec,
+                NOW
+            ),
+            Step::Adopt
+        );
+        // Without updateInterval a `berth pull` of the tag restarts nothing.
+        let plain = of_image("pullPolicy: IfNotPresent");
+        assert_eq!(
+            decide(
+                Some(&plain),
+                &on_image(&plain, true, "sha256:a", "sha256:b"),
+                &rec,
+                NOW
+            ),
+            Step::Adopt
+        );
+    }
+
+    #[test]
+    fn a_new_pull_policy_or_interval_restarts_in_place_rather_than_recreating() {
+        let before = of_image("pullPolicy: IfNotPresent");
+        let after = of_image("pullPolicy: Always, updateInterval: 1h");
+        let observed = on_image(&before, true, "sha256:a", "sha256:a");
+        assert_eq!(
+            decide(Some(&after), &observed, &managed(), NOW),
+            Step::Restart
+        );
+        let other = {
+            let mut c = of_image("pullPolicy: Always");
+            if let RootfsSource::Image { reference, .. } = &mut c.spec.rootfs {
+                *reference = "registry.test/other:1".parse().unwrap();
+            }
+            c.hash = c.spec.hash();
+            c
+        };
+        assert_eq!(
+            decide(Some(&other), &observed, &managed(), NOW),
+            Step::Stop(StopFor::NewRootfs)
+        );
     }
 
     fn managed() -> Record {

@@ -16,6 +16,9 @@ impl Runtime {
     /// Create `container` from its rootfs source. On failure nothing is left behind.
     pub fn create(&self, container: &Container, origin: Origin) -> Result<SavedConfig> {
         // 1. Resolve the template: a missing tool fails before anything is made.
+        if let berth_manifests::RootfsSource::Image { reference, .. } = &container.spec.rootfs {
+            return self.create_from_store(container, origin, reference);
+        }
         let template = templates::resolve(&container.spec.rootfs)?;
         self.create_resolved(container, origin, template)
     }
@@ -33,6 +36,29 @@ impl Runtime {
         layers: ImageLayers,
     ) -> Result<SavedConfig> {
         self.create_resolved(container, origin, templates::Resolved::Layers(layers))
+    }
+
+    /// `spec.rootfs.image`: from the image the store holds for `reference`
+    /// (pulling it is the caller's), the store locked until config.json names it.
+    fn create_from_store(
+        &self,
+        container: &Container,
+        origin: Origin,
+        reference: &berth_manifests::ImageRef,
+    ) -> Result<SavedConfig> {
+        let store = crate::image::ImageStore::open(&self.state_dir)?;
+        let Some((image, _lock)) = store.get_locked(reference)? else {
+            return Err(Error::Image {
+                reference: reference.to_string(),
+                message: format!("not in the image store; pull it first: berth pull {reference}"),
+            });
+        };
+        let layers = ImageLayers {
+            image: image.digest.clone(),
+            lowers: image.lowers.clone(),
+            defaults: image.defaults.clone(),
+        };
+        self.create_from_layers(container, origin, layers)
     }
 
     fn create_resolved(

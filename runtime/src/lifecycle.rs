@@ -256,7 +256,12 @@ impl Runtime {
     pub fn stage_config(&self, container: &berth_manifests::Container) -> Result<StagedConfig> {
         let dir = self.dir(&container.name)?;
         let mut config = crate::config::SavedConfig::load(&dir.config())?;
-        if config.container.spec.rootfs != container.spec.rootfs {
+        if !config
+            .container
+            .spec
+            .rootfs
+            .same_source(&container.spec.rootfs)
+        {
             return Err(Error::Config {
                 path: dir.config(),
                 message: "the rootfs source changed: destroy and create it instead".to_owned(),

@@ -67,6 +67,10 @@ impl StoredImage {
     }
 }
 
+/// The store's lock, shared, held while it lives.
+#[derive(Debug)]
+pub struct StoreLock(#[allow(dead_code)] Flock<File>);
+
 /// What `gc` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Freed {
@@ -149,6 +153,16 @@ impl ImageStore {
         self.read_record(&self.record_path(reference))
     }
 
+    /// The image stored for `reference`, with the store's shared lock, held until
+    /// the `StoreLock` is dropped: no `rmi` or `gc` takes it away meanwhile (a
+    /// create holds it until its config names the image).
+    pub fn get_locked(&self, reference: &ImageRef) -> Result<Option<(StoredImage, StoreLock)>> {
+        let lock = self.lock(FlockArg::LockShared)?;
+        Ok(self
+            .read_record(&self.record_path(reference))?
+            .map(|image| (image, StoreLock(lock))))
+    }
+
     /// Every stored image, sorted by reference.
     pub fn list(&self) -> Result<Vec<StoredImage>> {
         let _lock = self.lock(FlockArg::LockShared)?;
@@ -182,10 +196,22 @@ impl ImageStore {
             wanted.extend(image.index_digest.clone());
             wanted.extend(image.layers.iter().cloned());
         }
-        let wanted: BTreeSet<String> = wanted
+        let mut wanted: BTreeSet<String> = wanted
             .iter()
             .filter_map(|d| blob::sha256_hex(d).ok().map(str::to_owned))
             .collect();
+        // Layers a container reads at every start stay, whether or not a record
+        // still names them (its tag moved on, or an rmi raced its create).
+        let state_dir = self.root.parent().unwrap_or(&self.root);
+        for (_, config) in container_configs(state_dir)? {
+            for lower in config.layers.iter().flat_map(|l| l.lowers.iter()) {
+                if lower.parent() == Some(self.layers_dir().as_path())
+                    && let Some(name) = lower.file_name().and_then(|n| n.to_str())
+                {
+                    wanted.insert(name.to_owned());
+                }
+            }
+        }
         let mut freed = Freed::default();
         let blobs = self.root.join("blobs/sha256");
         for (name, path) in entries(&blobs)? {
@@ -411,22 +437,29 @@ impl Pull<'_> {
 /// each `<state-dir>/containers/*/config.json` (`image.digest`). A container
 /// whose config is not written yet (a create under way) is not counted.
 pub fn containers_by_image(state_dir: &Path) -> Result<BTreeMap<String, Vec<String>>> {
-    let runtime = crate::Runtime::new(state_dir);
     let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for name in runtime.list()? {
-        let config = runtime.dir(&name)?.config();
-        let saved = match SavedConfig::load(&config) {
-            Ok(saved) => saved,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
+    for (name, saved) in container_configs(state_dir)? {
         if let Some(digest) = saved.image.and_then(|image| image.digest) {
             users.entry(digest).or_default().push(name);
         }
     }
     Ok(users)
+}
+
+/// Every container's saved config; one whose config is not written yet (a
+/// create under way) is left out.
+fn container_configs(state_dir: &Path) -> Result<Vec<(String, SavedConfig)>> {
+    let runtime = crate::Runtime::new(state_dir);
+    let mut configs = Vec::new();
+    for name in runtime.list()? {
+        let config = runtime.dir(&name)?.config();
+        match SavedConfig::load(&config) {
+            Ok(saved) => configs.push((name, saved)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(configs)
 }
 
 /// `(name, path)` of each entry of `dir`; none if it is missing.

@@ -122,7 +122,7 @@ pub fn resolve(source: &RootfsSource) -> Result<Resolved> {
         RootfsSource::Image { reference, .. } => {
             return Err(Error::Image {
                 reference: reference.to_string(),
-                message: "image sources are not wired yet: `berth pull` it, the create path does not use the store yet".to_owned(),
+                message: "an image rootfs comes from the image store, not a template".to_owned(),
             });
         }
     })
