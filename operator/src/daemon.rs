@@ -88,6 +88,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         backoff_base: options.backoff_base,
         registries: options.registries.clone(),
         image_checks: Arc::default(),
+        desired_changed: Arc::default(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -97,6 +98,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let router = crate::api::router(ctx.clone());
     let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
     let watch_task = tokio::spawn(watch_loop(ctx.clone(), options.clone(), stop_rx.clone()));
+    let update_task = tokio::spawn(crate::updates::run(ctx.clone(), stop_rx.clone()));
     let health = StoreHealth::default();
     let store_gave_up = {
         let (health, store) = (health.clone(), store.clone());
@@ -136,6 +138,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         tracing::warn!("some reconciles did not finish within {GRACE:?}");
     }
     let _ = watch_task.await;
+    let _ = update_task.await;
     let _ = api.await;
     let _ = std::fs::remove_file(&socket);
     if gave_up.await.unwrap_or(false) {
@@ -281,6 +284,9 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
             Ok(Ok((changed, again))) => {
                 for name in &changed {
                     ctx.scheduler.schedule(name);
+                }
+                if !changed.is_empty() {
+                    ctx.desired_changed.notify_one();
                 }
                 if !listed_once {
                     listed_once = true;

@@ -25,15 +25,27 @@ impl RegistrySettings {
     }
 }
 
+/// How `ensure` came by the image.
+#[derive(Debug)]
+pub enum Fetched {
+    /// It was in the store.
+    Stored,
+    /// Pulled just now.
+    Pulled,
+    /// `Always` could not pull; the stored image serves (what runs must not
+    /// depend on the registry being up). The error says why.
+    Kept(String),
+}
+
 /// The image a create needs, per its `pullPolicy`: `None` for any other rootfs
-/// source; else the stored image and whether it was pulled just now.
-/// `IfNotPresent` pulls what the store lacks, `Always` pulls every time (but a
-/// reference pinned by digest that is there already), `Never` only looks.
+/// source. `IfNotPresent` pulls what the store lacks; `Always` pulls every time
+/// (but a reference pinned by digest that is there already), falling back to a
+/// stored image when the registry cannot be reached; `Never` only looks.
 pub async fn ensure(
     state_dir: &Path,
     rootfs: &RootfsSource,
     options: &berth_registry::PullOptions,
-) -> anyhow::Result<Option<(StoredImage, bool)>> {
+) -> anyhow::Result<Option<(StoredImage, Fetched)>> {
     let RootfsSource::Image {
         reference,
         pull_policy,
@@ -55,12 +67,16 @@ pub async fn ensure(
         (PullPolicy::Always, Some(_)) => reference.digest().is_none(),
         (_, None) => true,
     };
-    match (pull, present) {
-        (false, Some(image)) => Ok(Some((image, false))),
-        _ => {
-            let image = berth_registry::pull(reference, options, &store).await?;
-            Ok(Some((image, true)))
-        }
+    let present = match (pull, present) {
+        (false, Some(image)) => return Ok(Some((image, Fetched::Stored))),
+        (_, present) => present,
+    };
+    match berth_registry::pull(reference, options, &store).await {
+        Ok(image) => Ok(Some((image, Fetched::Pulled))),
+        Err(e) => match present {
+            Some(image) => Ok(Some((image, Fetched::Kept(format!("{e:#}"))))),
+            None => Err(e.into()),
+        },
     }
 }
 

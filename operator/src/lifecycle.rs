@@ -50,10 +50,15 @@ pub fn create(
                     &container.spec.rootfs,
                     options,
                 ));
-                if let Some((image, true)) =
-                    ensured.with_context(|| format!("cannot create {name}"))?
-                {
-                    println!("pulled {} ({})", image.reference, image.digest);
+                match ensured.with_context(|| format!("cannot create {name}"))? {
+                    Some((image, crate::images::Fetched::Pulled)) => {
+                        println!("pulled {} ({})", image.reference, image.digest);
+                    }
+                    Some((image, crate::images::Fetched::Kept(error))) => eprintln!(
+                        "berth: {error}; using the stored {} ({})",
+                        image.reference, image.digest
+                    ),
+                    _ => {}
                 }
             }
         }

@@ -10,6 +10,7 @@ mod lifecycle;
 mod reconcile;
 mod scheduler;
 mod selector;
+mod updates;
 mod validate;
 mod watcher;
 

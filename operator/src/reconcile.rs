@@ -39,6 +39,8 @@ pub struct Context {
     /// The auto-update's last problem per container (the registry is down...),
     /// shown as a condition; cleared by its next good check.
     pub image_checks: Arc<Mutex<std::collections::HashMap<String, String>>>,
+    /// Told when the desired set changed (the auto-updater looks anew).
+    pub desired_changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -602,10 +604,18 @@ async fn create(ctx: &Context, record: &mut Record, desired: &Container) -> Resu
             Err(e) => Err(e),
         };
         match ensured {
-            Ok(Some((image, true))) => ctx.event(
+            Ok(Some((image, crate::images::Fetched::Pulled))) => ctx.event(
                 &name,
                 "Pulled",
                 &format!("{} ({})", image.reference, image.digest),
+            ),
+            Ok(Some((image, crate::images::Fetched::Kept(error)))) => ctx.event(
+                &name,
+                "FailedPull",
+                &format!(
+                    "{error}; using the stored {} ({})",
+                    image.reference, image.digest
+                ),
             ),
             Ok(_) => {}
             Err(e) => {

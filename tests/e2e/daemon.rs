@@ -1820,3 +1820,98 @@ fn the_daemons_text_log_in_a_file_has_no_escape_codes_and_a_refused_user_is_told
         stderr(&out)
     );
 }
+
+#[test]
+fn an_auto_updated_image_follows_its_tag_and_a_registry_that_is_down_changes_nothing() {
+    let registry = crate::registry::Registry::start();
+    let first = registry.push_busybox("test/auto", "stable", 0);
+    let state = StateDir::new();
+    let conf = registry.registries_conf(state.path());
+    let daemon = Daemon::start_with(
+        &state,
+        &[
+            "--registries-conf",
+            conf.to_str().unwrap(),
+            "--resync",
+            "1s",
+        ],
+    );
+    let name = unique("auto");
+    // The second image has /srv/random; the first has not.
+    save(
+        &state,
+        &format!("{name}.yaml"),
+        &manifest(
+            &name,
+            &format!(
+                "  rootfs: {{image: '{}', pullPolicy: Always, updateInterval: 1s}}\n  \
+                 command: [/bin/busybox, sh, -c, '[ -e /srv/random ] && echo NEW-IMAGE || echo OLD-IMAGE; \
+                 exec /bin/busybox sleep 1000']\n  stopTimeout: 1s\n",
+                first.reference
+            ),
+        ),
+    );
+    let running = wait_phase(&state, &daemon, &name, "Running");
+    let log = |state: &StateDir| {
+        std::fs::read_to_string(state.container_dir(&name).join("console.log")).unwrap_or_default()
+    };
+    wait_for("the first image's output", || {
+        log(&state).contains("OLD-IMAGE").then_some(())
+    });
+    let config = |state: &StateDir| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(state.container_dir(&name).join("config.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(config(&state)["layers"]["image"], first.digest.as_str());
+
+    // The tag moves: within a few intervals the container runs the new digest.
+    let second = registry.push_busybox("test/auto", "stable", 1);
+    assert_ne!(first.digest, second.digest);
+    wait_for("the new image's output", || {
+        log(&state).contains("NEW-IMAGE").then_some(())
+    });
+    assert_eq!(config(&state)["layers"]["image"], second.digest.as_str());
+    let updated: Vec<serde_json::Value> = events(&state)
+        .into_iter()
+        .filter(|e| e["name"] == name.as_str() && e["reason"] == "ImageUpdated")
+        .collect();
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    let message = updated[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&first.digest) && message.contains(&second.digest),
+        "{message}"
+    );
+    let item = wait_phase(&state, &daemon, &name, "Running");
+    assert_ne!(pid_of(&item), pid_of(&running));
+
+    // The registry goes away: what runs keeps running, and says why it cannot update.
+    let pid = pid_of(&item);
+    drop(registry);
+    let failed = wait_for("the ImageUpdateFailed condition", || {
+        get(&state, &name).filter(|item| {
+            item["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["kind"] == "ImageUpdateFailed"))
+        })
+    });
+    let condition = failed["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "ImageUpdateFailed")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(condition.contains("cannot check"), "{condition}");
+    std::thread::sleep(Duration::from_secs(3));
+    let item = wait_phase(&state, &daemon, &name, "Running");
+    assert_eq!(
+        pid_of(&item),
+        pid,
+        "the container was restarted while the registry was down"
+    );
+    assert_eq!(count_events(&state, &name, "ImageUpdateFailed"), 1);
+}
