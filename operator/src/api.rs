@@ -38,6 +38,9 @@ pub struct Item {
     pub created_at: u64,
     pub conditions: Vec<Condition>,
     pub last_exit: Option<serde_json::Value>,
+    /// For a container of a registry image: the digest it was created from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// `berth describe`: the item, its spec, recent events and cgroup usage.
@@ -51,6 +54,27 @@ pub struct Detail {
     pub events: Vec<Event>,
     pub memory_bytes: Option<u64>,
     pub pids: Option<u64>,
+    /// How an image's layers make its rootfs: `overlay`, `idmappedOverlay`, or
+    /// `copy` with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_mode: Option<String>,
+}
+
+/// What a container's config says of its image: the digest, and how its
+/// layers make the rootfs.
+pub fn image_of(runtime: &berth_runtime::Runtime, name: &str) -> (Option<String>, Option<String>) {
+    let Some(layers) = runtime.config(name).ok().and_then(|c| c.layers) else {
+        return (None, None);
+    };
+    let mode = serde_json::to_value(layers.mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mode = match layers.fallback {
+        Some(why) => format!("{mode} ({why})"),
+        None => mode,
+    };
+    (Some(layers.image), Some(mode))
 }
 
 impl Item {
@@ -105,6 +129,7 @@ impl Item {
             last_exit: status
                 .and_then(|s| s.last_exit.as_ref())
                 .and_then(|e| serde_json::to_value(e).ok()),
+            image: None,
         }
     }
 }
@@ -396,7 +421,9 @@ fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
         .map(|name| {
             let record = records.iter().find(|r| &r.name == name);
             let status = ctx.runtime.status(name).ok().flatten();
-            Item::merge(name, record, status.as_ref(), now)
+            let mut item = Item::merge(name, record, status.as_ref(), now);
+            item.image = image_of(&ctx.runtime, name).0;
+            item
         })
         .collect())
 }
@@ -467,6 +494,7 @@ async fn describe(
         events,
         memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
         pids: read("pids", &["pids.current"]),
+        rootfs_mode: image_of(&ctx.runtime, &name).1,
     }))
 }
 

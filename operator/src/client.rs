@@ -156,6 +156,7 @@ fn disk_item(runtime: &Runtime, name: &str, now: u64) -> Item {
     let status = runtime.status(name).ok().flatten();
     let mut item = Item::merge(name, None, status.as_ref(), now);
     item.created_at = created_at(runtime, name);
+    item.image = crate::api::image_of(runtime, name).0;
     let origin = runtime
         .config(name)
         .ok()
@@ -280,7 +281,7 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
                     .collect::<Vec<_>>(),
             ];
             if wide {
-                rows[0].extend(["REBOOTS", "SOURCE", "HASH"].map(String::from));
+                rows[0].extend(["REBOOTS", "SOURCE", "HASH", "IMAGE"].map(String::from));
             }
             if options.show_labels {
                 rows[0].push("LABELS".to_owned());
@@ -299,6 +300,11 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
                     row.push(item.source.clone().unwrap_or_else(|| "-".to_owned()));
                     row.push(
                         item.spec_hash
+                            .as_deref()
+                            .map_or("-".to_owned(), |h| h.chars().take(19).collect()),
+                    );
+                    row.push(
+                        item.image
                             .as_deref()
                             .map_or("-".to_owned(), |h| h.chars().take(19).collect()),
                     );
@@ -416,6 +422,7 @@ fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
         events: Vec::new(),
         memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
         pids: read("pids", &["pids.current"]),
+        rootfs_mode: crate::api::image_of(runtime, name).1,
     })
 }
 
@@ -449,6 +456,9 @@ pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
         println!("  Command:        {:?}", spec.command);
         println!("  Restart policy: {:?}", spec.restart_policy);
         println!("  Rootfs:         {:?}", spec.rootfs);
+        if let (Some(digest), Some(mode)) = (&item.image, &detail.rootfs_mode) {
+            println!("  Image:          {digest}, layers as {mode}");
+        }
         println!("  Network:        {:?}", spec.network);
         let r = &spec.resources;
         println!(

@@ -1873,6 +1873,17 @@ fn an_auto_updated_image_follows_its_tag_and_a_registry_that_is_down_changes_not
         log(&state).contains("NEW-IMAGE").then_some(())
     });
     assert_eq!(config(&state)["layers"]["image"], second.digest.as_str());
+    // `get -o wide` and `describe` show the digest it runs.
+    let wide = stdout(&state.run(&["get", &name, "-o", "wide"]));
+    assert!(wide.contains(&second.digest[..19]), "{wide}");
+    let described = stdout(&state.run(&["describe", &name]));
+    assert!(
+        described.contains(&format!(
+            "Image:          {}, layers as overlay",
+            second.digest
+        )),
+        "{described}"
+    );
     let updated: Vec<serde_json::Value> = events(&state)
         .into_iter()
         .filter(|e| e["name"] == name.as_str() && e["reason"] == "ImageUpdated")
