@@ -183,8 +183,9 @@ pub enum Command {
     #[command(visible_aliases = ["ps", "ls"])]
     Get {
         name: Option<String>,
-        /// wide, json, yaml or name (`container/NAME` lines).
-        #[arg(short = 'o', long = "output", default_value = "", value_parser = ["", "wide", "json", "yaml", "name"])]
+        /// wide, json, yaml, name (`container/NAME` lines), or jsonpath=TEMPLATE
+        /// (kubectl's: `-o jsonpath='{.items[*].name}'`, RFC 9535 paths in braces).
+        #[arg(short = 'o', long = "output", default_value = "")]
         output: String,
         /// Only containers whose labels match: KEY=VALUE, KEY!=VALUE, KEY, !KEY,
         /// comma-separated (all must hold), e.g. `-l app=web,tier!=db`.

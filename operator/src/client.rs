@@ -219,6 +219,59 @@ pub struct GetOptions<'a> {
     pub show_labels: bool,
 }
 
+/// What `-o json` prints: one item, or a `ContainerList` of them.
+fn document(name: Option<&str>, items: &[Item]) -> anyhow::Result<serde_json::Value> {
+    Ok(match (name, items.first()) {
+        (Some(_), Some(item)) => with_times(item)?,
+        _ => serde_json::json!({
+            "kind": "ContainerList",
+            "items": items.iter().map(with_times).collect::<anyhow::Result<Vec<_>>>()?,
+        }),
+    })
+}
+
+/// kubectl's `-o jsonpath=` templates: text, with `{PATH}` replaced by what the
+/// RFC 9535 path `$PATH` selects (strings as they are, anything else as JSON,
+/// several separated by spaces) and `{"TEXT"}` by the JSON string TEXT (for
+/// `{"\n"}`). kubectl's `range`/`end` are not supported.
+fn render_jsonpath(template: &str, document: &serde_json::Value) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            bail!("jsonpath template {template:?}: a '{{' is never closed");
+        };
+        let expression = rest[open + 1..open + close].trim();
+        rest = &rest[open + close + 1..];
+        if expression.starts_with('"') {
+            let text: String = serde_json::from_str(expression)
+                .with_context(|| format!("jsonpath template: {expression} is not a JSON string"))?;
+            out.push_str(&text);
+            continue;
+        }
+        let path = if expression.starts_with('$') {
+            expression.to_owned()
+        } else {
+            format!("${expression}")
+        };
+        let query = serde_json_path::JsonPath::parse(&path)
+            .map_err(|e| anyhow::anyhow!("jsonpath {expression:?}: {e}"))?;
+        let values: Vec<String> = query
+            .query(document)
+            .all()
+            .into_iter()
+            .map(|value| match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        out.push_str(&values.join(" "));
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow::Result<()> {
     let name = options.name;
     let selector = options
@@ -259,18 +312,16 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
             }
         }
         "json" | "yaml" => {
-            let document = match name {
-                Some(_) => with_times(&items[0])?,
-                None => serde_json::json!({
-                    "kind": "ContainerList",
-                    "items": items.iter().map(with_times).collect::<anyhow::Result<Vec<_>>>()?,
-                }),
-            };
+            let document = document(name, &items)?;
             if output == "json" {
                 println!("{}", serde_json::to_string_pretty(&document)?);
             } else {
                 print!("{}", serde_yaml::to_string(&document)?);
             }
+        }
+        jsonpath if jsonpath.starts_with("jsonpath=") => {
+            let template = &jsonpath["jsonpath=".len()..];
+            println!("{}", render_jsonpath(template, &document(name, &items)?)?);
         }
         "wide" | "" => {
             let wide = output == "wide";
@@ -324,7 +375,9 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
             }
             print_table(&rows);
         }
-        other => bail!("unknown output format {other:?}; use wide, json, yaml or name"),
+        other => bail!(
+            "unknown output format {other:?}; use wide, json, yaml, name or jsonpath=TEMPLATE"
+        ),
     }
     Ok(())
 }
@@ -599,6 +652,28 @@ fn stored_events(state_dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jsonpath_templates_select_fields_as_kubectl_does() {
+        let list = serde_json::json!({"kind": "ContainerList", "items": [
+            {"name": "web", "phase": "Running", "pid": 42},
+            {"name": "db", "phase": "Stopped", "pid": null},
+        ]});
+        assert_eq!(
+            render_jsonpath("{.items[*].name}", &list).unwrap(),
+            "web db"
+        );
+        assert_eq!(
+            render_jsonpath("first: {.items[0].name}={$.items[0].pid}{\"\\n\"}", &list).unwrap(),
+            "first: web=42\n"
+        );
+        assert_eq!(
+            render_jsonpath("{.items[?@.phase=='Stopped'].name}", &list).unwrap(),
+            "db"
+        );
+        assert!(render_jsonpath("{.items[", &list).is_err());
+        assert!(render_jsonpath("{.items[*.name}", &list).is_err());
+    }
 
     #[test]
     fn epoch_seconds_become_rfc3339_utc() {

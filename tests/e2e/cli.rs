@@ -173,6 +173,22 @@ fn get_selects_by_labels_shows_them_and_prints_names() {
         .split_whitespace()
         .collect();
     assert_eq!(row[5], "app=web,tier=db", "{table}");
+
+    // kubectl's jsonpath templates pick fields.
+    let out = state.run(&["get", "-l", "app=web", "-o", "jsonpath={.items[*].name}"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{db} {web}\n"));
+    let out = state.run(&["get", &web, "-o", "jsonpath=phase={.phase}"]);
+    assert_eq!(stdout(&out), "phase=Created\n", "{}", stderr(&out));
+    let out = state.run(&["get", "-o", "jsonpath={.items[}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("jsonpath"), "{}", stderr(&out));
+    let out = state.run(&["get", "-o", "table"]);
+    assert!(
+        stderr(&out).contains("use wide, json, yaml, name or jsonpath=TEMPLATE"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Creates `names` (sleepers that stop at once), each from its own manifest.
