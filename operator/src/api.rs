@@ -51,6 +51,37 @@ pub struct Detail {
     pub events: Vec<Event>,
     pub memory_bytes: Option<u64>,
     pub pids: Option<u64>,
+    /// How the rootfs of a container made from an image was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_rootfs: Option<ImageRootfs>,
+}
+
+/// From config.json's `layers`: the image's digest, `overlay`, `idmappedOverlay`
+/// or `copy`, and why the layers were copied rather than overlaid.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRootfs {
+    pub image: String,
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+impl ImageRootfs {
+    /// The container's, if its rootfs was made from an image's layers.
+    pub fn of(runtime: &berth_runtime::Runtime, name: &str) -> Option<ImageRootfs> {
+        let layers = runtime.config(name).ok()?.layers?;
+        let mode = match layers.mode {
+            berth_runtime::RootfsMode::Overlay => "overlay",
+            berth_runtime::RootfsMode::IdmappedOverlay => "idmappedOverlay",
+            berth_runtime::RootfsMode::Copy => "copy",
+        };
+        Some(ImageRootfs {
+            image: layers.image,
+            mode: mode.to_owned(),
+            fallback: layers.fallback,
+        })
+    }
 }
 
 impl Item {
@@ -467,6 +498,7 @@ async fn describe(
         events,
         memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
         pids: read("pids", &["pids.current"]),
+        image_rootfs: ImageRootfs::of(&ctx.runtime, &name),
     }))
 }
 

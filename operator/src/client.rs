@@ -416,6 +416,7 @@ fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
         events: Vec::new(),
         memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
         pids: read("pids", &["pids.current"]),
+        image_rootfs: crate::api::ImageRootfs::of(runtime, name),
     })
 }
 
@@ -449,6 +450,14 @@ pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
         println!("  Command:        {:?}", spec.command);
         println!("  Restart policy: {:?}", spec.restart_policy);
         println!("  Rootfs:         {:?}", spec.rootfs);
+        // What was made of the image: an overlay, or a copy and why.
+        if let Some(layers) = &detail.image_rootfs {
+            let why = layers
+                .fallback
+                .as_ref()
+                .map_or(String::new(), |why| format!(" (not an overlay: {why})"));
+            println!("  Image layers:   {} of {}{why}", layers.mode, layers.image);
+        }
         println!("  Network:        {:?}", spec.network);
         let r = &spec.resources;
         println!(

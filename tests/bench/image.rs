@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p berth-operator --bench image` (as root). A `docker-registry` of
 //! its own on 127.0.0.1 serves an image built by umoci from the static busybox plus
-//! a layer of `RANDOM_MB` MiB of random bytes (the tests' harness,
+//! a layer of 4 MiB of random bytes (`BERTH_BENCH_IMAGE_MB=N` for N; the tests' harness,
 //! tests/e2e/registry.rs). Each round times `berth create -f` from spawn to exit;
 //! between first creates the untimed `destroy`, `rmi` and `gc` empty the store
 //! again. Everything lives in a fresh temp state dir and under the cgroup parent
@@ -32,6 +32,7 @@ use std::time::Duration;
 const ITERATIONS: usize = 10;
 const WARMUPS: usize = 1;
 /// Random, so incompressible: the layer the registry sends is this size.
+/// `BERTH_BENCH_IMAGE_MB` changes it.
 const RANDOM_MB: usize = 4;
 const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The issue asks a further create to be at least this many times faster.
@@ -168,8 +169,15 @@ fn main() {
     let (iterations, warmups) = if full { (ITERATIONS, WARMUPS) } else { (1, 0) };
     common::catch_interrupts();
 
+    let random_mb = match std::env::var("BERTH_BENCH_IMAGE_MB") {
+        Ok(mb) => mb.parse().unwrap_or_else(|_| {
+            eprintln!("bench image: BERTH_BENCH_IMAGE_MB={mb:?} is not a whole number of MiB");
+            std::process::exit(2)
+        }),
+        Err(_) => RANDOM_MB,
+    };
     let registry = registry::Registry::start();
-    let image = registry.push_busybox("bench/app", "1", RANDOM_MB);
+    let image = registry.push_busybox("bench/app", "1", random_mb);
     let bench = Bench::new("berth-bench-image");
     let conf = registry.registries_conf(bench.tmp_path());
     let bench = ImageBench {
@@ -179,7 +187,7 @@ fn main() {
         registry,
     };
     println!(
-        "berth image benchmark: {iterations} iterations after {warmups} warm-up(s); image {} ({} layers, {RANDOM_MB} MiB random in the top one); state {}, cgroup parent {}",
+        "berth image benchmark: {iterations} iterations after {warmups} warm-up(s); image {} ({} layers, {random_mb} MiB random in the top one); state {}, cgroup parent {}",
         image.reference,
         image.layers.len(),
         bench.bench.state_dir.display(),

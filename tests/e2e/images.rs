@@ -121,6 +121,11 @@ fn an_image_container_pulls_on_create_and_runs_the_images_command_env_workdir_an
         .map(|d| layers.join(d.trim_start_matches("sha256:")))
         .collect();
     assert_eq!(lowers(&state, &name), want);
+    let described = stdout(&state.run(&["describe", &name]));
+    assert!(
+        described.contains(&format!("  Image layers:   overlay of {}\n", image.digest)),
+        "{described}"
+    );
     let status: serde_json::Value =
         serde_json::from_slice(&state.run(&["status", &name]).stdout).unwrap();
     assert_eq!(status["phase"], "Running", "{status:#}");
@@ -227,6 +232,13 @@ fn the_daemon_runs_an_image_and_a_pull_that_fails_fails_only_its_own_container()
     wait_phase(&state, &daemon, &good, "Running");
     let log = console_until(&state, &good, "greeting=");
     assert!(log.contains(IMAGE_SAYS), "{log}");
+    // Through the daemon's API too.
+    let described = stdout(&state.run(&["describe", &good]));
+    assert!(
+        described.contains(&format!("  Image layers:   overlay of {}\n", image.digest))
+            && described.contains("Pulled"),
+        "{described}"
+    );
     let pulled: Vec<serde_json::Value> = events(&state)
         .into_iter()
         .filter(|e| e["name"] == good.as_str() && e["reason"] == "Pulled")
