@@ -280,6 +280,43 @@ fn the_daemon_runs_an_image_and_a_pull_that_fails_fails_only_its_own_container()
     assert_eq!(later["pid"], running["pid"], "{later:#}");
     assert_eq!(later["restarts"], 0);
     assert_eq!(count_events(&state, &good, "Pulled"), 1);
+
+    // The missing tag pushed at last: the retry pulls it and the container runs.
+    let pushed = registry.push_busybox_running("test/daemon", "nope", 0, IMAGE_SCRIPT);
+    wait_phase(&state, &daemon, &missing, "Running");
+    console_until(&state, &missing, IMAGE_SAYS);
+    assert_eq!(count_events(&state, &missing, "Pulled"), 1);
+    // pullPolicy Never: nothing happens until someone pulls it by hand.
+    let elsewhere = push(&registry, "test/elsewhere");
+    assert_eq!(elsewhere.reference, never_ref);
+    assert_eq!(get(&state, &never).unwrap()["phase"], "Failed");
+    assert_ok(&berth_with(&state, &conf, &["pull", &never_ref]));
+    wait_phase(&state, &daemon, &never, "Running");
+    assert_eq!(count_events(&state, &never, "Pulled"), 0);
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&state.run(&["images", "-o", "json"]))).unwrap();
+    let users: Vec<(&str, &str, &serde_json::Value)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let text = |key: &str| i[key].as_str().unwrap();
+            (text("reference"), text("digest"), &i["containers"])
+        })
+        .collect();
+    for (reference, digest, name) in [
+        (&missing_ref, &pushed.digest, &missing),
+        (&never_ref, &elsewhere.digest, &never),
+    ] {
+        assert!(
+            users.contains(&(
+                reference.as_str(),
+                digest.as_str(),
+                &serde_json::json!([name])
+            )),
+            "{users:#?}"
+        );
+    }
 }
 
 #[test]
