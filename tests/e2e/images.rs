@@ -159,12 +159,11 @@ fn a_second_container_of_an_image_fetches_and_unpacks_nothing_and_neither_sees_t
         fetched,
         "the second create fetched a blob"
     );
-    let log = registry.log();
-    let asked: Vec<&str> = log[requests.len()..]
-        .lines()
-        .filter(|l| l.contains("\"GET /v2/") || l.contains("\"HEAD /v2/"))
-        .collect();
-    assert_eq!(asked, Vec::<&str>::new(), "IfNotPresent asks nothing");
+    assert_eq!(
+        requests_since(&registry, requests.len()),
+        Vec::<String>::new(),
+        "IfNotPresent asks nothing"
+    );
     assert_eq!(layer_dirs(&state), unpacked, "a layer was unpacked again");
     assert_eq!(lowers(&state, &first), lowers(&state, &second));
     let row = images_row(&state, &image.reference);
@@ -466,6 +465,103 @@ fn gc_keeps_a_containers_layers_whatever_path_names_the_state_dir() {
 
     assert_ok(&state.run(&["gc"]));
     assert_eq!(layer_dirs(&state).len(), image.layers.len(), "gc took them");
+    start(&state, &name);
+    let log = console_until(&state, &name, "greeting=");
+    assert!(log.contains(IMAGE_SAYS), "{log}");
+}
+
+#[test]
+fn a_registry_image_runs_in_a_user_namespace_on_the_stores_shared_layers() {
+    use std::os::unix::fs::PermissionsExt;
+    let registry = Registry::start();
+    let image = push(&registry, "test/userns");
+    let state = StateDir::new();
+    // A user namespace needs every directory above the state dir searchable.
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let conf = registry.registries_conf(state.dir.path());
+    let script = "echo uid=$(/bin/busybox id -u) owner=$(/bin/busybox stat -c %u /bin/busybox); echo mine > /srv/written && echo wrote; exec /bin/busybox sleep 1000";
+    let spec = image_spec(
+        &image.reference,
+        &format!(
+            "  user: \"0:0\"\n  security: {{userns: auto}}\n  command: [/bin/sh, -c, '{script}']\n"
+        ),
+    );
+    let (first, second) = (unique("imguserns"), unique("imguserns2"));
+    assert_ok(&create(&state, &conf, &first, &spec));
+    assert_ok(&create(&state, &conf, &second, &spec));
+    for name in [&first, &second] {
+        let config = saved(&state, name);
+        assert_eq!(config["layers"]["mode"], "idmappedOverlay", "{config:#}");
+        start(&state, name);
+        let log = console_until(&state, name, "wrote");
+        assert!(log.starts_with("uid=0 owner=0\n"), "{log}");
+    }
+    // The store's layers stay the host's root's: nothing was chowned in them.
+    for lower in lowers(&state, &first) {
+        assert_eq!(
+            std::fs::metadata(lower.join("bin/busybox")).unwrap().uid(),
+            0
+        );
+    }
+}
+
+/// Access-log lines of requests to the registry's API after `from` bytes of its log.
+fn requests_since(registry: &Registry, from: usize) -> Vec<String> {
+    registry.log()[from..]
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/") || l.contains("\"HEAD /v2/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn pull_policy_always_asks_the_registry_at_each_create_and_a_digest_reference_never_does() {
+    let registry = Registry::start();
+    let image = push(&registry, "test/always");
+    let state = StateDir::new();
+    let conf = registry.registries_conf(state.dir.path());
+    let always = |reference: &str| {
+        format!("  rootfs:\n    image: {reference}\n    pullPolicy: Always\n  stopTimeout: 0s\n")
+    };
+    assert_ok(&create(
+        &state,
+        &conf,
+        &unique("always1"),
+        &always(&image.reference),
+    ));
+    let fetched = registry.blob_gets();
+
+    // The tag is asked again; the blobs it names are in the store already.
+    let seen = registry.log().len();
+    let name = unique("always2");
+    let out = create(&state, &conf, &name, &always(&image.reference));
+    assert_ok(&out);
+    assert!(stdout(&out).starts_with("pulled "), "{}", stdout(&out));
+    assert!(
+        requests_since(&registry, seen)
+            .iter()
+            .any(|l| l.contains("/manifests/1")),
+        "the tag was not asked again"
+    );
+    assert_eq!(registry.blob_gets(), fetched, "a blob was fetched again");
+
+    // By digest: pulled once (no blob again), then never asked again.
+    let pinned = format!("{}/test/always@{}", registry.host(), image.digest);
+    let name = unique("pinned1");
+    let out = create(&state, &conf, &name, &always(&pinned));
+    assert_ok(&out);
+    assert!(
+        stdout(&out).starts_with(&format!("pulled {pinned}")),
+        "{}",
+        stdout(&out)
+    );
+    let seen = registry.log().len();
+    let name = unique("pinned2");
+    let out = create(&state, &conf, &name, &always(&pinned));
+    assert_ok(&out);
+    assert_eq!(stdout(&out), format!("created {name}\n"));
+    assert_eq!(requests_since(&registry, seen), Vec::<String>::new());
+    assert_eq!(registry.blob_gets(), fetched, "a blob was fetched again");
     start(&state, &name);
     let log = console_until(&state, &name, "greeting=");
     assert!(log.contains(IMAGE_SAYS), "{log}");
