@@ -566,3 +566,39 @@ fn pull_policy_always_asks_the_registry_at_each_create_and_a_digest_reference_ne
     let log = console_until(&state, &name, "greeting=");
     assert!(log.contains(IMAGE_SAYS), "{log}");
 }
+
+#[test]
+fn the_daemon_runs_several_containers_of_one_image_pulled_at_once() {
+    let registry = Registry::start();
+    let image = push(&registry, "test/burst");
+    let state = StateDir::new();
+    let conf = registry.registries_conf(state.dir.path());
+    let daemon = Daemon::start_with(
+        &state,
+        &[
+            "--registries-conf",
+            conf.to_str().unwrap(),
+            "--concurrency",
+            "4",
+        ],
+    );
+    let names: Vec<String> = (0..4).map(|i| unique(&format!("burst{i}"))).collect();
+    let text: Vec<String> = names
+        .iter()
+        .map(|name| crate::daemon::manifest(name, &image_spec(&image.reference, "")))
+        .collect();
+    save(&state, "burst.yaml", &text.join("---\n"));
+    for name in &names {
+        wait_phase(&state, &daemon, name, "Running");
+        let log = console_until(&state, name, "greeting=");
+        assert!(log.contains(IMAGE_SAYS), "{log}");
+    }
+    assert_eq!(layer_dirs(&state).len(), image.layers.len());
+    assert_eq!(names_in(&images_dir(&state).join("refs")).len(), 1);
+    assert_eq!(
+        names_in(&images_dir(&state).join("tmp")),
+        Vec::<String>::new()
+    );
+    let row = images_row(&state, &image.reference);
+    assert!(row.ends_with(" 4"), "{row}");
+}
