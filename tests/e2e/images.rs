@@ -602,3 +602,34 @@ fn the_daemon_runs_several_containers_of_one_image_pulled_at_once() {
     let row = images_row(&state, &image.reference);
     assert!(row.ends_with(" 4"), "{row}");
 }
+
+#[test]
+fn with_the_registry_gone_a_new_daemon_starts_an_image_container_again_from_the_store() {
+    let registry = Registry::start();
+    let image = push(&registry, "test/offline");
+    let state = StateDir::new();
+    let conf = registry.registries_conf(state.dir.path());
+    let args = ["--registries-conf", conf.to_str().unwrap()];
+    let name = unique("offline");
+    let mut daemon = Daemon::start_with(&state, &args);
+    save(
+        &state,
+        "offline.yaml",
+        &crate::daemon::manifest(&name, &image_spec(&image.reference, "")),
+    );
+    wait_phase(&state, &daemon, &name, "Running");
+    console_until(&state, &name, IMAGE_SAYS);
+    // A power cut, as far as berth can tell: the daemon and the container gone,
+    // and the device comes back without its network.
+    daemon.kill_hard();
+    drop(registry);
+    assert_ok(&state.run(&["stop", &name, "--timeout", "0s"]));
+    std::fs::remove_file(state.container_dir(&name).join("console.log")).unwrap();
+
+    let daemon = Daemon::start_with(&state, &args);
+    wait_phase(&state, &daemon, &name, "Running");
+    let log = console_until(&state, &name, "greeting=");
+    assert!(log.contains(IMAGE_SAYS), "{log}");
+    assert_eq!(count_events(&state, &name, "FailedPull"), 0);
+    assert_eq!(count_events(&state, &name, "Pulled"), 1);
+}
