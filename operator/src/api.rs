@@ -54,27 +54,37 @@ pub struct Detail {
     pub events: Vec<Event>,
     pub memory_bytes: Option<u64>,
     pub pids: Option<u64>,
-    /// How an image's layers make its rootfs: `overlay`, `idmappedOverlay`, or
-    /// `copy` with the reason.
+    /// How the rootfs of a container made from an image was built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rootfs_mode: Option<String>,
+    pub image_rootfs: Option<ImageRootfs>,
 }
 
-/// What a container's config says of its image: the digest, and how its
-/// layers make the rootfs.
-pub fn image_of(runtime: &berth_runtime::Runtime, name: &str) -> (Option<String>, Option<String>) {
-    let Some(layers) = runtime.config(name).ok().and_then(|c| c.layers) else {
-        return (None, None);
-    };
-    let mode = serde_json::to_value(layers.mode)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mode = match layers.fallback {
-        Some(why) => format!("{mode} ({why})"),
-        None => mode,
-    };
-    (Some(layers.image), Some(mode))
+/// From config.json's `layers`: the image's digest, `overlay`, `idmappedOverlay`
+/// or `copy`, and why the layers were copied rather than overlaid.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRootfs {
+    pub image: String,
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+impl ImageRootfs {
+    /// The container's, if its rootfs was made from an image's layers.
+    pub fn of(runtime: &berth_runtime::Runtime, name: &str) -> Option<ImageRootfs> {
+        let layers = runtime.config(name).ok()?.layers?;
+        let mode = match layers.mode {
+            berth_runtime::RootfsMode::Overlay => "overlay",
+            berth_runtime::RootfsMode::IdmappedOverlay => "idmappedOverlay",
+            berth_runtime::RootfsMode::Copy => "copy",
+        };
+        Some(ImageRootfs {
+            image: layers.image,
+            mode: mode.to_owned(),
+            fallback: layers.fallback,
+        })
+    }
 }
 
 impl Item {
@@ -422,7 +432,7 @@ fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
             let record = records.iter().find(|r| &r.name == name);
             let status = ctx.runtime.status(name).ok().flatten();
             let mut item = Item::merge(name, record, status.as_ref(), now);
-            item.image = image_of(&ctx.runtime, name).0;
+            item.image = ImageRootfs::of(&ctx.runtime, name).map(|l| l.image);
             item
         })
         .collect())
@@ -494,7 +504,7 @@ async fn describe(
         events,
         memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
         pids: read("pids", &["pids.current"]),
-        rootfs_mode: image_of(&ctx.runtime, &name).1,
+        image_rootfs: ImageRootfs::of(&ctx.runtime, &name),
     }))
 }
 

@@ -156,7 +156,7 @@ fn disk_item(runtime: &Runtime, name: &str, now: u64) -> Item {
     let status = runtime.status(name).ok().flatten();
     let mut item = Item::merge(name, None, status.as_ref(), now);
     item.created_at = created_at(runtime, name);
-    item.image = crate::api::image_of(runtime, name).0;
+    item.image = crate::api::ImageRootfs::of(runtime, name).map(|l| l.image);
     let origin = runtime
         .config(name)
         .ok()
@@ -475,7 +475,7 @@ fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
         events: Vec::new(),
         memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
         pids: read("pids", &["pids.current"]),
-        rootfs_mode: crate::api::image_of(runtime, name).1,
+        image_rootfs: crate::api::ImageRootfs::of(runtime, name),
     })
 }
 
@@ -509,8 +509,13 @@ pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
         println!("  Command:        {:?}", spec.command);
         println!("  Restart policy: {:?}", spec.restart_policy);
         println!("  Rootfs:         {:?}", spec.rootfs);
-        if let (Some(digest), Some(mode)) = (&item.image, &detail.rootfs_mode) {
-            println!("  Image:          {digest}, layers as {mode}");
+        // What was made of the image: an overlay, or a copy and why.
+        if let Some(layers) = &detail.image_rootfs {
+            let why = layers
+                .fallback
+                .as_ref()
+                .map_or(String::new(), |why| format!(" (not an overlay: {why})"));
+            println!("  Image layers:   {} of {}{why}", layers.mode, layers.image);
         }
         println!("  Network:        {:?}", spec.network);
         let r = &spec.resources;

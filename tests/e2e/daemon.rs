@@ -9,7 +9,7 @@ use crate::{StateDir, process_gone, process_gone_now, processes_in, stderr, stdo
 
 /// A running `berth daemon`, ended (SIGTERM, then SIGKILL) when dropped. Declare it
 /// after its StateDir, so that it ends first.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: PathBuf,
 }
@@ -20,7 +20,7 @@ impl Daemon {
     }
 
     /// A daemon with short crash-loop and prune delays, plus `extra` flags.
-    fn start_with(state: &StateDir, extra: &[&str]) -> Daemon {
+    pub(crate) fn start_with(state: &StateDir, extra: &[&str]) -> Daemon {
         // Defaults a test's own `extra` may replace (clap takes each flag once).
         let mut args: Vec<&str> = Vec::new();
         for (flag, value) in [("--prune-grace", "1s"), ("--resync", "3s")] {
@@ -60,12 +60,12 @@ impl Daemon {
         daemon
     }
 
-    fn kill_hard(&mut self) {
+    pub(crate) fn kill_hard(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -85,26 +85,26 @@ impl Drop for Daemon {
     }
 }
 
-fn manifests_dir(state: &StateDir) -> PathBuf {
+pub(crate) fn manifests_dir(state: &StateDir) -> PathBuf {
     let dir = state.path().join("manifests");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
 
-fn manifest(name: &str, spec: &str) -> String {
+pub(crate) fn manifest(name: &str, spec: &str) -> String {
     format!("apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n{spec}")
 }
 
 /// Writes like an editor's atomic save: a temp file, then rename over.
-fn save(state: &StateDir, file: &str, text: &str) {
+pub(crate) fn save(state: &StateDir, file: &str, text: &str) {
     let dir = manifests_dir(state);
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join(file)).unwrap();
 }
 
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(value) = check() {
@@ -115,14 +115,19 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn get(state: &StateDir, name: &str) -> Option<serde_json::Value> {
+pub(crate) fn get(state: &StateDir, name: &str) -> Option<serde_json::Value> {
     let out = state.run(&["get", name, "-o", "json"]);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-fn wait_phase(state: &StateDir, daemon: &Daemon, name: &str, phase: &str) -> serde_json::Value {
+pub(crate) fn wait_phase(
+    state: &StateDir,
+    daemon: &Daemon,
+    name: &str,
+    phase: &str,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let item = get(state, name);
@@ -143,7 +148,7 @@ fn pid_of(item: &serde_json::Value) -> i32 {
 }
 
 /// Events of the daemon, as `berth events` prints them.
-fn events(state: &StateDir) -> Vec<serde_json::Value> {
+pub(crate) fn events(state: &StateDir) -> Vec<serde_json::Value> {
     let out = state.run(&["events"]);
     assert!(out.status.success(), "{}", stderr(&out));
     stdout(&out)
@@ -152,7 +157,7 @@ fn events(state: &StateDir) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn count_events(state: &StateDir, name: &str, reason: &str) -> u64 {
+pub(crate) fn count_events(state: &StateDir, name: &str, reason: &str) -> u64 {
     events(state)
         .iter()
         .filter(|e| e["name"] == name && e["reason"] == reason)

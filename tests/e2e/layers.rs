@@ -299,6 +299,14 @@ fn the_copy_fallback_shows_the_same_view_and_leaves_the_layers_alone() {
     assert_eq!(config["layers"]["mode"], "copy");
     assert!(config["layers"]["fallback"].is_string(), "{config}");
     assert!(!dir.join("upper").exists());
+    // describe says so, and why.
+    let described = stdout(&state.run(&["describe", &name]));
+    assert!(
+        described.contains(&format!(
+            "  Image layers:   copy of {DIGEST} (not an overlay: copying was asked for)\n"
+        )),
+        "{described}"
+    );
     // The layers as overlayfs would show them, in the rootfs itself.
     let rootfs = dir.join("rootfs");
     assert_eq!(

@@ -7,13 +7,13 @@ use crate::registry::{Registry, sha256_hex};
 use crate::{StateDir, stderr, stdout};
 
 /// `berth --registries-conf CONF ARGS...` in `state`.
-fn berth_with(state: &StateDir, conf: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn berth_with(state: &StateDir, conf: &Path, args: &[&str]) -> std::process::Output {
     let mut cmd = state.berth(args);
     cmd.arg("--registries-conf").arg(conf);
     cmd.output().unwrap()
 }
 
-fn assert_ok(out: &std::process::Output) {
+pub(crate) fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -23,11 +23,11 @@ fn assert_ok(out: &std::process::Output) {
     );
 }
 
-fn images_dir(state: &StateDir) -> PathBuf {
+pub(crate) fn images_dir(state: &StateDir) -> PathBuf {
     state.path().join("images")
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
+pub(crate) fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries

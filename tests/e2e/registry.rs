@@ -148,8 +148,22 @@ impl Registry {
     }
 
     /// Build an image from the host's static busybox (plus `random_mb` MiB of
-    /// random bytes in a layer of their own) and push it as `name:tag`.
+    /// random bytes in a layer of their own) and push it as `name:tag`. Its
+    /// config runs `sh -c 'echo hello from the image'` as 1000:1000 in /srv with
+    /// GREETING=hello.
     pub fn push_busybox(&self, name: &str, tag: &str, random_mb: usize) -> PushedImage {
+        self.push_busybox_running(name, tag, random_mb, "echo hello from the image")
+    }
+
+    /// `push_busybox` whose config runs `sh -c SCRIPT` (the same env, working dir
+    /// and user).
+    pub fn push_busybox_running(
+        &self,
+        name: &str,
+        tag: &str,
+        random_mb: usize,
+        script: &str,
+    ) -> PushedImage {
         need("umoci", "umoci");
         need("skopeo", "skopeo");
         let busybox = Path::new("/bin/busybox");
@@ -194,7 +208,7 @@ impl Registry {
             &image,
             "--config.cmd=/bin/sh",
             "--config.cmd=-c",
-            "--config.cmd=echo hello from the image",
+            &format!("--config.cmd={script}"),
             "--config.env=GREETING=hello",
             "--config.workingdir=/srv",
             "--config.user=1000:1000",

@@ -17,7 +17,7 @@ mod blob;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_manifests::ImageRef;
@@ -196,19 +196,20 @@ impl ImageStore {
             wanted.extend(image.index_digest.clone());
             wanted.extend(image.layers.iter().cloned());
         }
-        let mut wanted: BTreeSet<String> = wanted
+        let wanted: BTreeSet<String> = wanted
             .iter()
             .filter_map(|d| blob::sha256_hex(d).ok().map(str::to_owned))
             .collect();
         // Layers a container reads at every start stay, whether or not a record
-        // still names them (its tag moved on, or an rmi raced its create).
+        // still names them (its tag moved on, or an rmi raced its create). Known
+        // by device and inode: config.json names them by whatever path the state
+        // dir had for its create (a symlink, a relative path).
         let state_dir = self.root.parent().unwrap_or(&self.root);
+        let mut in_use = BTreeSet::new();
         for (_, config) in container_configs(state_dir)? {
             for lower in config.layers.iter().flat_map(|l| l.lowers.iter()) {
-                if lower.parent() == Some(self.layers_dir().as_path())
-                    && let Some(name) = lower.file_name().and_then(|n| n.to_str())
-                {
-                    wanted.insert(name.to_owned());
+                if let Ok(meta) = std::fs::metadata(lower) {
+                    in_use.insert((meta.dev(), meta.ino()));
                 }
             }
         }
@@ -222,7 +223,9 @@ impl ImageStore {
             }
         }
         for (name, path) in entries(&self.layers_dir())? {
-            if !wanted.contains(&name) {
+            let used = std::fs::symlink_metadata(&path)
+                .is_ok_and(|meta| in_use.contains(&(meta.dev(), meta.ino())));
+            if !wanted.contains(&name) && !used {
                 freed.bytes += tree_size(&path, 0);
                 remove::remove_tree(&path)?;
                 freed.layers += 1;
