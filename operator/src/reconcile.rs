@@ -492,6 +492,26 @@ async fn apply(
             Ok(Action::AwaitChange)
         }
         (Step::WaitMonitor, _) => Ok(Action::RequeueAfter(MONITOR_EXIT_POLL)),
+        (Step::Stop(why @ (StopFor::NewRootfs | StopFor::NewImage)), Some(desired))
+            if matches!(desired.spec.rootfs, RootfsSource::Image { .. }) =>
+        {
+            // The new image first: a tag that cannot be pulled must not take down
+            // what runs.
+            if let Err(message) = bring_image(ctx, desired).await {
+                arm_backoff(ctx, record, None);
+                let message = format!("keeps running its current rootfs: {message}");
+                ctx.save(record, Phase::Running, Some(message))?;
+                let wait = record.backoff_delay_secs.unwrap_or(10);
+                return Ok(Action::RequeueAfter(Duration::from_secs(wait)));
+            }
+            let message = match why {
+                StopFor::NewImage => "its image moved to a new digest",
+                _ => "its rootfs source changed",
+            };
+            ctx.save(record, Phase::Stopping, Some(message.to_owned()))?;
+            ctx.stop_in_background(name, |_| Ok(()));
+            Ok(Action::AwaitChange)
+        }
         (Step::Stop(why), _) => {
             let message = match why {
                 StopFor::Prune => "its manifest no longer defines it",
@@ -593,40 +613,50 @@ async fn apply(
     }
 }
 
+/// The image `desired` will be created from, in the store as its pull policy
+/// says, with a `Pulled` or `FailedPull` event; `Err` is the failure's message.
+async fn bring_image(ctx: &Context, desired: &Container) -> Result<(), String> {
+    let ensured = match ctx.registries.load() {
+        Ok(options) => {
+            crate::images::ensure(ctx.runtime.state_dir(), &desired.spec.rootfs, &options).await
+        }
+        Err(e) => Err(e),
+    };
+    let name = &desired.name;
+    match ensured {
+        Ok(Some((image, crate::images::Fetched::Pulled))) => ctx.event(
+            name,
+            "Pulled",
+            &format!("{} ({})", image.reference, image.digest),
+        ),
+        Ok(Some((image, crate::images::Fetched::Kept(error)))) => ctx.event(
+            name,
+            "FailedPull",
+            &format!(
+                "{error}; using the stored {} ({})",
+                image.reference, image.digest
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            let message = format!("{e:#}");
+            ctx.event(name, "FailedPull", &message);
+            return Err(message);
+        }
+    }
+    Ok(())
+}
+
 async fn create(ctx: &Context, record: &mut Record, desired: &Container) -> Result<Action, Error> {
     let name = desired.name.clone();
     if let RootfsSource::Image { reference, .. } = &desired.spec.rootfs {
         ctx.save(record, Phase::Creating, Some(format!("image {reference}")))?;
-        let ensured = match ctx.registries.load() {
-            Ok(options) => {
-                crate::images::ensure(ctx.runtime.state_dir(), &desired.spec.rootfs, &options).await
-            }
-            Err(e) => Err(e),
-        };
-        match ensured {
-            Ok(Some((image, crate::images::Fetched::Pulled))) => ctx.event(
-                &name,
-                "Pulled",
-                &format!("{} ({})", image.reference, image.digest),
-            ),
-            Ok(Some((image, crate::images::Fetched::Kept(error)))) => ctx.event(
-                &name,
-                "FailedPull",
-                &format!(
-                    "{error}; using the stored {} ({})",
-                    image.reference, image.digest
-                ),
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                // Like a failed start: retried with the crash back-off.
-                let message = format!("{e:#}");
-                ctx.event(&name, "FailedPull", &message);
-                arm_backoff(ctx, record, None);
-                ctx.save(record, Phase::Failed, Some(message))?;
-                let wait = record.backoff_delay_secs.unwrap_or(10);
-                return Ok(Action::RequeueAfter(Duration::from_secs(wait)));
-            }
+        if let Err(message) = bring_image(ctx, desired).await {
+            // Like a failed start: retried with the crash back-off.
+            arm_backoff(ctx, record, None);
+            ctx.save(record, Phase::Failed, Some(message))?;
+            let wait = record.backoff_delay_secs.unwrap_or(10);
+            return Ok(Action::RequeueAfter(Duration::from_secs(wait)));
         }
     }
     ctx.save(record, Phase::Creating, None)?;

@@ -633,3 +633,44 @@ fn with_the_registry_gone_a_new_daemon_starts_an_image_container_again_from_the_
     assert_eq!(count_events(&state, &name, "FailedPull"), 0);
     assert_eq!(count_events(&state, &name, "Pulled"), 1);
 }
+
+#[test]
+fn an_edit_to_an_image_that_cannot_be_pulled_keeps_the_running_container() {
+    let registry = Registry::start();
+    let image = push(&registry, "test/keep");
+    let state = StateDir::new();
+    let conf = registry.registries_conf(state.dir.path());
+    let daemon = Daemon::start_with(&state, &["--registries-conf", conf.to_str().unwrap()]);
+    let name = unique("dkeep");
+    save(
+        &state,
+        "keep.yaml",
+        &crate::daemon::manifest(&name, &image_spec(&image.reference, "")),
+    );
+    let running = wait_phase(&state, &daemon, &name, "Running");
+    let pid = running["pid"].as_i64().unwrap();
+    // A typo in the tag: nothing to pull, so nothing to replace it with.
+    let typo = format!("{}/test/keep:nope", registry.host());
+    save(
+        &state,
+        "keep.yaml",
+        &crate::daemon::manifest(&name, &image_spec(&typo, "")),
+    );
+    wait_for("a FailedPull event", || {
+        (count_events(&state, &name, "FailedPull") >= 1).then_some(())
+    });
+    let item = wait_for("the message", || {
+        get(&state, &name).filter(|i| {
+            i["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("keeps running its current rootfs"))
+        })
+    });
+    assert_eq!(item["phase"], "Running", "{item:#}");
+    assert_eq!(item["pid"].as_i64(), Some(pid), "{item:#}");
+    assert!(
+        item["message"].as_str().unwrap().contains(&typo),
+        "{item:#}"
+    );
+    assert!(!crate::process_gone_now(pid as i32));
+}
