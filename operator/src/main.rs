@@ -79,7 +79,10 @@ fn init_logging(command: &cli::Command) {
     }
 }
 
-fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    // Absolute: the monitors run elsewhere (cwd /), and config.json names paths in it.
+    cli.state_dir = std::path::absolute(&cli.state_dir)
+        .with_context(|| format!("state directory {}", cli.state_dir.display()))?;
     let runtime =
         berth_runtime::Runtime::new(&cli.state_dir).with_cgroup_parent(&cli.cgroup_parent);
     match cli.command {

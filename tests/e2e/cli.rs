@@ -440,3 +440,28 @@ fn completions_for_bash_zsh_and_fish_and_a_man_page_are_printed() {
     assert!(page.contains(".TH berth 1"), "{page}");
     assert!(page.contains("declarative containers"), "{page}");
 }
+
+#[test]
+fn a_relative_state_dir_works_from_create_to_destroy() {
+    let state = StateDir::new();
+    let name = unique("relative");
+    let manifest = state.manifest(
+        &name,
+        "  rootfs: {template: busybox}\n  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n",
+    );
+    // `--state-dir s`, run from the test's temp dir.
+    let run = |args: &[&str]| {
+        let out = crate::berth()
+            .current_dir(state.path())
+            .args(["--state-dir", "s", "--cgroup-parent", &state.cgroup_parent])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(run(&["start", &name]).starts_with(&format!("started {name}")));
+    run(&["stop", &name]);
+    run(&["destroy", &name]);
+}
