@@ -1,0 +1,398 @@
+//! berth's nftables table against the real kernel (as root): each test makes its
+//! own bridge on a 10.214.X.0/24 no host interface uses, a network namespace
+//! with a veth into it standing in for a container, and its own table; Drop
+//! guards remove them all, also when a test fails. Traffic stays between the
+//! host and that bridge; ip_forward is never changed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use berth_runtime::network::nat::{Firewall, NatError, PortMapping, Protocol};
+
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// A name of this test's own, ≤ 15 characters (an interface name's limit).
+fn unique(prefix: &str, n: usize) -> String {
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn require_root_and_tools() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "the nat tests change nftables and links and must run as root"
+    );
+    for (tool, package) in [
+        ("nft", "nftables"),
+        ("ip", "iproute2"),
+        ("busybox", "busybox-static"),
+    ] {
+        let found = Command::new(tool)
+            .arg(if tool == "busybox" { "true" } else { "-V" })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(found, "{tool} is missing: apt-get install {package}");
+    }
+}
+
+/// `ip link del` on drop.
+struct Link(String);
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `ip netns del` on drop (which takes the container side of the veth with it).
+struct Netns(String);
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The server in the namespace, killed by pid on drop.
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The test's table, removed on drop by nft itself, not by the code under test.
+struct Table(Firewall);
+impl Drop for Table {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", self.0.table()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A bridge of the test's own, and optionally a "container" on it running
+/// busybox httpd on port 80. Fields drop in this order: table, server, netns,
+/// veth, bridge.
+struct Net {
+    table: Table,
+    server: Option<Server>,
+    _netns: Option<Netns>,
+    _veth: Option<Link>,
+    _bridge: Link,
+    _www: Option<tempfile::TempDir>,
+    bridge: String,
+    octet: u8,
+    n: usize,
+}
+
+impl Net {
+    fn new() -> Net {
+        require_root_and_tools();
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let bridge = unique("bnt", n);
+        let octet = free_octet(n);
+        run(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        let bridge_guard = Link(bridge.clone());
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.214.{octet}.1/24"),
+            "dev",
+            &bridge,
+        ]);
+        run(&["ip", "link", "set", &bridge, "up"]);
+        let fw = Firewall::new(
+            &format!("berth_t{}_{n}", std::process::id()),
+            &bridge,
+            Ipv4Addr::new(10, 214, octet, 0),
+            24,
+        )
+        .expect("firewall");
+        Net {
+            table: Table(fw),
+            server: None,
+            _netns: None,
+            _veth: None,
+            _bridge: bridge_guard,
+            _www: None,
+            bridge,
+            octet,
+            n,
+        }
+    }
+
+    /// Add the stand-in container at 10.214.X.2 with httpd answering `marker`.
+    fn with_container(mut self, marker: &str) -> Net {
+        let ns = unique("nsnt", self.n);
+        let veth = unique("vnt", self.n);
+        run(&["ip", "netns", "add", &ns]);
+        self._netns = Some(Netns(ns.clone()));
+        run(&[
+            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        self._veth = Some(Link(veth.clone()));
+        run(&["ip", "link", "set", &veth, "master", &self.bridge, "up"]);
+        let addr = format!("{}/24", self.container());
+        run(&["ip", "-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
+        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let gateway = self.gateway().to_string();
+        run(&["ip", "-n", &ns, "route", "add", "default", "via", &gateway]);
+        let www = tempfile::tempdir().expect("tempdir");
+        std::fs::write(www.path().join("index.html"), marker).expect("index.html");
+        let www_dir = www.path().to_string_lossy().into_owned();
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "busybox", "httpd", "-f", "-p", "80", "-h", &www_dir,
+            ])
+            .spawn()
+            .expect("busybox httpd");
+        self.server = Some(Server(child));
+        self._www = Some(www);
+        // Up when it answers directly on the bridge.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while get(SocketAddr::from((self.container(), 80))).is_none() {
+            assert!(Instant::now() < deadline, "httpd in {ns} never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self
+    }
+
+    fn fw(&self) -> &Firewall {
+        &self.table.0
+    }
+
+    fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 214, self.octet, 1)
+    }
+
+    fn container(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 214, self.octet, 2)
+    }
+
+    /// `nft -a list table`: every rule with its handle.
+    fn listing(&self) -> String {
+        run(&["nft", "-a", "list", "table", "inet", self.fw().table()])
+    }
+}
+
+/// An X of 10.214.X.0/24 that no host interface uses.
+fn free_octet(n: usize) -> u8 {
+    let used = run(&["ip", "-br", "addr"]);
+    (0..200)
+        .map(|i| ((std::process::id() as usize * 7 + n * 13 + i) % 200 + 20) as u8)
+        .find(|x| !used.contains(&format!("10.214.{x}.")))
+        .expect("a free 10.214.X.0/24")
+}
+
+/// A port nothing listens on now: bound and released.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The body of `GET /`, or `None` when nothing answers.
+fn get(addr: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+fn tcp(host: u16, container: u16) -> PortMapping {
+    PortMapping {
+        host,
+        container,
+        protocol: Protocol::Tcp,
+        host_ip: None,
+    }
+}
+
+#[test]
+fn a_published_port_answers_on_host_loopback_and_gateway_until_unpublished() {
+    let net = Net::new().with_container("hello from the container");
+    let fw = net.fw();
+    fw.ensure_table().expect("ensure_table");
+    let port = free_port();
+    assert_eq!(get(SocketAddr::from(([127, 0, 0, 1], port))), None);
+
+    fw.publish("web", net.container(), &[tcp(port, 80)])
+        .expect("publish");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], port));
+    let gateway = SocketAddr::from((net.gateway(), port));
+    assert_eq!(get(loopback).as_deref(), Some("hello from the container"));
+    assert_eq!(get(gateway).as_deref(), Some("hello from the container"));
+
+    let rules = fw.rules_of("web").expect("rules_of");
+    let chains: Vec<&str> = rules.iter().map(|r| r.chain.as_str()).collect();
+    assert_eq!(chains, ["prerouting", "output"], "{rules:?}");
+    let expected = format!("container web tcp 0.0.0.0:{port} -> {}:80", net.container());
+    assert!(rules.iter().all(|r| r.description == expected), "{rules:?}");
+
+    // Publishing the same again is a no-op; another container's rules stay
+    // when this one's go.
+    fw.publish("web", net.container(), &[tcp(port, 80)])
+        .expect("publish again");
+    assert_eq!(fw.rules_of("web").expect("rules_of"), rules);
+    let other_port = free_port();
+    let other = Ipv4Addr::new(10, 214, net.octet, 3);
+    fw.publish("web-2", other, &[tcp(other_port, 8080)])
+        .expect("publish web-2");
+
+    assert_eq!(fw.unpublish("web").expect("unpublish"), 2);
+    assert_eq!(fw.rules_of("web").expect("rules_of"), []);
+    assert_eq!(get(loopback), None, "still answers after unpublish");
+    assert_eq!(get(gateway), None, "still answers after unpublish");
+    assert_eq!(fw.rules_of("web-2").expect("rules_of").len(), 2);
+    assert_eq!(fw.unpublish("web").expect("unpublish again"), 0);
+}
+
+#[test]
+fn a_host_port_bound_by_another_program_is_refused_with_port_in_use() {
+    let net = Net::new();
+    let fw = net.fw();
+    fw.ensure_table().expect("ensure_table");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    let udp = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
+    let udp_port = udp.local_addr().expect("local addr").port();
+    let addr = net.container();
+
+    let err = fw
+        .publish("web", addr, &[tcp(port, 80)])
+        .expect_err("port is bound");
+    assert!(
+        matches!(&err, NatError::PortInUse { container, mapping, .. }
+            if container == "web" && mapping.host == port),
+        "{err}"
+    );
+    let udp_mapping = PortMapping {
+        host: udp_port,
+        container: 53,
+        protocol: Protocol::Udp,
+        host_ip: None,
+    };
+    let err = fw
+        .publish("web", addr, &[udp_mapping])
+        .expect_err("udp port is bound");
+    assert!(matches!(err, NatError::PortInUse { .. }), "{err}");
+    assert_eq!(fw.rules_of("web").expect("rules_of"), []);
+
+    // A port another container publishes is a different error.
+    drop(listener);
+    fw.publish("web", addr, &[tcp(port, 80)])
+        .expect("publish once freed");
+    let other = Ipv4Addr::new(10, 214, net.octet, 3);
+    let err = fw
+        .publish("db", other, &[tcp(port, 5432)])
+        .expect_err("taken");
+    assert!(
+        matches!(&err, NatError::PortTaken { other, .. } if other == "web"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ensure_table_again_changes_no_rule_and_a_rebuild_keeps_published_ports() {
+    let net = Net::new();
+    let fw = net.fw();
+    fw.ensure_table().expect("ensure_table");
+    let port = free_port();
+    fw.publish("web", net.container(), &[tcp(port, 80)])
+        .expect("publish");
+    let before = net.listing();
+
+    fw.ensure_table().expect("ensure_table again");
+    assert_eq!(net.listing(), before, "adopting the table changed it");
+
+    // Another subnet: the table's own rules follow it, the published ports stay.
+    let published = fw.rules_of("web").expect("rules_of");
+    let moved = Firewall::new(
+        fw.table(),
+        &net.bridge,
+        Ipv4Addr::new(10, 214, net.octet, 128),
+        25,
+    )
+    .expect("firewall");
+    moved.ensure_table().expect("rebuild");
+    let after = net.listing();
+    assert!(
+        after.contains(&format!("10.214.{}.128/25", net.octet)),
+        "{after}"
+    );
+    let descriptions = |rules: Vec<berth_runtime::network::nat::NatRule>| {
+        rules
+            .into_iter()
+            .map(|r| (r.chain, r.description))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        descriptions(moved.rules_of("web").expect("rules_of")),
+        descriptions(published)
+    );
+}
+
+#[test]
+fn remove_table_removes_only_berths_table() {
+    let net = Net::new();
+    let fw = net.fw();
+    let bystander = format!("berth_by{}_{}", std::process::id(), net.n);
+    run(&["nft", "add", "table", "inet", &bystander]);
+    struct Bystander(String);
+    impl Drop for Bystander {
+        fn drop(&mut self) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &self.0])
+                .status();
+        }
+    }
+    let _bystander = Bystander(bystander.clone());
+
+    fw.ensure_table().expect("ensure_table");
+    let tables = run(&["nft", "list", "tables"]);
+    assert!(
+        tables
+            .lines()
+            .any(|l| l == format!("table inet {}", fw.table())),
+        "{tables}"
+    );
+
+    assert!(fw.remove_table().expect("remove_table"));
+    let tables = run(&["nft", "list", "tables"]);
+    assert!(!tables.contains(fw.table()), "{tables}");
+    assert!(
+        tables
+            .lines()
+            .any(|l| l == format!("table inet {bystander}")),
+        "{tables}"
+    );
+    assert!(!fw.remove_table().expect("remove_table again"));
+}
