@@ -2,7 +2,8 @@
 //! own bridge on a 10.214.X.0/24 no host interface uses, a network namespace
 //! with a veth into it standing in for a container, and its own table; Drop
 //! guards remove them all, also when a test fails. Traffic stays between the
-//! host and that bridge; ip_forward is never changed.
+//! host, that bridge and a namespace standing in for an outside host; the one
+//! test that needs ip_forward restores its exact previous value on drop.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -99,7 +100,7 @@ impl Drop for Table {
 struct Net {
     table: Table,
     server: Option<Server>,
-    _netns: Option<Netns>,
+    netns: Option<Netns>,
     _veth: Option<Link>,
     _bridge: Link,
     _www: Option<tempfile::TempDir>,
@@ -135,7 +136,7 @@ impl Net {
         Net {
             table: Table(fw),
             server: None,
-            _netns: None,
+            netns: None,
             _veth: None,
             _bridge: bridge_guard,
             _www: None,
@@ -150,7 +151,7 @@ impl Net {
         let ns = unique("nsnt", self.n);
         let veth = unique("vnt", self.n);
         run(&["ip", "netns", "add", &ns]);
-        self._netns = Some(Netns(ns.clone()));
+        self.netns = Some(Netns(ns.clone()));
         run(&[
             "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
         ]);
@@ -200,6 +201,125 @@ impl Net {
     }
 }
 
+/// A host outside: a namespace at 10.214.Y.2 behind a veth whose host side is
+/// 10.214.Y.1, where `/cgi-bin/peer` answers the address a request came from.
+/// Fields drop in order: server, netns, veth, files.
+struct Outside {
+    _server: Server,
+    netns: Netns,
+    _veth: Link,
+    _www: tempfile::TempDir,
+    octet: u8,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let octet = free_octet(n);
+        let ns = unique("nsnt", n);
+        let veth = unique("vnt", n);
+        run(&["ip", "netns", "add", &ns]);
+        let netns = Netns(ns.clone());
+        run(&[
+            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        let veth = Link(veth);
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.214.{octet}.1/24"),
+            "dev",
+            &veth.0,
+        ]);
+        run(&["ip", "link", "set", &veth.0, "up"]);
+        let addr = format!("10.214.{octet}.2/24");
+        run(&["ip", "-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
+        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let www = tempfile::tempdir().unwrap();
+        let cgi = www.path().join("cgi-bin");
+        std::fs::create_dir(&cgi).unwrap();
+        let script =
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s' \"$REMOTE_ADDR\"\n";
+        std::fs::write(cgi.join("peer"), script).unwrap();
+        std::fs::set_permissions(
+            cgi.join("peer"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let www_dir = www.path().to_string_lossy().into_owned();
+        let server = Server(
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &ns, "busybox", "httpd", "-f", "-p", "80", "-h", &www_dir,
+                ])
+                .spawn()
+                .unwrap(),
+        );
+        let outside = Outside {
+            _server: server,
+            netns,
+            _veth: veth,
+            _www: www,
+            octet,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while get(SocketAddr::from((outside.host(), 80))).is_none() {
+            assert!(Instant::now() < deadline, "httpd in {ns} never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        outside
+    }
+
+    fn host(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 214, self.octet, 2)
+    }
+
+    /// The host's own address on the link to it.
+    fn link_address(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 214, self.octet, 1)
+    }
+}
+
+/// [`get_path`] from inside a namespace: a thread of ours joins it (busybox wget
+/// run by `ip netns exec` crashes on this host).
+fn get_in(ns: &str, addr: SocketAddr, path: &str) -> Option<String> {
+    let ns_path = format!("/run/netns/{ns}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let netns = std::fs::File::open(&ns_path).unwrap();
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                get_path(addr, path)
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+/// ip_forward on for one test, its exact previous value back on drop.
+struct Forwarding(String);
+impl Forwarding {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+
+    fn enable() -> Forwarding {
+        let was = std::fs::read_to_string(Self::PATH).unwrap();
+        let guard = Forwarding(was.clone());
+        let already = berth_runtime::network::nat::enable_forwarding().unwrap();
+        assert_eq!(already, was.trim() == "1");
+        assert_eq!(std::fs::read_to_string(Self::PATH).unwrap().trim(), "1");
+        guard
+    }
+}
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(Self::PATH, self.0.trim()) {
+            eprintln!("restoring {}: {e}", Self::PATH);
+        }
+    }
+}
+
 /// An X of 10.214.X.0/24 that no host interface uses.
 fn free_octet(n: usize) -> u8 {
     let used = run(&["ip", "-br", "addr"]);
@@ -217,11 +337,14 @@ fn free_port() -> u16 {
 
 /// The body of `GET /`, or `None` when nothing answers.
 fn get(addr: SocketAddr) -> Option<String> {
+    get_path(addr, "/")
+}
+
+fn get_path(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
-        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     Some(response.split_once("\r\n\r\n")?.1.to_owned())
@@ -273,6 +396,18 @@ fn a_published_port_answers_on_host_loopback_and_gateway_until_unpublished() {
     assert_eq!(get(gateway), None, "still answers after unpublish");
     assert_eq!(fw.rules_of("web-2").expect("rules_of").len(), 2);
     assert_eq!(fw.unpublish("web").expect("unpublish again"), 0);
+
+    // With a hostIP, only traffic to that address is forwarded.
+    let port = free_port();
+    let only_loopback = PortMapping {
+        host_ip: Some(Ipv4Addr::LOCALHOST),
+        ..tcp(port, 80)
+    };
+    fw.publish("web", net.container(), &[only_loopback])
+        .expect("publish on 127.0.0.1");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(get(loopback).as_deref(), Some("hello from the container"));
+    assert_eq!(get(SocketAddr::from((net.gateway(), port))), None);
 }
 
 #[test]
@@ -395,4 +530,34 @@ fn remove_table_removes_only_berths_table() {
         "{tables}"
     );
     assert!(!fw.remove_table().expect("remove_table again"));
+}
+
+#[test]
+fn with_forwarding_containers_leave_masqueraded_and_outside_hosts_reach_published_ports() {
+    let net = Net::new().with_container("hello from the container");
+    let outside = Outside::new();
+    let _forwarding = Forwarding::enable();
+    let fw = net.fw();
+    fw.ensure_table().expect("ensure_table");
+    let container_ns = &net.netns.as_ref().expect("container netns").0;
+
+    // Outbound: the outside host sees the host's address, not the container's.
+    let peer = get_in(
+        container_ns,
+        SocketAddr::from((outside.host(), 80)),
+        "/cgi-bin/peer",
+    );
+    let peer = peer.expect("the container reaches the outside host");
+    let peer = peer.trim_start_matches("[::ffff:").trim_end_matches(']');
+    assert_eq!(peer, outside.link_address().to_string());
+
+    // Inbound: the outside host reaches the published port on the host's address.
+    let port = free_port();
+    fw.publish("web", net.container(), &[tcp(port, 80)])
+        .expect("publish");
+    let published = SocketAddr::from((outside.link_address(), port));
+    assert_eq!(
+        get_in(&outside.netns.0, published, "/").as_deref(),
+        Some("hello from the container")
+    );
 }
