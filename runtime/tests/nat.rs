@@ -298,6 +298,21 @@ fn get_in(ns: &str, addr: SocketAddr, path: &str) -> Option<String> {
     })
 }
 
+/// Whether a TCP connection from inside a namespace to `addr` opens.
+fn connects_in(ns: &str, addr: SocketAddr) -> bool {
+    let ns_path = format!("/run/netns/{ns}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let netns = std::fs::File::open(&ns_path).unwrap();
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
 /// ip_forward on for one test, its exact previous value back on drop.
 struct Forwarding(String);
 impl Forwarding {
@@ -559,5 +574,64 @@ fn with_forwarding_containers_leave_masqueraded_and_outside_hosts_reach_publishe
     assert_eq!(
         get_in(&outside.netns.0, published, "/").as_deref(),
         Some("hello from the container")
+    );
+}
+
+#[test]
+fn containers_cannot_reach_the_hosts_loopback_services_through_route_localnet() {
+    let net = Net::new().with_container("unused");
+    let fw = net.fw();
+    fw.ensure_table().expect("ensure_table");
+    // A service of the host's on loopback only.
+    let service = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let target = service.local_addr().expect("local addr");
+    // A hostile container sends to 127.0.0.2 through its eth0, to the host.
+    let ns = &net.netns.as_ref().expect("container netns").0;
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.conf.eth0.route_localnet=1",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        ns,
+        "route",
+        "del",
+        "local",
+        "127.0.0.0/8",
+        "dev",
+        "lo",
+        "table",
+        "local",
+    ]);
+    let gateway = net.gateway().to_string();
+    run(&[
+        "ip",
+        "-n",
+        ns,
+        "route",
+        "add",
+        "127.0.0.2/32",
+        "via",
+        &gateway,
+        "dev",
+        "eth0",
+    ]);
+
+    assert!(
+        !connects_in(ns, target),
+        "a container reached the host's 127.0.0.2"
+    );
+
+    // Control: without the guard chain's rule the same packet gets through.
+    run(&["nft", "flush", "chain", "inet", fw.table(), "guard"]);
+    assert!(
+        connects_in(ns, target),
+        "the test's hostile route does not work"
     );
 }
