@@ -635,3 +635,47 @@ fn containers_cannot_reach_the_hosts_loopback_services_through_route_localnet() 
         "the test's hostile route does not work"
     );
 }
+
+#[test]
+fn a_broken_table_is_repaired_and_errors_say_what_failed() {
+    let net = Net::new();
+    let fw = net.fw();
+    let nowhere = Firewall::new(fw.table(), "bntnowhere", Ipv4Addr::new(10, 214, 0, 0), 24)
+        .expect("firewall");
+    let err = nowhere
+        .ensure_table()
+        .expect_err("no such bridge")
+        .to_string();
+    assert!(err.contains("bridge bntnowhere does not exist"), "{err}");
+
+    fw.ensure_table().expect("ensure_table");
+    fw.publish("web", net.container(), &[tcp(free_port(), 80)])
+        .expect("publish");
+    let published = fw.rules_of("web").expect("rules_of");
+    // Someone deletes a chain of no rule of berth's own: publishing fails with nft's own words...
+    run(&["nft", "flush", "chain", "inet", fw.table(), "output"]);
+    run(&["nft", "delete", "chain", "inet", fw.table(), "output"]);
+    let err = fw
+        .publish("web", net.container(), &[tcp(free_port(), 80)])
+        .expect_err("no output chain");
+    assert!(matches!(err, NatError::Nft { .. }), "{err}");
+    assert!(err.to_string().contains("Could not process rule"), "{err}");
+    // ...and ensure_table puts the chains back, keeping what was published.
+    fw.ensure_table().expect("repair");
+    let listing = net.listing();
+    assert!(
+        listing.contains("chain output") && listing.contains("chain forward"),
+        "{listing}"
+    );
+    let prerouting = |rules: Vec<berth_runtime::network::nat::NatRule>| {
+        rules
+            .into_iter()
+            .filter(|r| r.chain == "prerouting")
+            .map(|r| r.description)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        prerouting(fw.rules_of("web").expect("rules_of")),
+        prerouting(published)
+    );
+}

@@ -20,14 +20,15 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use nftables::batch::Batch;
 use nftables::expr::{Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression};
 use nftables::expr::{Payload, PayloadField, Prefix};
-use nftables::helper::{self, DEFAULT_ARGS, DEFAULT_NFT, NftablesError};
+use nftables::helper::{self, DEFAULT_NFT, NftablesError};
 use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, NAT, NATFamily, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -509,6 +510,12 @@ impl Firewall {
             "/proc/sys/net/ipv4/conf/{}/route_localnet",
             self.bridge
         ));
+        if !path.exists() {
+            return Err(self.nft_error(format!(
+                "bridge {} does not exist (create it before the table)",
+                self.bridge
+            )));
+        }
         write_sysctl(&path, "1")
     }
 
@@ -530,10 +537,32 @@ impl Firewall {
         Ok(Some(table.objects.into_owned()))
     }
 
+    /// `nft -j -f -` with the batch, one transaction. Not the crate's runner:
+    /// it leaves nft's stderr, the only place saying what failed, to ours.
     fn apply(&self, batch: Batch<'static>) -> Result<()> {
         let ruleset: Nftables<'static> = batch.to_nftables();
-        helper::apply_ruleset_with_args(&ruleset, DEFAULT_NFT, DEFAULT_ARGS)
-            .map_err(|e| self.nft_error(describe(&e)))
+        let payload = serde_json::to_vec(&ruleset)
+            .map_err(|e| self.nft_error(format!("encoding the batch: {e}")))?;
+        let mut nft = Command::new("nft")
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.nft_error(nft_missing(&e)))?;
+        // nft reads all of its input before it writes a word.
+        let written = match nft.stdin.take() {
+            Some(mut stdin) => stdin.write_all(&payload),
+            None => Ok(()),
+        };
+        let output = nft
+            .wait_with_output()
+            .map_err(|e| self.nft_error(format!("waiting for nft: {e}")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(self.nft_error(format!("nft -j -f - failed: {}", stderr.trim())));
+        }
+        written.map_err(|e| self.nft_error(format!("writing to nft: {e}")))
     }
 
     fn nft_error(&self, message: String) -> NatError {
@@ -633,7 +662,16 @@ fn describe(err: &NftablesError) -> String {
         NftablesError::NftFailed { hint, stderr, .. } if !stderr.trim().is_empty() => {
             format!("nft failed while {hint}: {}", stderr.trim())
         }
+        NftablesError::NftExecution { inner, .. } => nft_missing(inner),
         other => crate::with_causes(other),
+    }
+}
+
+fn nft_missing(err: &io::Error) -> String {
+    if err.kind() == io::ErrorKind::NotFound {
+        "nft is not installed (apt-get install nftables)".to_owned()
+    } else {
+        format!("running nft: {err}")
     }
 }
 
