@@ -679,3 +679,59 @@ fn a_broken_table_is_repaired_and_errors_say_what_failed() {
         prerouting(published)
     );
 }
+
+#[test]
+fn a_published_udp_port_answers_on_host_loopback() {
+    let net = Net::new().with_container("unused");
+    let fw = net.fw();
+    fw.ensure_table().expect("ensure_table");
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free udp port")
+        .port();
+    fw.publish(
+        "dns",
+        net.container(),
+        &[PortMapping {
+            host: port,
+            container: 53,
+            protocol: Protocol::Udp,
+            host_ip: None,
+        }],
+    )
+    .expect("publish");
+
+    // An echo on the container's 53, in a thread of ours inside its namespace.
+    let ns_path = format!("/run/netns/{}", net.netns.as_ref().expect("netns").0);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let container = net.container();
+    let echo = std::thread::spawn(move || {
+        let netns = std::fs::File::open(&ns_path).unwrap();
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = UdpSocket::bind((container, 53)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok((len, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..len], from);
+        }
+    });
+    ready_rx.recv().expect("echo ready");
+
+    let client = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    client
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    client.send_to(b"ping", ("127.0.0.1", port)).expect("send");
+    let mut buf = [0u8; 64];
+    let answer = client
+        .recv_from(&mut buf)
+        .map(|(len, _)| buf[..len].to_vec());
+    echo.join().expect("echo thread");
+    assert_eq!(
+        answer.expect("an answer through the published udp port"),
+        b"ping"
+    );
+}
