@@ -122,6 +122,18 @@ pub enum NatError {
 
 pub type Result<T, E = NatError> = std::result::Result<T, E>;
 
+/// What `ensure_table` does.
+#[derive(Debug, PartialEq, Eq)]
+enum TableStep {
+    /// The table is right: touch nothing.
+    Keep,
+    Create,
+    /// Replace the table in one transaction, putting back the containers' rules.
+    Rebuild {
+        published: Vec<Rule<'static>>,
+    },
+}
+
 /// Chains of the table: (name, type, hook, priority).
 const CHAINS: [(&str, NfChainType, NfHook, i32); 5] = [
     ("guard", NfChainType::Filter, NfHook::Prerouting, -300),
@@ -187,23 +199,39 @@ impl Firewall {
         self.set_route_localnet()?;
         let current = self.list()?;
         let mut batch = Batch::new();
-        match current {
-            Some(objects) if self.is_right(&objects) => return Ok(()),
-            Some(objects) => {
+        let published = match self.table_step(current.as_deref()) {
+            TableStep::Keep => return Ok(()),
+            TableStep::Create => Vec::new(),
+            TableStep::Rebuild { published } => {
                 tracing::info!(table = %self.table, "rebuilding berth's nftables table");
                 batch.delete(NfListObject::Table(self.table_object()));
-                self.add_skeleton(&mut batch);
-                for mut rule in rules(&objects)
-                    .filter(|r| container_of(r).is_some())
-                    .cloned()
-                {
-                    rule.handle = None;
-                    batch.add(NfListObject::Rule(rule));
-                }
+                published
             }
-            None => self.add_skeleton(&mut batch),
+        };
+        for object in self.skeleton() {
+            batch.add(object);
+        }
+        for rule in published {
+            batch.add(NfListObject::Rule(rule));
         }
         self.apply(batch)
+    }
+
+    /// What [`Firewall::ensure_table`] does to the table there is.
+    fn table_step(&self, current: Option<&[NfObject<'static>]>) -> TableStep {
+        match current {
+            None => TableStep::Create,
+            Some(objects) if self.is_right(objects) => TableStep::Keep,
+            Some(objects) => TableStep::Rebuild {
+                published: rules(objects)
+                    .filter(|r| container_of(r).is_some())
+                    .map(|r| Rule {
+                        handle: None,
+                        ..r.clone()
+                    })
+                    .collect(),
+            },
+        }
     }
 
     /// Delete the table and everything in it. Returns whether it was there.
@@ -440,14 +468,12 @@ impl Firewall {
         ]
     }
 
-    fn add_skeleton(&self, batch: &mut Batch<'static>) {
-        batch.add(NfListObject::Table(self.table_object()));
-        for chain in CHAINS {
-            batch.add(NfListObject::Chain(self.chain(chain)));
-        }
-        for rule in self.base_rules() {
-            batch.add(NfListObject::Rule(rule));
-        }
+    /// The table, its chains and its own rules.
+    fn skeleton(&self) -> Vec<NfListObject<'static>> {
+        let mut objects = vec![NfListObject::Table(self.table_object())];
+        objects.extend(CHAINS.map(|chain| NfListObject::Chain(self.chain(chain))));
+        objects.extend(self.base_rules().into_iter().map(NfListObject::Rule));
+        objects
     }
 
     /// Every chain as berth makes it, and exactly berth's own rules in each.
@@ -751,6 +777,67 @@ mod tests {
         assert!(parsed.overlaps(&p));
         // A container named like the start of another is not it.
         assert_ne!(container_of(&pre), Some("web"));
+    }
+
+    /// The table as nft lists it after `ensure_table` and a publish: handles set.
+    fn listed(fw: &Firewall, published: &[Rule<'static>]) -> Vec<NfObject<'static>> {
+        let mut objects = fw.skeleton();
+        objects.extend(published.iter().cloned().map(NfListObject::Rule));
+        objects
+            .into_iter()
+            .enumerate()
+            .map(|(handle, object)| {
+                let handle = Some(handle as u32 + 1);
+                NfObject::ListObject(match object {
+                    NfListObject::Chain(c) => NfListObject::Chain(Chain { handle, ..c }),
+                    NfListObject::Rule(r) => NfListObject::Rule(Rule { handle, ..r }),
+                    other => other,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ensure_table_keeps_a_right_table_and_rebuilds_a_wrong_one_keeping_published_ports() {
+        let fw = Firewall::new("berth", "berth0", Ipv4Addr::new(10, 88, 0, 0), 16).unwrap();
+        let web = fw.dnat_rules(
+            "web",
+            Ipv4Addr::new(10, 88, 0, 2),
+            &port(8080, Protocol::Tcp, None),
+        );
+        assert_eq!(fw.table_step(None), TableStep::Create);
+        let right = listed(&fw, &web);
+        assert_eq!(fw.table_step(Some(&right)), TableStep::Keep);
+
+        // A chain gone, a chain with another priority, a base rule of another
+        // subnet: each is rebuilt, with web's rules (handles cleared).
+        let without_output: Vec<_> = right
+            .iter()
+            .filter(|o| !matches!(o, NfObject::ListObject(NfListObject::Chain(c)) if c.name == "output"))
+            .cloned()
+            .collect();
+        let other_prio: Vec<_> = right
+            .iter()
+            .cloned()
+            .map(|o| match o {
+                NfObject::ListObject(NfListObject::Chain(c)) if c.name == "forward" => {
+                    NfObject::ListObject(NfListObject::Chain(Chain {
+                        prio: Some(10),
+                        ..c
+                    }))
+                }
+                other => other,
+            })
+            .collect();
+        let moved = Firewall::new("berth", "berth0", Ipv4Addr::new(10, 89, 0, 0), 16).unwrap();
+        for wrong in [without_output, other_prio, listed(&moved, &web)] {
+            assert_eq!(
+                fw.table_step(Some(&wrong)),
+                TableStep::Rebuild {
+                    published: web.to_vec()
+                }
+            );
+        }
     }
 
     #[test]
