@@ -13,6 +13,7 @@ mod layers;
 mod layout;
 mod lifecycle;
 pub mod monitor;
+pub mod network;
 mod orphan;
 mod partial;
 mod pid1;
