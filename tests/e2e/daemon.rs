@@ -1883,10 +1883,7 @@ fn an_auto_updated_image_follows_its_tag_and_a_registry_that_is_down_changes_not
     assert!(wide.contains(&second.digest[..19]), "{wide}");
     let described = stdout(&state.run(&["describe", &name]));
     assert!(
-        described.contains(&format!(
-            "Image:          {}, layers as overlay",
-            second.digest
-        )),
+        described.contains(&format!("Image layers:   overlay of {}", second.digest)),
         "{described}"
     );
     let updated: Vec<serde_json::Value> = events(&state)
