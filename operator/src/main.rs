@@ -80,8 +80,9 @@ fn init_logging(command: &cli::Command) {
 }
 
 fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
-    let runtime =
-        berth_runtime::Runtime::new(&cli.state_dir).with_cgroup_parent(&cli.cgroup_parent);
+    let runtime = berth_runtime::Runtime::new(&cli.state_dir)
+        .with_cgroup_parent(&cli.cgroup_parent)
+        .with_network(cli.bridge.clone(), cli.subnet.clone());
     match cli.command {
         cli::Command::Validate { paths } => Ok(validate::run(&paths)),
         cli::Command::Schema => {

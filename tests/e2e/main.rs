@@ -8,6 +8,7 @@ mod daemon;
 mod exec;
 mod exec_isolation;
 mod layers;
+mod network;
 mod orphan;
 mod pid1;
 mod pull;
