@@ -424,8 +424,8 @@ impl Monitor {
         {
             tracing::error!(container = %self.dir.name, "{e}");
         }
-        if self.wiring.is_some()
-            && let Err(e) = crate::network::unplug(&self.dir.name)
+        if let Some(wiring) = &self.wiring
+            && let Err(e) = wiring.unplug()
         {
             tracing::error!(container = %self.dir.name, "{e}");
         }

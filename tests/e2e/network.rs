@@ -106,7 +106,7 @@ impl Drop for Net {
         let _ = self.run(&["stop", "--all", "--timeout", "0s"]);
         for name in self.names.borrow().iter() {
             let _ = Command::new("ip")
-                .args(["link", "del", &host_veth_name(name)])
+                .args(["link", "del", &host_veth_name(self.state.path(), name)])
                 .output();
         }
         let _ = Command::new("ip")
@@ -226,7 +226,7 @@ fn the_address_stays_through_reboot_and_stop_and_start_and_is_freed_on_destroy()
     net.create(&a, "{mode: bridge}");
     assert!(net.start(&a).status.success());
     let address = net.address(&a).unwrap();
-    let veth = host_veth_name(&a);
+    let veth = host_veth_name(net.state.path(), &a);
     assert!(link_exists(&veth), "no {veth} while {a} runs");
 
     let init = status(&net.state, &a)["initPid"].as_i64().unwrap();
@@ -275,7 +275,7 @@ fn a_pinned_address_is_honoured_and_a_second_pin_of_it_is_refused_naming_the_fir
         err.contains(&format!("of {b}: {pinned} is taken by container {a}")),
         "{err}"
     );
-    assert!(!link_exists(&host_veth_name(&b)));
+    assert!(!link_exists(&host_veth_name(net.state.path(), &b)));
 
     let out = net.start(&c);
     assert!(!out.status.success());
@@ -311,6 +311,6 @@ fn the_bridge_is_recorded_by_the_first_start_and_other_flags_are_refused() {
     let out = net.state.run(&["start", &a]);
     assert!(out.status.success(), "{}", stderr(&out));
     std::thread::sleep(Duration::from_millis(10));
-    let veth = ip(&["-o", "link", "show", &host_veth_name(&a)]);
+    let veth = ip(&["-o", "link", "show", &host_veth_name(net.state.path(), &a)]);
     assert!(veth.contains(&format!("master {}", net.bridge)), "{veth}");
 }

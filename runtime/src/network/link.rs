@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -28,13 +29,24 @@ pub(crate) struct Wiring {
 }
 
 impl Wiring {
-    pub(crate) fn new(container: &str, settings: NetworkSettings, address: Ipv4Addr) -> Wiring {
+    pub(crate) fn new(
+        state_dir: &Path,
+        container: &str,
+        settings: NetworkSettings,
+        address: Ipv4Addr,
+    ) -> Wiring {
         Wiring {
             settings,
             address,
-            host_veth: host_veth_name(container),
-            peer: peer_veth_name(container),
+            host_veth: host_veth_name(state_dir, container),
+            peer: peer_veth_name(state_dir, container),
         }
+    }
+
+    /// After the container stopped: no veth of it is left (the kernel removes the
+    /// pair with the namespace, but not always at once).
+    pub(crate) fn unplug(&self) -> Result<(), String> {
+        delete_links(&[&self.host_veth, &self.peer])
     }
 
     /// Plug the init `pid`, still waiting for its go-ahead in its new network
@@ -137,13 +149,8 @@ impl Wiring {
     }
 }
 
-/// Remove the host side of a container's veth pair (its peer goes with it), if
-/// it is there.
-pub(crate) fn unplug(container: &str) -> Result<(), String> {
-    delete_links(&[&host_veth_name(container), &peer_veth_name(container)])
-}
-
-fn delete_links(names: &[&str]) -> Result<(), String> {
+/// Delete each of these links that exists.
+pub(crate) fn delete_links(names: &[&str]) -> Result<(), String> {
     run(|h| async move {
         for name in names {
             delete(&h, name).await?;

@@ -21,19 +21,27 @@ pub(crate) use link::Wiring;
 pub use settings::{DEFAULT_BRIDGE, DEFAULT_SUBNET, NetworkSettings, Subnet};
 
 /// The host side of a container's veth pair: `bth` and 8 hex digits of the
-/// sha256 of its name (11 characters; a link name may have 15).
-pub fn host_veth_name(container: &str) -> String {
-    format!("bth{}", short_hash(container))
+/// sha256 of the state dir (canonical) and its name (11 characters; a link name
+/// may have 15), so that another state dir's container of the same name has
+/// another.
+pub fn host_veth_name(state_dir: &Path, container: &str) -> String {
+    format!("bth{}", short_hash(state_dir, container))
 }
 
 /// The container side while it is still in the host's namespace (renamed `eth0`
 /// once moved).
-pub(crate) fn peer_veth_name(container: &str) -> String {
-    format!("btp{}", short_hash(container))
+pub(crate) fn peer_veth_name(state_dir: &Path, container: &str) -> String {
+    format!("btp{}", short_hash(state_dir, container))
 }
 
-fn short_hash(container: &str) -> String {
-    Sha256::digest(container.as_bytes())
+fn short_hash(state_dir: &Path, container: &str) -> String {
+    let state_dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    let mut hasher = Sha256::new();
+    hasher.update(state_dir.as_os_str().as_encoded_bytes());
+    hasher.update(b"\0");
+    hasher.update(container.as_bytes());
+    hasher
+        .finalize()
         .iter()
         .take(4)
         .map(|b| format!("{b:02x}"))
@@ -61,16 +69,23 @@ pub(crate) fn join(
     let address = {
         let lock = dir.lock()?;
         let mut ipam = ipam::Ipam::load(&dir, &lock)?;
+        let held = ipam.entries().get(&container.name).copied();
         let address = ipam.allocate(&container.name, pinned, &settings.subnet)?;
-        ipam.save(&dir, &lock)?;
+        // Written (and synced) only when it changed: most starts change nothing.
+        if held != Some(address) {
+            ipam.save(&dir, &lock)?;
+        }
         files::rewrite_hosts(&state_dir.join("containers"), ipam.entries())?;
         address
     };
     let resolv_conf = container.resolv_conf();
-    crate::config::write_atomic(&resolv_conf, files::resolv_conf().as_bytes())
-        .map_err(|e| e.to_string())?;
+    let resolvers = files::resolv_conf();
+    if std::fs::read(&resolv_conf).ok().as_deref() != Some(resolvers.as_bytes()) {
+        crate::config::write_atomic(&resolv_conf, resolvers.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
     Ok(Joined {
-        wiring: Wiring::new(&container.name, settings, address),
+        wiring: Wiring::new(state_dir, &container.name, settings, address),
         etc_files: vec![
             (container.hosts(), PathBuf::from("/etc/hosts")),
             (resolv_conf, PathBuf::from("/etc/resolv.conf")),
@@ -92,13 +107,10 @@ pub(crate) fn leave(state_dir: &Path, container: &str) -> Result<(), String> {
     }
     ipam.save(&dir, &lock)?;
     files::rewrite_hosts(&state_dir.join("containers"), ipam.entries())?;
-    link::unplug(container)
-}
-
-/// After a bridged container stopped: its veth pair is gone (the kernel removes
-/// it with the namespace, but not at once).
-pub(crate) fn unplug(container: &str) -> Result<(), String> {
-    link::unplug(container)
+    link::delete_links(&[
+        &host_veth_name(state_dir, container),
+        &peer_veth_name(state_dir, container),
+    ])
 }
 
 /// The settings `berth start` records or checks before a bridged start.
@@ -165,10 +177,15 @@ mod tests {
 
     #[test]
     fn veth_names_fit_a_link_name_and_differ_per_container() {
-        let a = host_veth_name("a-container-name-of-sixty-three-characters-is-still-fine-here");
+        let state = Path::new("/var/lib/berth");
+        let a = host_veth_name(state, &"a".repeat(63));
         assert!(a.len() <= 15 && a.starts_with("bth"), "{a}");
-        assert_ne!(host_veth_name("web"), host_veth_name("db"));
-        assert_ne!(host_veth_name("web"), peer_veth_name("web"));
-        assert_eq!(host_veth_name("web"), host_veth_name("web"));
+        assert_ne!(host_veth_name(state, "web"), host_veth_name(state, "db"));
+        assert_ne!(host_veth_name(state, "web"), peer_veth_name(state, "web"));
+        assert_ne!(
+            host_veth_name(state, "web"),
+            host_veth_name(Path::new("/srv/other"), "web")
+        );
+        assert_eq!(host_veth_name(state, "web"), host_veth_name(state, "web"));
     }
 }
