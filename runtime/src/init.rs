@@ -329,7 +329,9 @@ fn open_in_root(rootfs: &Path, target: &Path, is_dir: bool) -> Step<OwnedFd> {
             rustix::fs::openat(
                 &reopen_dir(&parent, rootfs, &so_far)?,
                 *part,
-                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                // Never through a symlink: a dangling one in the image would have the
+                // file made where it points, outside the rootfs.
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                 rustix::fs::Mode::from_raw_mode(0o644),
             )
             .map(drop)

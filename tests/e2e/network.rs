@@ -314,3 +314,19 @@ fn the_bridge_is_recorded_by_the_first_start_and_other_flags_are_refused() {
     let veth = ip(&["-o", "link", "show", &host_veth_name(net.state.path(), &a)]);
     assert!(veth.contains(&format!("master {}", net.bridge)), "{veth}");
 }
+
+#[test]
+fn a_dangling_etc_hosts_symlink_in_the_image_never_makes_a_file_on_the_host() {
+    let net = Net::new();
+    let a = net.name("net-link");
+    net.create(&a, "{mode: bridge}");
+    let outside = net.state.dir.path().join("made-by-the-container");
+    let hosts = net.state.container_dir(&a).join("rootfs/etc/hosts");
+    let _ = std::fs::remove_file(&hosts);
+    std::fs::create_dir_all(hosts.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&outside, &hosts).unwrap();
+    let out = net.start(&a);
+    assert!(!outside.exists(), "the start made {}", outside.display());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/etc/hosts"), "{}", stderr(&out));
+}
