@@ -23,8 +23,8 @@ pub use locate::Position;
 pub use parse::{MAX_FILE_BYTES, ParsedFile, parse_bytes, parse_file, parse_str};
 pub use schema::{API_VERSION, KIND, Manifest};
 pub use spec::{
-    Container, ContainerSpec, Mount, NetworkMode, PullPolicy, Resources, RestartPolicy,
-    RootfsSource, RunState, SeccompPolicy, Security, Source,
+    Container, ContainerSpec, Mount, NetworkMode, PortMapping, Protocol, PullPolicy, Resources,
+    RestartPolicy, RootfsSource, RunState, SeccompPolicy, Security, Source,
 };
 pub use spec::{IdMap, UsernsSpec};
 pub use units::parse_duration;
@@ -79,33 +79,55 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Manifest)).unwrap_or_default()
 }
 
-/// A name may be defined once across all files: every later definition is an
-/// error naming the first. The later container is dropped from its file.
+/// A name may be defined once across all files, and a host port published by one
+/// container only: every later definition is an error naming the first. The later
+/// container is dropped from its file.
 pub fn reject_duplicate_names(files: &mut [ParsedFile]) {
     let mut first: HashMap<String, Source> = HashMap::new();
+    let mut published: Vec<(PortMapping, String, Source)> = Vec::new();
     for file in files.iter_mut() {
         let mut kept = Vec::with_capacity(file.containers.len());
         for container in std::mem::take(&mut file.containers) {
-            match first.get(&container.name) {
-                Some(earlier) => file.diagnostics.push(Diagnostic::new(
+            let at = Position {
+                line: container.source.line,
+                column: container.source.column,
+            };
+            let shown = |s: &Source| format!("{}:{}:{}", s.file.display(), s.line, s.column);
+            if let Some(earlier) = first.get(&container.name) {
+                file.diagnostics.push(Diagnostic::new(
                     &container.source.file,
-                    Position {
-                        line: container.source.line,
-                        column: container.source.column,
-                    },
+                    at,
                     format!(
-                        "metadata.name: {:?} is already defined at {}:{}:{}",
+                        "metadata.name: {:?} is already defined at {}",
                         container.name,
-                        earlier.file.display(),
-                        earlier.line,
-                        earlier.column
+                        shown(earlier)
                     ),
-                )),
-                None => {
-                    first.insert(container.name.clone(), container.source.clone());
-                    kept.push(container);
-                }
+                ));
+                continue;
             }
+            let clash = container.spec.ports.iter().find_map(|port| {
+                published
+                    .iter()
+                    .find(|(other, ..)| other.clashes(port))
+                    .map(|(_, name, source)| (port, name, source))
+            });
+            if let Some((port, name, source)) = clash {
+                file.diagnostics.push(Diagnostic::new(
+                    &container.source.file,
+                    at,
+                    format!(
+                        "spec.network.ports: host port {port} of {:?} is published already by {name:?} at {}",
+                        container.name,
+                        shown(source)
+                    ),
+                ));
+                continue;
+            }
+            first.insert(container.name.clone(), container.source.clone());
+            for port in &container.spec.ports {
+                published.push((*port, container.name.clone(), container.source.clone()));
+            }
+            kept.push(container);
         }
         file.containers = kept;
     }

@@ -318,12 +318,51 @@ pub struct Resources {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [
+    {"required": ["mode"], "properties": {"mode": {"const": "bridge"}}},
+    {"properties": {"address": false, "ports": {"maxItems": 0}}}
+]))]
 pub struct Network {
     /// `none`: its own network namespace with only loopback up; `host`: the host's
-    /// network; `bridge` (a veth pair on a berth bridge) is reserved and refused for
-    /// now. Default: `none`.
-    #[schemars(extend("not" = {"const": "bridge"}))]
+    /// network; `bridge`: its own namespace with `eth0`, a veth on berth's bridge,
+    /// an address from berth's allocator and the other bridged containers by name
+    /// in /etc/hosts. Default: `none`.
     pub mode: Option<NetworkMode>,
+    /// With `bridge`: pin this IPv4 address (inside the bridge's subnet, not its
+    /// gateway, not another container's; checked at start). Default: allocated.
+    #[schemars(extend("pattern" = IPV4_PATTERN))]
+    pub address: Option<String>,
+    /// With `bridge`: host ports published to the container.
+    #[serde(default)]
+    pub ports: Vec<Port>,
+}
+
+/// A dotted quad without leading zeros, as Rust's `Ipv4Addr` parses it.
+const IPV4_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$";
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+pub struct Port {
+    /// The port on the host, 1 to 65535.
+    #[schemars(range(min = 1, max = 65535))]
+    pub host: u64,
+    /// The port inside the container, 1 to 65535.
+    #[schemars(range(min = 1, max = 65535))]
+    pub container: u64,
+    /// `tcp` or `udp`. Default: `tcp`.
+    pub protocol: Option<Protocol>,
+    /// The host address to publish on. Default: `0.0.0.0` (every address).
+    #[serde(rename = "hostIP")]
+    #[schemars(extend("pattern" = IPV4_PATTERN))]
+    pub host_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

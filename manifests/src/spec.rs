@@ -3,13 +3,14 @@
 //! hash is computed over.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::image_ref::ImageRef;
-pub use crate::schema::{NetworkMode, PullPolicy, RestartPolicy, RunState};
+pub use crate::schema::{NetworkMode, Protocol, PullPolicy, RestartPolicy, RunState};
 
 /// A valid container document, with where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +68,43 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supplemental_groups: Vec<u32>,
+    /// `spec.network.address`: the pinned bridge address; absent when allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+    /// `spec.network.ports`, defaults filled in; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+}
+
+/// A host port published to the container (`spec.network.ports[]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host: u16,
+    pub container: u16,
+    pub protocol: Protocol,
+    #[serde(rename = "hostIP")]
+    pub host_ip: Ipv4Addr,
+}
+
+impl PortMapping {
+    /// Would both take the same host port: one protocol, one port, and the same
+    /// address or either on every address (0.0.0.0).
+    pub fn clashes(&self, other: &PortMapping) -> bool {
+        self.host == other.host
+            && self.protocol == other.protocol
+            && (self.host_ip == other.host_ip
+                || self.host_ip.is_unspecified()
+                || other.host_ip.is_unspecified())
+    }
+}
+
+impl std::fmt::Display for PortMapping {
+    /// `8080/tcp on 0.0.0.0`, the host side.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let protocol = crate::validate::protocol_name(self.protocol);
+        write!(f, "{}/{protocol} on {}", self.host, self.host_ip)
+    }
 }
 
 fn is_false(value: &bool) -> bool {

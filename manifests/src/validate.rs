@@ -2,16 +2,17 @@
 //! reported with its field path and position, and every default is filled in.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use crate::Diagnostic;
 use crate::image_ref::ImageRef;
 use crate::locate::{DocumentIndex, Position};
-use crate::schema::{self, Manifest, NetworkMode, PullPolicy, RestartPolicy, RunState};
+use crate::schema::{self, Manifest, NetworkMode, Protocol, PullPolicy, RestartPolicy, RunState};
 use crate::spec::{
-    Container, ContainerSpec, IdMap, Mount, Resources, RootfsSource, SeccompPolicy, Security,
-    Source, UsernsSpec,
+    Container, ContainerSpec, IdMap, Mount, PortMapping, Resources, RootfsSource, SeccompPolicy,
+    Security, Source, UsernsSpec,
 };
 use crate::units;
 
@@ -149,17 +150,7 @@ pub fn container(
     let resources = resources(&mut c, spec.resources.unwrap_or_default());
     let security = security(&mut c, spec.security.unwrap_or_default());
     let mounts = mounts(&mut c, spec.mounts, &security);
-    let network = spec
-        .network
-        .and_then(|n| n.mode)
-        .unwrap_or(NetworkMode::None);
-    if network == NetworkMode::Bridge {
-        // Refused rather than quietly run without a network.
-        c.value(
-            "spec.network.mode",
-            "bridge networking is not implemented in this berth yet; use none or host",
-        );
-    }
+    let (network, address, ports) = network(&mut c, spec.network.unwrap_or_default());
     if security.userns.is_some() && network == NetworkMode::Host {
         c.value(
             "spec.security.userns",
@@ -200,6 +191,8 @@ pub fn container(
         init: spec.init.unwrap_or(false),
         user: spec.user,
         supplemental_groups: spec.supplemental_groups,
+        address,
+        ports,
     };
     Ok(Container {
         name,
@@ -209,6 +202,76 @@ pub fn container(
         spec,
         source,
     })
+}
+
+/// The mode, a pinned address and published ports, which need `bridge`. Whether
+/// the address lies in the bridge's subnet is known only where the subnet is: at start.
+fn network(
+    c: &mut Checker,
+    network: schema::Network,
+) -> (NetworkMode, Option<Ipv4Addr>, Vec<PortMapping>) {
+    let mode = network.mode.unwrap_or(NetworkMode::None);
+    let bridge_only = |c: &mut Checker, path: &str| {
+        if mode != NetworkMode::Bridge {
+            c.value(path, "needs spec.network.mode: bridge");
+        }
+    };
+    let address = network.address.and_then(|text| {
+        bridge_only(c, "spec.network.address");
+        c.parse("spec.network.address", parse_ipv4(&text))
+    });
+    if !network.ports.is_empty() {
+        bridge_only(c, "spec.network.ports");
+    }
+    let mut ports = Vec::new();
+    for (i, port) in network.ports.into_iter().enumerate() {
+        let at = format!("spec.network.ports[{i}]");
+        let number = |c: &mut Checker, field: &str, value: u64| {
+            c.parse(
+                &format!("{at}.{field}"),
+                u16::try_from(value)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{value} is not a port; use 1 to 65535")),
+            )
+        };
+        let host = number(c, "host", port.host);
+        let container = number(c, "container", port.container);
+        let host_ip = match port.host_ip {
+            Some(text) => c.parse(&format!("{at}.hostIP"), parse_ipv4(&text)),
+            None => Some(Ipv4Addr::UNSPECIFIED),
+        };
+        let (Some(host), Some(container), Some(host_ip)) = (host, container, host_ip) else {
+            continue;
+        };
+        let port = PortMapping {
+            host,
+            container,
+            protocol: port.protocol.unwrap_or(Protocol::Tcp),
+            host_ip,
+        };
+        if let Some(first) = ports.iter().position(|p: &PortMapping| p.clashes(&port)) {
+            c.value(
+                &format!("{at}.host"),
+                format!("host port {port} is published already by spec.network.ports[{first}]"),
+            );
+            continue;
+        }
+        ports.push(port);
+    }
+    (mode, address, ports)
+}
+
+pub(crate) fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+fn parse_ipv4(text: &str) -> Result<Ipv4Addr, String> {
+    text.parse::<Ipv4Addr>()
+        .map_err(|_| format!("{text:?} is not an IPv4 address such as 10.88.0.5"))
 }
 
 /// A DNS-1123 label, with a reason for each way a name can be wrong.

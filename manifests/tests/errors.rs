@@ -663,9 +663,79 @@ fn user_namespaces_are_checked() {
 }
 
 #[test]
-fn bridge_networking_is_refused_until_it_exists() {
-    assert_one(
-        &with_spec("web", "  network: {mode: bridge}\n"),
-        "m.yaml:7:19: spec.network.mode: bridge networking is not implemented in this berth yet; use none or host",
+fn bridge_network_takes_an_address_and_ports() {
+    let c = check(&with_spec(
+        "web",
+        "  network:\n    mode: bridge\n    address: 10.88.0.9\n    ports: [{host: 8080, container: 80}, {host: 53, container: 53, protocol: udp, hostIP: 127.0.0.1}]\n",
+    ));
+    assert!(c.is_valid(), "{:?}", c.diagnostics);
+    let spec = &c.containers[0].spec;
+    assert_eq!(spec.network, berth_manifests::NetworkMode::Bridge);
+    assert_eq!(spec.address, Some(std::net::Ipv4Addr::new(10, 88, 0, 9)));
+    assert_eq!(spec.ports.len(), 2);
+    assert_eq!(spec.ports[0].host_ip, std::net::Ipv4Addr::UNSPECIFIED);
+    assert_eq!(spec.ports[0].protocol, berth_manifests::Protocol::Tcp);
+    // Without them the spec hash is what it always was (pinned in examples.rs).
+    let plain = serde_json::to_string(&check(&with_spec("web", "")).containers[0].spec).unwrap();
+    assert!(
+        !plain.contains("address") && !plain.contains("ports"),
+        "{plain}"
     );
+}
+
+#[test]
+fn bad_addresses_and_ports_name_the_field() {
+    assert_one(
+        &with_spec("web", "  network: {mode: bridge, address: 10.88.0.256}\n"),
+        "m.yaml:7:36: spec.network.address: \"10.88.0.256\" is not an IPv4 address such as 10.88.0.5",
+    );
+    assert_one(
+        &with_spec("web", "  network: {address: 10.88.0.2}\n"),
+        "m.yaml:7:22: spec.network.address: needs spec.network.mode: bridge",
+    );
+    assert_one(
+        &with_spec(
+            "web",
+            "  network: {mode: bridge, ports: [{host: 80, container: 70000}]}\n",
+        ),
+        "m.yaml:7:57: spec.network.ports[0].container: 70000 is not a port; use 1 to 65535",
+    );
+    assert_one(
+        &with_spec(
+            "web",
+            "  network: {mode: bridge, ports: [{host: 80, container: 80}, {host: 80, container: 81, hostIP: 127.0.0.1}]}\n",
+        ),
+        "m.yaml:7:69: spec.network.ports[1].host: host port 80/tcp on 127.0.0.1 is published already by spec.network.ports[0]",
+    );
+    // Another protocol is another port.
+    assert!(
+        check(&with_spec(
+            "web",
+            "  network: {mode: bridge, ports: [{host: 80, container: 80}, {host: 80, container: 80, protocol: udp}]}\n",
+        ))
+        .is_valid()
+    );
+}
+
+#[test]
+fn a_host_port_published_by_two_files_names_both() {
+    let ports = "  network: {mode: bridge, ports: [{host: 8080, container: 80}]}\n";
+    let mut files = vec![
+        parse_str(Path::new("a.yaml"), &with_spec("web", ports)),
+        parse_str(Path::new("b.yaml"), &with_spec("api", ports)),
+    ];
+    reject_duplicate_names(&mut files);
+    assert!(files[0].is_valid());
+    let errors: Vec<String> = files[1]
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "b.yaml:4:9: spec.network.ports: host port 8080/tcp on 0.0.0.0 of \"api\" is published already by \"web\" at a.yaml:4:9"
+        ]
+    );
+    assert!(files[1].containers.is_empty());
 }

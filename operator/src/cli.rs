@@ -34,6 +34,17 @@ pub struct Cli {
     )]
     pub cgroup_parent: String,
 
+    /// The bridge of `network.mode: bridge` containers (default: berth0). The
+    /// first bridged start records it in <state-dir>/network/config.json; a later
+    /// one given another is refused.
+    #[arg(long, global = true, env = "BERTH_BRIDGE")]
+    pub bridge: Option<String>,
+
+    /// The bridge's IPv4 subnet (default: 10.88.0.0/16); its first host is the
+    /// bridge's address. Recorded and checked like --bridge.
+    #[arg(long, global = true, env = "BERTH_SUBNET")]
+    pub subnet: Option<String>,
+
     /// registries.conf (v2 TOML) for `pull`: which registries are plain HTTP
     /// (`insecure = true`) or blocked. Default: /etc/containers/registries.conf.
     #[arg(long, global = true, env = "BERTH_REGISTRIES_CONF")]

@@ -83,8 +83,9 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
     // Absolute: the monitors run elsewhere (cwd /), and config.json names paths in it.
     cli.state_dir = std::path::absolute(&cli.state_dir)
         .with_context(|| format!("state directory {}", cli.state_dir.display()))?;
-    let runtime =
-        berth_runtime::Runtime::new(&cli.state_dir).with_cgroup_parent(&cli.cgroup_parent);
+    let runtime = berth_runtime::Runtime::new(&cli.state_dir)
+        .with_cgroup_parent(&cli.cgroup_parent)
+        .with_network(cli.bridge.clone(), cli.subnet.clone());
     match cli.command {
         cli::Command::Validate { paths } => Ok(validate::run(&paths)),
         cli::Command::Schema => {

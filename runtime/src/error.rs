@@ -55,6 +55,9 @@ pub enum Error {
     /// A cgroup the host cannot provide, or a cgroup file that refused a value.
     #[error("cgroups: {0}")]
     Cgroup(String),
+    /// The bridge, an address, a veth: what `network.mode: bridge` needs.
+    #[error("network: {0}")]
+    Network(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -31,6 +31,9 @@ pub struct Plan {
     /// Device and inode of each of `mounts`' sources as the monitor checked them:
     /// init binds a source only if the path still leads there.
     pub mount_ids: Vec<crate::sources::FileId>,
+    /// A bridged container's /etc/hosts and /etc/resolv.conf (files in its
+    /// directory, written by the monitor) and where init binds them, read-only.
+    pub etc_files: Vec<(PathBuf, PathBuf)>,
     pub hostname: String,
     pub command: Vec<String>,
     /// `KEY=VALUE`, final.
@@ -167,6 +170,9 @@ fn build_root(plan: &Plan) -> Step {
     })
     .map_err(|e| fail("mount /sys", e, shown(&at("sys"))))?;
     build_dev(&at("dev"))?;
+    for (file, target) in &plan.etc_files {
+        bind(file, rootfs, target, true)?;
+    }
     // The manifest's mounts last, so that one under /dev or /proc is not hidden.
     for (i, m) in plan.mounts.iter().enumerate() {
         let source = reopen_source(&m.source, plan.mount_ids.get(i))?;
@@ -323,7 +329,9 @@ fn open_in_root(rootfs: &Path, target: &Path, is_dir: bool) -> Step<OwnedFd> {
             rustix::fs::openat(
                 &reopen_dir(&parent, rootfs, &so_far)?,
                 *part,
-                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                // Never through a symlink: a dangling one in the image would have the
+                // file made where it points, outside the rootfs.
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                 rustix::fs::Mode::from_raw_mode(0o644),
             )
             .map(drop)

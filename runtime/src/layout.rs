@@ -14,6 +14,9 @@ pub const TEMPLATE_LOG: &str = "template.log";
 pub const STATUS: &str = "status";
 pub const MONITOR_SOCKET: &str = "monitor.sock";
 pub const CONSOLE_LOG: &str = "console.log";
+/// A bridged container's /etc/hosts and /etc/resolv.conf, bound by its init.
+pub const HOSTS: &str = "hosts";
+pub const RESOLV_CONF: &str = "resolv.conf";
 
 #[derive(Debug, Clone)]
 pub struct ContainerDir {
@@ -66,5 +69,13 @@ impl ContainerDir {
 
     pub fn console_log(&self) -> PathBuf {
         self.path.join(CONSOLE_LOG)
+    }
+
+    pub fn hosts(&self) -> PathBuf {
+        self.path.join(HOSTS)
+    }
+
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.path.join(RESOLV_CONF)
     }
 }

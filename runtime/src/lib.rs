@@ -53,6 +53,10 @@ pub struct Runtime {
     cgroup_parent: String,
     /// Copy images' layers into each rootfs even where overlayfs would serve.
     copy_layers: bool,
+    /// `--bridge` and `--subnet` as given (`None`: the recorded ones, else the
+    /// defaults); checked against `network/config.json` at a bridged start.
+    bridge: Option<String>,
+    subnet: Option<String>,
 }
 
 impl Runtime {
@@ -61,6 +65,8 @@ impl Runtime {
             state_dir: state_dir.into(),
             cgroup_parent: "berth".to_owned(),
             copy_layers: false,
+            bridge: None,
+            subnet: None,
         }
     }
 
@@ -73,6 +79,14 @@ impl Runtime {
 
     pub fn with_cgroup_parent(mut self, parent: impl Into<String>) -> Runtime {
         self.cgroup_parent = parent.into();
+        self
+    }
+
+    /// The bridge and subnet of `network.mode: bridge`, as the user gave them;
+    /// `None` leaves the state dir's recorded one (else the default).
+    pub fn with_network(mut self, bridge: Option<String>, subnet: Option<String>) -> Runtime {
+        self.bridge = bridge;
+        self.subnet = subnet;
         self
     }
 
@@ -138,6 +152,7 @@ impl Runtime {
             Probe::Absent => None,
         };
         remove::remove_tree(&dir.path)?;
+        network::leave(&self.state_dir, name).map_err(Error::Network)?;
         tracing::info!(container = name, "destroyed");
         Ok(true)
     }

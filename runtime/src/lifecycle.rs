@@ -27,6 +27,21 @@ impl Runtime {
         if self.connect(name)?.is_some() {
             return Err(Error::Running(name.to_owned()));
         }
+        // The bridge of this state dir: recorded by the first bridged start, the
+        // flags of every later one checked against it; the monitor reads it there.
+        if crate::config::SavedConfig::load(&dir.config())?
+            .container
+            .spec
+            .network
+            == berth_manifests::NetworkMode::Bridge
+        {
+            crate::network::settings(
+                &self.state_dir,
+                self.bridge.as_deref(),
+                self.subnet.as_deref(),
+            )
+            .map_err(|e| Error::Start(format!("cannot start {name}: {e}")))?;
+        }
         // Never two inits of one name: what a killed monitor left dies first.
         if let Some(orphan) = self.orphan(name)? {
             self.kill_orphan(name, orphan)?;

@@ -19,10 +19,11 @@ use crate::cgroup::Cgroups;
 use crate::config::SavedConfig;
 use crate::init::Plan;
 use crate::layout::ContainerDir;
+use crate::network::Wiring;
 use crate::spawn::{self, DEFAULT_PATH, Payload};
 use crate::status::{ExitReason, LastExit, Phase, Status, now};
 use crate::sync::{self, Report, Request};
-use berth_manifests::SeccompPolicy;
+use berth_manifests::{NetworkMode, SeccompPolicy};
 
 /// argv[0] of a monitor: `ps` shows `[berth monitor] <state-dir> <name>`.
 pub const TITLE: &str = "[berth monitor] ";
@@ -133,6 +134,9 @@ struct Monitor {
     waiting: Vec<UnixStream>,
     /// What to do when init next exits, and when to SIGKILL it.
     stopping: Option<Stopping>,
+    /// `network.mode: bridge`: its bridge, address and veth, the same for every
+    /// start of this monitor (reboots included).
+    wiring: Option<Wiring>,
 }
 
 #[derive(Clone, Copy)]
@@ -201,6 +205,15 @@ impl Monitor {
         if let Some(uid) = config.id_maps.as_ref().and_then(|m| m.root_uid()) {
             crate::userns::check_reachable(&config.rootfs, uid)?;
         }
+        let wiring = match spec.network {
+            NetworkMode::Bridge => {
+                let joined = crate::network::join(state_dir, &dir, spec.address)
+                    .map_err(|e| format!("cannot start {name}: {e}"))?;
+                plan.etc_files = joined.etc_files;
+                Some(joined.wiring)
+            }
+            NetworkMode::None | NetworkMode::Host => None,
+        };
         let listener = bind_socket(&dir.monitor_socket())?;
         let (console_in, console_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("console pipe: {e}"))?;
@@ -250,6 +263,7 @@ impl Monitor {
             console,
             waiting: Vec::new(),
             stopping: None,
+            wiring,
         })
     }
 
@@ -269,7 +283,12 @@ impl Monitor {
                 .map_err(|e| format!("cannot start {}: the overlay rootfs: {e}", self.dir.name))?;
             self.plan.overlay_mount = Some(made);
         }
-        let spawned = spawn::spawn(&self.plan, &self.cgroups, &self.console_out);
+        let spawned = spawn::spawn(
+            &self.plan,
+            &self.cgroups,
+            &self.console_out,
+            self.wiring.as_ref(),
+        );
         self.plan.overlay_mount = None;
         let payload = spawned.map_err(|e| format!("cannot start {}: {e}", self.dir.name))?;
         self.status.phase = Phase::Running;
@@ -402,6 +421,11 @@ impl Monitor {
             .cgroups
             .kill_payload()
             .and_then(|()| self.cgroups.remove())
+        {
+            tracing::error!(container = %self.dir.name, "{e}");
+        }
+        if let Some(wiring) = &self.wiring
+            && let Err(e) = wiring.unplug()
         {
             tracing::error!(container = %self.dir.name, "{e}");
         }
@@ -592,6 +616,8 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         mounts: spec.mounts.clone(),
         // Filled in by the monitor's checks; without them init binds nothing.
         mount_ids: Vec::new(),
+        // Filled in by the monitor for a bridged container.
+        etc_files: Vec::new(),
         hostname: spec.hostname.clone(),
         command,
         env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 
 use crate::cgroup::Cgroups;
 use crate::init::{self, Plan};
+use crate::network::Wiring;
 use crate::sync::{self, FromInit, ToInit};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -41,7 +42,12 @@ struct CloneArgs {
 }
 
 /// Start the container's init. The error is the message `berth start` prints.
-pub fn spawn(plan: &Plan, cgroups: &Cgroups, console: &OwnedFd) -> Result<Payload, String> {
+pub fn spawn(
+    plan: &Plan,
+    cgroups: &Cgroups,
+    console: &OwnedFd,
+    wiring: Option<&Wiring>,
+) -> Result<Payload, String> {
     let (mut parent_end, child_end) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let console = console
         .try_clone()
@@ -104,6 +110,12 @@ pub fn spawn(plan: &Plan, cgroups: &Cgroups, console: &OwnedFd) -> Result<Payloa
         && let Err(e) = crate::userns::write_maps(pid, maps)
     {
         return Err(abort(format!("user namespace: {e}")));
+    }
+    // Its eth0 is there before its command runs.
+    if let Some(wiring) = wiring
+        && let Err(e) = wiring.plug(pid)
+    {
+        return Err(abort(format!("network: {e}")));
     }
     if let Err(e) = sync::send(&parent_end, &ToInit::Configure) {
         return Err(abort(format!(

@@ -1,5 +1,5 @@
-//! Start latency: `berth start` (host and busybox templates) beside two baselines,
-//! bare namespaces (`unshare`) and `crun run` of the same busybox rootfs.
+//! Start latency: `berth start` (host and busybox templates, busybox on a bridge) beside
+//! two baselines, bare namespaces (`unshare`) and `crun run` of the same busybox rootfs.
 //!
 //! `cargo bench -p berth-operator --bench start` (as root). Each row is timed from
 //! spawn to exit of one command, N times after warm-ups; the untimed `berth stop`
@@ -33,6 +33,9 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 const HOST: &str = "bench-host";
 const BUSYBOX: &str = "bench-busybox";
+const BRIDGED: &str = "bench-bridged";
+/// The bridged row's subnet: one that no host interface should use.
+const BENCH_SUBNET: &str = "10.213.251.0/24";
 
 /// What one row came to.
 #[derive(Debug)]
@@ -69,6 +72,8 @@ struct Bench {
     berth: PathBuf,
     state_dir: PathBuf,
     cgroup_parent: String,
+    /// The bridged row's bridge, deleted on drop.
+    bridge: String,
     /// Where commands' output goes.
     out: PathBuf,
     /// Containers berth may have made (pushed before their create).
@@ -94,6 +99,7 @@ impl Bench {
             berth: PathBuf::from(env!("CARGO_BIN_EXE_berth")),
             state_dir,
             cgroup_parent: format!("berth-bench-{}", std::process::id()),
+            bridge: format!("btbench{}", std::process::id() % 10_000_000),
             out,
             containers: Vec::new(),
             crun: None,
@@ -115,6 +121,10 @@ impl Bench {
             .arg(&self.state_dir)
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
+            .arg("--bridge")
+            .arg(&self.bridge)
+            .arg("--subnet")
+            .arg(BENCH_SUBNET)
             .args(args);
         command
     }
@@ -345,6 +355,11 @@ impl Drop for Bench {
         for problem in self.remove_cgroup_parents() {
             eprintln!("bench cleanup: cannot remove cgroup {problem}");
         }
+        // The bridged row's bridge (its veths went with its stops).
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
         common::keep_if_unsafe_to_delete(&mut self.tmp, clean);
     }
 }
@@ -440,6 +455,18 @@ fn main() {
         Outcome::Skipped("skipped: /bin/busybox missing (apt-get install busybox-static)".into())
     };
     rows.push(("berth_start_busybox", busybox));
+
+    let bridged = if Path::new("/bin/busybox").is_file() {
+        bench
+            .berth_start(
+                BRIDGED,
+                "  rootfs: {template: busybox}\n  command: [\"/bin/sleep\", \"1000\"]\n  restartPolicy: Never\n  network: {mode: bridge}\n",
+            )
+            .into()
+    } else {
+        Outcome::Skipped("skipped: /bin/busybox missing (apt-get install busybox-static)".into())
+    };
+    rows.push(("berth_start_busybox_bridged", bridged));
 
     rows.push(("unshare_baseline", bench.unshare()));
     let crun = if INTERRUPTED.load(Ordering::SeqCst) {

@@ -9,6 +9,7 @@ mod exec;
 mod exec_isolation;
 mod images;
 mod layers;
+mod network;
 mod orphan;
 mod pid1;
 mod pull;

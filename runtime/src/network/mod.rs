@@ -1,1 +1,192 @@
+//! `network.mode: bridge`: a bridge of berth's own (`--bridge`, `--subnet`), one
+//! address per container that is its until it is destroyed (`ipam`), a veth pair
+//! per start (`link`), and /etc/hosts and /etc/resolv.conf for it (`files`).
+//! Everything shared lives in `<state-dir>/network/`, under one `flock`, so that
+//! `berth start` by hand and the daemon agree.
+
+mod files;
+mod ipam;
+mod link;
 pub mod nat;
+mod settings;
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+
+pub(crate) use link::Wiring;
+pub use settings::{DEFAULT_BRIDGE, DEFAULT_SUBNET, NetworkSettings, Subnet};
+
+/// The host side of a container's veth pair: `bth` and 8 hex digits of the
+/// sha256 of the state dir (canonical) and its name (11 characters; a link name
+/// may have 15), so that another state dir's container of the same name has
+/// another.
+pub fn host_veth_name(state_dir: &Path, container: &str) -> String {
+    format!("bth{}", short_hash(state_dir, container))
+}
+
+/// The container side while it is still in the host's namespace (renamed `eth0`
+/// once moved).
+pub(crate) fn peer_veth_name(state_dir: &Path, container: &str) -> String {
+    format!("btp{}", short_hash(state_dir, container))
+}
+
+fn short_hash(state_dir: &Path, container: &str) -> String {
+    let state_dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    let mut hasher = Sha256::new();
+    hasher.update(state_dir.as_os_str().as_encoded_bytes());
+    hasher.update(b"\0");
+    hasher.update(container.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A bridged container made ready to start: its wiring, and its /etc/hosts and
+/// /etc/resolv.conf for its init to bind.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    pub(crate) wiring: Wiring,
+    pub(crate) etc_files: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Before a bridged container starts (by its monitor): the state dir's settings,
+/// its address (held, pinned or new), every bridged container's hosts file
+/// rewritten, its resolv.conf written.
+pub(crate) fn join(
+    state_dir: &Path,
+    container: &crate::layout::ContainerDir,
+    pinned: Option<Ipv4Addr>,
+) -> Result<Joined, String> {
+    let dir = NetworkDir::new(state_dir);
+    let settings = NetworkSettings::resolve(&dir, None, None)?;
+    let address = {
+        let lock = dir.lock()?;
+        let mut ipam = ipam::Ipam::load(&dir, &lock)?;
+        let held = ipam.entries().get(&container.name).copied();
+        let address = ipam.allocate(&container.name, pinned, &settings.subnet)?;
+        // Written (and synced) only when it changed: most starts change nothing.
+        if held != Some(address) {
+            ipam.save(&dir, &lock)?;
+        }
+        files::rewrite_hosts(&state_dir.join("containers"), ipam.entries())?;
+        address
+    };
+    let resolv_conf = container.resolv_conf();
+    let resolvers = files::resolv_conf();
+    if std::fs::read(&resolv_conf).ok().as_deref() != Some(resolvers.as_bytes()) {
+        crate::config::write_atomic(&resolv_conf, resolvers.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(Joined {
+        wiring: Wiring::new(state_dir, &container.name, settings, address),
+        etc_files: vec![
+            (container.hosts(), PathBuf::from("/etc/hosts")),
+            (resolv_conf, PathBuf::from("/etc/resolv.conf")),
+        ],
+    })
+}
+
+/// After a container is destroyed: its address is free, the others' hosts files
+/// no longer list it, and no veth of it is left (a killed monitor's).
+pub(crate) fn leave(state_dir: &Path, container: &str) -> Result<(), String> {
+    let dir = NetworkDir::new(state_dir);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let lock = dir.lock()?;
+    let mut ipam = ipam::Ipam::load(&dir, &lock)?;
+    if !ipam.release(container) {
+        return Ok(());
+    }
+    ipam.save(&dir, &lock)?;
+    files::rewrite_hosts(&state_dir.join("containers"), ipam.entries())?;
+    link::delete_links(&[
+        &host_veth_name(state_dir, container),
+        &peer_veth_name(state_dir, container),
+    ])
+}
+
+/// The settings `berth start` records or checks before a bridged start.
+pub(crate) fn settings(
+    state_dir: &Path,
+    bridge: Option<&str>,
+    subnet: Option<&str>,
+) -> Result<NetworkSettings, String> {
+    NetworkSettings::resolve(&NetworkDir::new(state_dir), bridge, subnet)
+}
+
+/// `<state-dir>/network/`: settings, addresses, and the lock over both.
+#[derive(Debug, Clone)]
+pub(crate) struct NetworkDir {
+    path: PathBuf,
+}
+
+/// The lock over everything in `network/`, held while it lives.
+#[derive(Debug)]
+pub(crate) struct NetworkLock(#[allow(dead_code)] Flock<File>);
+
+impl NetworkDir {
+    pub(crate) fn new(state_dir: &Path) -> NetworkDir {
+        NetworkDir {
+            path: state_dir.join("network"),
+        }
+    }
+
+    pub(crate) fn exists(&self) -> bool {
+        self.path.is_dir()
+    }
+
+    pub(crate) fn settings(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+
+    pub(crate) fn addresses(&self) -> PathBuf {
+        self.path.join("addresses.json")
+    }
+
+    /// Make the directory (0700) and take its lock.
+    pub(crate) fn lock(&self) -> Result<NetworkLock, String> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(|e| format!("cannot create {}: {e}", self.path.display()))?;
+        let path = self.path.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map(NetworkLock)
+            .map_err(|(_, e)| format!("cannot lock {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_fit_a_link_name_and_differ_per_container() {
+        let state = Path::new("/var/lib/berth");
+        let a = host_veth_name(state, &"a".repeat(63));
+        assert!(a.len() <= 15 && a.starts_with("bth"), "{a}");
+        assert_ne!(host_veth_name(state, "web"), host_veth_name(state, "db"));
+        assert_ne!(host_veth_name(state, "web"), peer_veth_name(state, "web"));
+        assert_ne!(
+            host_veth_name(state, "web"),
+            host_veth_name(Path::new("/srv/other"), "web")
+        );
+        assert_eq!(host_veth_name(state, "web"), host_veth_name(state, "web"));
+    }
+}

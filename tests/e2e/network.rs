@@ -1,0 +1,332 @@
+//! `network.mode: bridge` (as root): addresses, names, the host's reach, and
+//! nothing left behind. Each test has a bridge and a /24 of 10.213.0.0/16 of its
+//! own, passed with --bridge and --subnet; traffic goes only between the host and
+//! the test's containers on that bridge. `ip` only looks and cleans up.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use berth_runtime::network::host_veth_name;
+
+use crate::start::{status, wait_for};
+use crate::{StateDir, stderr, stdout, unique};
+
+/// PID 1 that ends on SIGTERM, so that stop and reboot do not wait for SIGKILL.
+const SERVE: &str =
+    r#"  command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]"#;
+
+/// A test's state dir, bridge and subnet; removes the bridge and every veth of
+/// its containers when dropped, also on failure.
+struct Net {
+    state: StateDir,
+    bridge: String,
+    /// `10.213.N`: the subnet is `10.213.N.0/24`.
+    prefix: String,
+    names: std::cell::RefCell<Vec<String>>,
+}
+
+impl Net {
+    fn new() -> Net {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let third = (pid.wrapping_mul(7).wrapping_add(n * 31)) % 200 + 20;
+        let prefix = format!("10.213.{third}");
+        let used = ip(&["-o", "-4", "addr", "show"]);
+        assert!(
+            !used.contains(&format!("{prefix}.")),
+            "{prefix}.0/24 is in use on this host:\n{used}"
+        );
+        let bridge = format!("bt{}x{n}", pid % 10_000_000);
+        assert!(bridge.len() <= 15);
+        Net {
+            state: StateDir::new(),
+            bridge,
+            prefix,
+            names: Default::default(),
+        }
+    }
+
+    fn subnet(&self) -> String {
+        format!("{}.0/24", self.prefix)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.state
+            .berth(&["--bridge", &self.bridge, "--subnet", &self.subnet()])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// A unique name, remembered for clean-up.
+    fn name(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        self.names.borrow_mut().push(name.clone());
+        name
+    }
+
+    fn create(&self, name: &str, network: &str) {
+        let manifest = self.state.manifest(
+            name,
+            &format!("  rootfs: {{template: busybox}}\n{SERVE}\n  network: {network}\n"),
+        );
+        let out = self.run(&["create", "-f", manifest.to_str().unwrap()]);
+        assert!(out.status.success(), "create: {}", stderr(&out));
+    }
+
+    fn start(&self, name: &str) -> Output {
+        self.run(&["start", name])
+    }
+
+    fn exec(&self, name: &str, command: &[&str]) -> Output {
+        let mut args = vec!["exec", name, "--"];
+        args.extend_from_slice(command);
+        self.run(&args)
+    }
+
+    /// The address berth allocated, from its allocator's file.
+    fn address(&self, name: &str) -> Option<Ipv4Addr> {
+        let file = self.state.path().join("network/addresses.json");
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+        json["containers"][name].as_str()?.parse().ok()
+    }
+
+    /// eth0's IPv4 address as the container sees it.
+    fn eth0(&self, name: &str) -> String {
+        let out = self.exec(name, &["ip", "-4", "-o", "addr", "show", "eth0"]);
+        assert!(out.status.success(), "exec ip: {}", stderr(&out));
+        stdout(&out)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = self.run(&["stop", "--all", "--timeout", "0s"]);
+        for name in self.names.borrow().iter() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &host_veth_name(self.state.path(), name)])
+                .output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("`ip` is missing: apt-get install iproute2");
+    assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ping(net: &Net, from: &str, to: &str) -> Output {
+    net.exec(from, &["ping", "-c1", "-W2", to])
+}
+
+#[test]
+fn two_bridged_containers_reach_each_other_by_address_and_by_name_and_the_host_reaches_them() {
+    let net = Net::new();
+    let (a, b) = (net.name("net-a"), net.name("net-b"));
+    net.create(&a, "{mode: bridge}");
+    net.create(&b, "{mode: bridge}");
+    for name in [&a, &b] {
+        let out = net.start(name);
+        assert!(out.status.success(), "start {name}: {}", stderr(&out));
+    }
+    let (addr_a, addr_b) = (net.address(&a).unwrap(), net.address(&b).unwrap());
+    assert!(net.eth0(&a).contains(&format!("inet {addr_a}/24")));
+    assert!(addr_a.to_string().starts_with(&net.prefix));
+
+    // By name: each one's /etc/hosts lists both.
+    let hosts = stdout(&net.exec(&a, &["cat", "/etc/hosts"]));
+    assert!(hosts.contains(&format!("{addr_b}\t{b}")), "{hosts}");
+    assert!(hosts.contains(&format!("{addr_a}\t{a}")), "{hosts}");
+    let out = ping(&net, &a, &b);
+    assert!(
+        out.status.success(),
+        "{a} → {b}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = ping(&net, &b, &addr_a.to_string());
+    assert!(
+        out.status.success(),
+        "{b} → {addr_a}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // The host, over the test's bridge.
+    let out = Command::new("busybox")
+        .args(["ping", "-c1", "-W2", "-I", &net.bridge, &addr_b.to_string()])
+        .output()
+        .expect("busybox is missing: apt-get install busybox-static");
+    assert!(
+        out.status.success(),
+        "host → {addr_b}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // No resolver the container cannot reach.
+    let resolv = stdout(&net.exec(&a, &["cat", "/etc/resolv.conf"]));
+    for line in resolv.lines().filter(|l| l.starts_with("nameserver")) {
+        assert!(
+            !line.contains(" 127.") && !line.contains(" ::1"),
+            "{resolv}"
+        );
+    }
+
+    // A container destroyed is no longer listed by the others.
+    assert!(net.run(&["destroy", "-f", &b]).status.success());
+    let hosts = stdout(&net.exec(&a, &["cat", "/etc/hosts"]));
+    assert!(!hosts.contains(&b), "{hosts}");
+}
+
+#[test]
+fn a_container_with_network_none_has_only_loopback() {
+    let net = Net::new();
+    let (none, bridged) = (net.name("net-none"), net.name("net-eth"));
+    net.create(&none, "{mode: none}");
+    net.create(&bridged, "{mode: bridge}");
+    for name in [&none, &bridged] {
+        assert!(net.start(name).status.success());
+    }
+    let interfaces = |name: &str| -> Vec<String> {
+        let dev = stdout(&net.exec(name, &["cat", "/proc/net/dev"]));
+        dev.lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(|i| i.trim().to_owned())
+            .collect()
+    };
+    assert_eq!(interfaces(&none), ["lo"]);
+    let mut bridged_ones = interfaces(&bridged);
+    bridged_ones.sort();
+    assert_eq!(bridged_ones, ["eth0", "lo"]);
+    assert!(net.address(&none).is_none());
+}
+
+#[test]
+fn the_address_stays_through_reboot_and_stop_and_start_and_is_freed_on_destroy() {
+    let net = Net::new();
+    let a = net.name("net-keep");
+    net.create(&a, "{mode: bridge}");
+    assert!(net.start(&a).status.success());
+    let address = net.address(&a).unwrap();
+    let veth = host_veth_name(net.state.path(), &a);
+    assert!(link_exists(&veth), "no {veth} while {a} runs");
+
+    let init = status(&net.state, &a)["initPid"].as_i64().unwrap();
+    assert!(net.run(&["reboot", &a]).status.success());
+    wait_for("the reboot", || {
+        let s = status(&net.state, &a);
+        (s["phase"] == "Running" && s["initPid"].as_i64().is_some_and(|p| p != init)).then_some(())
+    });
+    assert!(net.eth0(&a).contains(&format!("inet {address}/24")));
+
+    assert!(net.run(&["stop", &a]).status.success());
+    assert!(!link_exists(&veth), "{veth} is left after stop");
+    assert!(net.start(&a).status.success());
+    assert_eq!(net.address(&a), Some(address));
+    assert!(net.eth0(&a).contains(&format!("inet {address}/24")));
+
+    assert!(net.run(&["destroy", "-f", &a]).status.success());
+    assert!(!link_exists(&veth), "{veth} is left after destroy");
+    assert_eq!(net.address(&a), None);
+    // Free again: the next container takes it.
+    let b = net.name("net-next");
+    net.create(&b, "{mode: bridge}");
+    assert!(net.start(&b).status.success());
+    assert_eq!(net.address(&b), Some(address));
+}
+
+#[test]
+fn a_pinned_address_is_honoured_and_a_second_pin_of_it_is_refused_naming_the_first() {
+    let net = Net::new();
+    let (a, b, c) = (
+        net.name("net-pin"),
+        net.name("net-twin"),
+        net.name("net-out"),
+    );
+    let pinned = format!("{}.77", net.prefix);
+    net.create(&a, &format!("{{mode: bridge, address: {pinned}}}"));
+    net.create(&b, &format!("{{mode: bridge, address: {pinned}}}"));
+    net.create(&c, "{mode: bridge, address: 10.212.0.9}");
+    assert!(net.start(&a).status.success());
+    assert!(net.eth0(&a).contains(&format!("inet {pinned}/24")));
+
+    let out = net.start(&b);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("of {b}: {pinned} is taken by container {a}")),
+        "{err}"
+    );
+    assert!(!link_exists(&host_veth_name(net.state.path(), &b)));
+
+    let out = net.start(&c);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("outside the bridge's subnet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_bridge_is_recorded_by_the_first_start_and_other_flags_are_refused() {
+    let net = Net::new();
+    let a = net.name("net-flags");
+    net.create(&a, "{mode: bridge}");
+    assert!(net.start(&a).status.success());
+    let addresses = ip(&["-o", "-4", "addr", "show", "dev", &net.bridge]);
+    assert!(
+        addresses.contains(&format!("{}.1/24", net.prefix)),
+        "{addresses}"
+    );
+    assert!(net.run(&["stop", &a]).status.success());
+
+    let out = net
+        .state
+        .berth(&["--subnet", "10.213.250.0/24", "start", &a])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("--subnet 10.213.250.0/24 disagrees"), "{err}");
+    // Without flags, the recorded ones.
+    let out = net.state.run(&["start", &a]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(10));
+    let veth = ip(&["-o", "link", "show", &host_veth_name(net.state.path(), &a)]);
+    assert!(veth.contains(&format!("master {}", net.bridge)), "{veth}");
+}
+
+#[test]
+fn a_dangling_etc_hosts_symlink_in_the_image_never_makes_a_file_on_the_host() {
+    let net = Net::new();
+    let a = net.name("net-link");
+    net.create(&a, "{mode: bridge}");
+    let outside = net.state.dir.path().join("made-by-the-container");
+    let hosts = net.state.container_dir(&a).join("rootfs/etc/hosts");
+    let _ = std::fs::remove_file(&hosts);
+    std::fs::create_dir_all(hosts.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&outside, &hosts).unwrap();
+    let out = net.start(&a);
+    assert!(!outside.exists(), "the start made {}", outside.display());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/etc/hosts"), "{}", stderr(&out));
+}
