@@ -283,6 +283,13 @@ impl Monitor {
                 .map_err(|e| format!("cannot start {}: the overlay rootfs: {e}", self.dir.name))?;
             self.plan.overlay_mount = Some(made);
         }
+        // Published ports first: the address is this container's already, and a
+        // port another program holds fails the start before anything runs.
+        if let Some(wiring) = &self.wiring {
+            let ports = &self.config.container.spec.ports;
+            crate::network::publish(wiring, &self.dir.name, ports)
+                .map_err(|e| format!("cannot start {}: spec.network.ports: {e}", self.dir.name))?;
+        }
         let spawned = spawn::spawn(
             &self.plan,
             &self.cgroups,
@@ -424,10 +431,15 @@ impl Monitor {
         {
             tracing::error!(container = %self.dir.name, "{e}");
         }
-        if let Some(wiring) = &self.wiring
-            && let Err(e) = wiring.unplug()
-        {
-            tracing::error!(container = %self.dir.name, "{e}");
+        if let Some(wiring) = &self.wiring {
+            if !self.config.container.spec.ports.is_empty()
+                && let Err(e) = crate::network::unpublish(wiring, &self.dir.name)
+            {
+                tracing::error!(container = %self.dir.name, "cannot unpublish its ports: {e}");
+            }
+            if let Err(e) = wiring.unplug() {
+                tracing::error!(container = %self.dir.name, "{e}");
+            }
         }
         let _ = std::fs::remove_file(self.dir.monitor_socket());
         self.status.monitor_pid = None;

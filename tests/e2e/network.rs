@@ -112,6 +112,10 @@ impl Drop for Net {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
+        // The nftables table berth keeps for this bridge, if a port was published.
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &format!("berth_{}", self.bridge)])
+            .output();
     }
 }
 
@@ -329,4 +333,93 @@ fn a_dangling_etc_hosts_symlink_in_the_image_never_makes_a_file_on_the_host() {
     assert!(!outside.exists(), "the start made {}", outside.display());
     assert!(!out.status.success());
     assert!(stderr(&out).contains("/etc/hosts"), "{}", stderr(&out));
+}
+
+/// Asks `127.0.0.1:port` (or `host:port`) for `/` over plain HTTP/1.0.
+fn http_get(host: &str, port: u16) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((host, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn a_published_port_answers_on_the_hosts_loopback_and_gateway_until_the_container_stops() {
+    let net = Net::new();
+    let name = net.name("httpd");
+    // A free host port: bound and let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let manifest = net.state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{template: busybox}}\n  \
+             command: [/bin/sh, -c, 'mkdir -p /www && echo hello-from-{name} > /www/index.html && exec httpd -f -p 80 -h /www']\n  \
+             stopTimeout: 1s\n  network: {{mode: bridge, ports: [{{host: {port}, container: 80}}]}}\n"
+        ),
+    );
+    let out = net.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let out = net.start(&name);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+    let gateway = format!("{}.1", net.prefix);
+    for host in ["127.0.0.1", gateway.as_str()] {
+        let answer = wait_for(&format!("an answer on {host}:{port}"), || {
+            http_get(host, port).ok().filter(|a| a.contains("200"))
+        });
+        assert!(answer.contains(&format!("hello-from-{name}")), "{answer}");
+    }
+    let rules = Command::new("nft")
+        .args(["list", "table", "inet", &format!("berth_{}", net.bridge)])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&rules).contains(&format!("container {name} tcp 0.0.0.0:{port}")),
+        "{}",
+        stdout(&rules)
+    );
+    assert!(net.run(&["stop", &name]).status.success());
+    // Its rule went with it: the port is no longer forwarded anywhere.
+    let rules = Command::new("nft")
+        .args(["list", "table", "inet", &format!("berth_{}", net.bridge)])
+        .output()
+        .unwrap();
+    assert!(
+        !stdout(&rules).contains(&format!("container {name} ")),
+        "{}",
+        stdout(&rules)
+    );
+    assert!(http_get("127.0.0.1", port).is_err());
+    let _ = status;
+}
+
+#[test]
+fn a_host_port_another_program_holds_fails_the_start_saying_so() {
+    let net = Net::new();
+    let name = net.name("busy");
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let manifest = net.state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{template: busybox}}\n{SERVE}\n  \
+             network: {{mode: bridge, ports: [{{host: {port}, container: 80}}]}}\n"
+        ),
+    );
+    let out = net.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let out = net.start(&name);
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    assert!(
+        error.contains("spec.network.ports") && error.contains(&port.to_string()),
+        "{error}"
+    );
+    drop(holder);
 }

@@ -43,6 +43,11 @@ impl Wiring {
         }
     }
 
+    /// The bridge of this start, made if missing (with its gateway address, up).
+    pub(crate) fn ensure_bridge(&self) -> Result<(), String> {
+        run(|h| async move { ensure_bridge(&h, &self.settings).await.map(drop) })
+    }
+
     /// After the container stopped: no veth of it is left (the kernel removes the
     /// pair with the namespace, but not always at once).
     pub(crate) fn unplug(&self) -> Result<(), String> {

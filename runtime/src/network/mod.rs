@@ -21,6 +21,67 @@ use sha2::{Digest, Sha256};
 pub(crate) use link::Wiring;
 pub use settings::{DEFAULT_BRIDGE, DEFAULT_SUBNET, NetworkSettings, Subnet};
 
+/// berth's nftables table for `bridge`: `berth` for the default bridge, else
+/// `berth_<bridge>`, so that each bridge (a test's own, say) has a table of its own.
+fn table_for(bridge: &str) -> String {
+    if bridge == DEFAULT_BRIDGE {
+        "berth".to_owned()
+    } else {
+        format!("berth_{bridge}")
+    }
+}
+
+/// The firewall of the bridge a start goes to.
+fn firewall(wiring: &Wiring) -> Result<nat::Firewall, String> {
+    let settings = &wiring.settings;
+    nat::Firewall::new(
+        &table_for(&settings.bridge),
+        &settings.bridge,
+        settings.subnet.network(),
+        settings.subnet.prefix(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Publish `ports` to this start's address (before the command runs; the
+/// bridge exists by then). Idempotent; a port another program holds fails it.
+pub(crate) fn publish(
+    wiring: &Wiring,
+    container: &str,
+    ports: &[berth_manifests::PortMapping],
+) -> Result<(), String> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let firewall = firewall(wiring)?;
+    // The table hangs on the bridge, which the first plug would make otherwise.
+    wiring.ensure_bridge()?;
+    firewall.ensure_table().map_err(|e| e.to_string())?;
+    let mappings: Vec<nat::PortMapping> = ports
+        .iter()
+        .map(|p| nat::PortMapping {
+            host: p.host,
+            container: p.container,
+            protocol: match p.protocol {
+                berth_manifests::Protocol::Tcp => nat::Protocol::Tcp,
+                berth_manifests::Protocol::Udp => nat::Protocol::Udp,
+            },
+            host_ip: (!p.host_ip.is_unspecified()).then_some(p.host_ip),
+        })
+        .collect();
+    firewall
+        .publish(container, wiring.address, &mappings)
+        .map_err(|e| e.to_string())
+}
+
+/// Remove what `publish` made for the container, if anything.
+pub(crate) fn unpublish(wiring: &Wiring, container: &str) -> Result<(), String> {
+    firewall(wiring)?
+        .unpublish(container)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// The host side of a container's veth pair: `bth` and 8 hex digits of the
 /// sha256 of the state dir (canonical) and its name (11 characters; a link name
 /// may have 15), so that another state dir's container of the same name has

@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 use nftables::batch::Batch;
 use nftables::expr::{Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression};
 use nftables::expr::{Payload, PayloadField, Prefix};
-use nftables::helper::{self, DEFAULT_NFT, NftablesError};
+use nftables::helper::{self, NftablesError};
 use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, NAT, NATFamily, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -547,8 +547,9 @@ impl Firewall {
 
     /// The table's objects, or `None` when there is no such table.
     fn list(&self) -> Result<Option<Vec<NfObject<'static>>>> {
-        let tables = helper::get_current_ruleset_with_args(DEFAULT_NFT, ["list", "tables", "inet"])
-            .map_err(|e| self.nft_error(describe(&e)))?;
+        let tables =
+            helper::get_current_ruleset_with_args(Some(nft_program()), ["list", "tables", "inet"])
+                .map_err(|e| self.nft_error(describe(&e)))?;
         let exists = tables.objects.iter().any(
             |o| matches!(o, NfObject::ListObject(NfListObject::Table(t)) if t.name == self.table),
         );
@@ -556,7 +557,7 @@ impl Firewall {
             return Ok(None);
         }
         let table = helper::get_current_ruleset_with_args(
-            DEFAULT_NFT,
+            Some(nft_program()),
             ["list", "table", "inet", self.table.as_str()],
         )
         .map_err(|e| self.nft_error(describe(&e)))?;
@@ -569,7 +570,7 @@ impl Firewall {
         let ruleset: Nftables<'static> = batch.to_nftables();
         let payload = serde_json::to_vec(&ruleset)
             .map_err(|e| self.nft_error(format!("encoding the batch: {e}")))?;
-        let mut nft = Command::new("nft")
+        let mut nft = Command::new(nft_program())
             .args(["-j", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -735,6 +736,15 @@ fn prefix(addr: Ipv4Addr, len: u8) -> Expression<'static> {
 
 fn text(s: &str) -> Expression<'static> {
     Expression::String(s.to_owned().into())
+}
+
+/// The `nft` program: found where distributions put it, not on PATH, since a
+/// monitor runs with a clean environment (no PATH); `nft` on PATH otherwise.
+fn nft_program() -> &'static std::ffi::OsStr {
+    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).is_file())
+        .map_or(std::ffi::OsStr::new("nft"), std::ffi::OsStr::new)
 }
 
 #[cfg(test)]

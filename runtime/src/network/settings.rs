@@ -33,6 +33,11 @@ impl Subnet {
         self.prefix
     }
 
+    /// Its network address (host bits zero).
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
     fn mask(&self) -> u32 {
         u32::MAX
             .checked_shl(32 - u32::from(self.prefix))
