@@ -283,8 +283,9 @@ impl Monitor {
                 .map_err(|e| format!("cannot start {}: the overlay rootfs: {e}", self.dir.name))?;
             self.plan.overlay_mount = Some(made);
         }
-        // Published ports first: the address is this container's already, and a
-        // port another program holds fails the start before anything runs.
+        // The bridge's NAT and published ports first: the address is this
+        // container's already, and a port another program holds fails the start
+        // before anything runs.
         if let Some(wiring) = &self.wiring {
             let ports = &self.config.container.spec.ports;
             crate::network::publish(wiring, &self.dir.name, ports)

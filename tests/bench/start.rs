@@ -74,6 +74,8 @@ struct Bench {
     cgroup_parent: String,
     /// The bridged row's bridge, deleted on drop.
     bridge: String,
+    /// The host's ip_forward before the bench, put back on drop.
+    ip_forward: String,
     /// Where commands' output goes.
     out: PathBuf,
     /// Containers berth may have made (pushed before their create).
@@ -100,6 +102,8 @@ impl Bench {
             state_dir,
             cgroup_parent: format!("berth-bench-{}", std::process::id()),
             bridge: format!("btbench{}", std::process::id() % 10_000_000),
+            ip_forward: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                .map_or_else(|_| "0".to_owned(), |v| v.trim().to_owned()),
             out,
             containers: Vec::new(),
             crun: None,
@@ -355,11 +359,17 @@ impl Drop for Bench {
         for problem in self.remove_cgroup_parents() {
             eprintln!("bench cleanup: cannot remove cgroup {problem}");
         }
-        // The bridged row's bridge (its veths went with its stops).
+        // The bridged row's bridge (its veths went with its stops), berth's table
+        // on it, and the host's ip_forward as it was (a bridged start turns it on).
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(std::process::Stdio::null())
             .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &format!("berth_{}", self.bridge)])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.ip_forward);
         common::keep_if_unsafe_to_delete(&mut self.tmp, clean);
     }
 }

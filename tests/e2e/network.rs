@@ -38,6 +38,8 @@ impl Net {
             !used.contains(&format!("{prefix}.")),
             "{prefix}.0/24 is in use on this host:\n{used}"
         );
+        // Read before this Net's first start turns it on.
+        original_ip_forward();
         let bridge = format!("bt{}x{n}", pid % 10_000_000);
         assert!(bridge.len() <= 15);
         Net {
@@ -112,11 +114,25 @@ impl Drop for Net {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
-        // The nftables table berth keeps for this bridge, if a port was published.
+        // The nftables table berth keeps for this bridge.
         let _ = Command::new("nft")
             .args(["delete", "table", "inet", &format!("berth_{}", self.bridge)])
             .output();
+        // A bridged start turns IPv4 forwarding on: the host's own value goes back.
+        let _ = std::fs::write(IP_FORWARD, original_ip_forward());
     }
+}
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// ip_forward as it was before this test process started any container.
+fn original_ip_forward() -> &'static str {
+    static ORIGINAL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ORIGINAL.get_or_init(|| {
+        std::fs::read_to_string(IP_FORWARD)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|_| "0".to_owned())
+    })
 }
 
 fn ip(args: &[&str]) -> String {
@@ -151,6 +167,16 @@ fn two_bridged_containers_reach_each_other_by_address_and_by_name_and_the_host_r
     }
     let (addr_a, addr_b) = (net.address(&a).unwrap(), net.address(&b).unwrap());
     assert!(net.eth0(&a).contains(&format!("inet {addr_a}/24")));
+    // The bridge's table masquerades the subnet's traffic out of the host.
+    let table = Command::new("nft")
+        .args(["list", "table", "inet", &format!("berth_{}", net.bridge)])
+        .output()
+        .unwrap();
+    let rules = stdout(&table);
+    assert!(
+        rules.contains(&format!("ip saddr {}", net.subnet())) && rules.contains("masquerade"),
+        "{rules}"
+    );
     assert!(addr_a.to_string().starts_with(&net.prefix));
 
     // By name: each one's /etc/hosts lists both.
@@ -396,7 +422,6 @@ fn a_published_port_answers_on_the_hosts_loopback_and_gateway_until_the_containe
         stdout(&rules)
     );
     assert!(http_get("127.0.0.1", port).is_err());
-    let _ = status;
 }
 
 #[test]

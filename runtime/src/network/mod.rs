@@ -43,20 +43,24 @@ fn firewall(wiring: &Wiring) -> Result<nat::Firewall, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Publish `ports` to this start's address (before the command runs; the
-/// bridge exists by then). Idempotent; a port another program holds fails it.
+/// Before a bridged start's command runs: the bridge, berth's table on it
+/// (masquerading the subnet's traffic out of the host), IPv4 forwarding on (the
+/// host routes for its containers, as Docker's and Podman's bridges need), and
+/// `ports` published to this start's address. Idempotent; a port another program
+/// holds fails it.
 pub(crate) fn publish(
     wiring: &Wiring,
     container: &str,
     ports: &[berth_manifests::PortMapping],
 ) -> Result<(), String> {
+    let firewall = firewall(wiring)?;
+    // The table hangs on the bridge, which the plug would make otherwise.
+    wiring.ensure_bridge()?;
+    firewall.ensure_table().map_err(|e| e.to_string())?;
+    nat::enable_forwarding().map_err(|e| e.to_string())?;
     if ports.is_empty() {
         return Ok(());
     }
-    let firewall = firewall(wiring)?;
-    // The table hangs on the bridge, which the first plug would make otherwise.
-    wiring.ensure_bridge()?;
-    firewall.ensure_table().map_err(|e| e.to_string())?;
     let mappings: Vec<nat::PortMapping> = ports
         .iter()
         .map(|p| nat::PortMapping {
