@@ -163,8 +163,9 @@ impl Drop for StateDir {
                     let _ = std::fs::remove_dir(child.path());
                 }
             }
-            // A monitor still finishing its own clean-up may hold a child a moment.
-            for _ in 0..20 {
+            // A monitor still finishing its own clean-up may hold a child a moment
+            // (seen once to outlast 2 s under load: 10 s, then say what held it).
+            for attempt in 0..100 {
                 if std::fs::remove_dir(&parent).is_ok() || !parent.exists() {
                     break;
                 }
@@ -175,10 +176,34 @@ impl Drop for StateDir {
                         let _ = std::fs::remove_dir(child.path());
                     }
                 }
+                if attempt == 99 {
+                    let left: Vec<String> = walk_procs(&parent);
+                    eprintln!(
+                        "test clean-up: cannot remove {} after 10 s; left: {left:?}",
+                        parent.display()
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
+}
+
+/// Every cgroup below `dir` with the pids in it, for a clean-up that failed.
+fn walk_procs(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+            let procs = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(",");
+            found.push(format!("{} [{procs}]", entry.path().display()));
+            found.extend(walk_procs(&entry.path()));
+        }
+    }
+    found
 }
 
 /// Waits (up to 5 s) for a cgroup's `cgroup.procs` to be empty.
