@@ -86,6 +86,14 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         watched: Arc::new(Mutex::new(HashSet::new())),
         stopping: Arc::new(Mutex::new(HashSet::new())),
         backoff_base: options.backoff_base,
+        images: {
+            let runtime = runtime.clone();
+            tokio::task::spawn_blocking(move || {
+                berth_runtime::image::ImageStore::open(runtime.state_dir())
+            })
+            .await?
+            .context("cannot open the image store")?
+        },
         registries: options.registries.clone(),
         image_checks: Arc::default(),
         desired_changed: Arc::default(),

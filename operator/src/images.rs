@@ -42,7 +42,7 @@ pub enum Fetched {
 /// (but a reference pinned by digest that is there already), falling back to a
 /// stored image when the registry cannot be reached; `Never` only looks.
 pub async fn ensure(
-    state_dir: &Path,
+    store: &ImageStore,
     rootfs: &RootfsSource,
     options: &berth_registry::PullOptions,
 ) -> anyhow::Result<Option<(StoredImage, Fetched)>> {
@@ -54,7 +54,6 @@ pub async fn ensure(
     else {
         return Ok(None);
     };
-    let store = ImageStore::open(state_dir).context("cannot open the image store")?;
     let present = {
         let (store, reference) = (store.clone(), reference.clone());
         tokio::task::spawn_blocking(move || store.get(&reference)).await??
@@ -71,7 +70,7 @@ pub async fn ensure(
         (false, Some(image)) => return Ok(Some((image, Fetched::Stored))),
         (_, present) => present,
     };
-    match berth_registry::pull(reference, options, &store).await {
+    match berth_registry::pull(reference, options, store).await {
         Ok(image) => Ok(Some((image, Fetched::Pulled))),
         Err(e) => match present {
             Some(image) => Ok(Some((image, Fetched::Kept(format!("{e:#}"))))),

@@ -33,7 +33,12 @@ pub fn create(
     if containers.is_empty() {
         anyhow::bail!("{} holds no container", path.display());
     }
-    let mut registry: Option<(tokio::runtime::Runtime, berth_registry::PullOptions)> = None;
+    // Made when the first container of an image needs them.
+    let mut registry: Option<(
+        tokio::runtime::Runtime,
+        berth_registry::PullOptions,
+        berth_runtime::image::ImageStore,
+    )> = None;
     Ok(each(&containers, |container| {
         let name = &container.name;
         if matches!(container.spec.rootfs, RootfsSource::Image { .. }) {
@@ -42,11 +47,13 @@ pub fn create(
                     .enable_all()
                     .build()
                     .context("cannot start the async runtime")?;
-                registry = Some((tokio, pull()?));
+                let store = berth_runtime::image::ImageStore::open(runtime.state_dir())
+                    .context("cannot open the image store")?;
+                registry = Some((tokio, pull()?, store));
             }
-            if let Some((tokio, options)) = &registry {
+            if let Some((tokio, options, store)) = &registry {
                 let ensured = tokio.block_on(crate::images::ensure(
-                    runtime.state_dir(),
+                    store,
                     &container.spec.rootfs,
                     options,
                 ));

@@ -33,6 +33,8 @@ pub struct Context {
     pub stopping: Arc<Mutex<HashSet<String>>>,
     /// First crash-loop delay (10 s like the kubelet; tests shorten it).
     pub backoff_base: Duration,
+    /// The image store, opened once (opening clears what killed pulls left).
+    pub images: berth_runtime::image::ImageStore,
     /// Where registries.conf and credentials are: read at each pull, so edits
     /// count without a restart.
     pub registries: crate::images::RegistrySettings,
@@ -385,12 +387,11 @@ async fn observe(
     image: Option<berth_manifests::ImageRef>,
 ) -> Result<Observed, Error> {
     let runtime = ctx.runtime.clone();
+    let images = ctx.images.clone();
     let n = name.to_owned();
     let mut observed = blocking(move || {
         let stored_image = match &image {
-            Some(reference) => berth_runtime::image::ImageStore::open(runtime.state_dir())?
-                .get(reference)?
-                .map(|stored| stored.digest),
+            Some(reference) => images.get(reference)?.map(|stored| stored.digest),
             None => None,
         };
         let created = if runtime.exists(&n)? {
@@ -617,9 +618,7 @@ async fn apply(
 /// says, with a `Pulled` or `FailedPull` event; `Err` is the failure's message.
 async fn bring_image(ctx: &Context, desired: &Container) -> Result<(), String> {
     let ensured = match ctx.registries.load() {
-        Ok(options) => {
-            crate::images::ensure(ctx.runtime.state_dir(), &desired.spec.rootfs, &options).await
-        }
+        Ok(options) => crate::images::ensure(&ctx.images, &desired.spec.rootfs, &options).await,
         Err(e) => Err(e),
     };
     let name = &desired.name;

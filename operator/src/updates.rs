@@ -64,11 +64,12 @@ pub async fn run(ctx: Context, mut stop: watch::Receiver<bool>) {
                     t.failures = 0;
                     t.next = Instant::now() + t.interval;
                 } else {
-                    let retry = RETRY_FIRST
-                        .saturating_mul(1 << t.failures.min(16))
-                        .min(t.interval);
                     t.failures = t.failures.saturating_add(1);
-                    t.next = Instant::now() + retry;
+                    let backoff = crate::scheduler::Backoff {
+                        base: RETRY_FIRST,
+                        cap: t.interval,
+                    };
+                    t.next = Instant::now() + backoff.delay(t.failures);
                 }
             }
         }
@@ -156,10 +157,7 @@ async fn check(ctx: &Context, reference: &ImageRef, names: &[String]) -> bool {
 /// in the store now.
 async fn update(ctx: &Context, reference: &ImageRef) -> anyhow::Result<Option<(String, String)>> {
     let options = ctx.registries.load()?;
-    let state_dir = ctx.runtime.state_dir().to_owned();
-    let store =
-        tokio::task::spawn_blocking(move || berth_runtime::image::ImageStore::open(&state_dir))
-            .await??;
+    let store = &ctx.images;
     let stored = {
         let (store, reference) = (store.clone(), reference.clone());
         tokio::task::spawn_blocking(move || store.get(&reference)).await??
@@ -172,7 +170,7 @@ async fn update(ctx: &Context, reference: &ImageRef) -> anyhow::Result<Option<(S
         return Ok(None);
     }
     let old = stored.map_or_else(|| "nothing".to_owned(), |s| s.digest);
-    let new = berth_registry::pull(reference, &options, &store).await?;
+    let new = berth_registry::pull(reference, &options, store).await?;
     tracing::info!(%reference, %old, new = %new.digest, "image updated");
     Ok(Some((old, new.digest)))
 }

@@ -569,7 +569,7 @@ pub(crate) fn confine_and_exec(
         Ok(args) => args,
         Err(e) => return e,
     };
-    if let Err(e) = close_on_exec_above_stdio() {
+    if let Err(e) = above_stdio(FdsAbove::CloseOnExec) {
         return e;
     }
     // Looked up now, in the container's root, before privileges go.
@@ -631,24 +631,30 @@ pub(crate) fn confine_and_exec(
     fail("exec", last, Some(program.clone()))
 }
 
-/// Every fd but stdin, stdout and stderr closes on exec: nothing berth or its
-/// caller holds (a socket, the caller's terminal, a file) reaches the command.
-fn close_on_exec_above_stdio() -> Step {
+/// What `above_stdio` does to every fd but stdin, stdout and stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FdsAbove {
+    /// Close on exec: nothing berth or its caller holds (a socket, the caller's
+    /// terminal, a file) reaches the command.
+    CloseOnExec,
+    /// Close now (berth's init, which never execs).
+    Close,
+}
+
+/// Apply `what` to every fd above stderr.
+pub(crate) fn above_stdio(what: FdsAbove) -> Step {
     use nix::libc;
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on this
-    // process's own fds; it closes nothing.
-    let marked = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
+    let flags = match what {
+        FdsAbove::CloseOnExec => libc::CLOSE_RANGE_CLOEXEC,
+        FdsAbove::Close => 0,
     };
-    if marked == 0 {
+    // SAFETY: close_range acts on this process's own fds only; whoever calls it
+    // uses none of them again (or, with CLOEXEC, keeps them until exec).
+    let done = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, flags) };
+    if done == 0 {
         return Ok(());
     }
-    // Before Linux 5.11: each open fd, as /proc lists them.
+    // Before Linux 5.9 (5.11 for CLOEXEC): each open fd, as /proc lists them.
     let listed = std::fs::read_dir("/proc/self/fd").map_err(|e| {
         fail(
             "list open fds",
@@ -662,9 +668,14 @@ fn close_on_exec_above_stdio() -> Step {
         .filter(|fd| *fd > 2)
         .collect();
     for fd in fds {
-        // SAFETY: F_SETFD on an fd number changes only its flags; an fd that was
-        // the directory listing and is closed now just fails with EBADF.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: on an fd number of this process; the one that was the
+        // directory listing is closed now and just fails with EBADF.
+        unsafe {
+            match what {
+                FdsAbove::CloseOnExec => libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC),
+                FdsAbove::Close => libc::close(fd),
+            }
+        };
     }
     Ok(())
 }

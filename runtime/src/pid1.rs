@@ -62,7 +62,9 @@ pub(crate) fn run(plan: &Plan, sync: &UnixStream) -> SetupError {
 fn wait_loop(plan: &Plan, command: Pid) -> ! {
     // The monitor hears from the command (its exec, or why it failed): our copy
     // of the socket, and everything else the monitor's fork left us, goes.
-    close_every_fd_above_stdio();
+    // Without /proc (its listing is the fallback) some may stay; nothing here
+    // uses them, and the confinement below still holds.
+    let _ = crate::init::above_stdio(crate::init::FdsAbove::Close);
     hide_the_monitor();
     let confined = crate::security::drop_privileges(
         &std::collections::HashSet::new(),
@@ -135,24 +137,6 @@ fn hide_the_monitor() {
             start as *mut u8,
             title.len().min(end - start - 1),
         );
-    }
-}
-
-fn close_every_fd_above_stdio() {
-    // SAFETY: close_range closes this process's own fds above stderr; nothing in
-    // this process uses them again (the loop needs none).
-    let closed = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0) };
-    if closed != 0 {
-        // Before Linux 5.9: by number, up to the limit.
-        let max = nix::unistd::sysconf(nix::unistd::SysconfVar::OPEN_MAX)
-            .ok()
-            .flatten()
-            .unwrap_or(1024)
-            .min(1 << 20);
-        for fd in 3..max as i32 {
-            // SAFETY: as above.
-            unsafe { nix::libc::close(fd) };
-        }
     }
 }
 
