@@ -41,6 +41,12 @@ pub struct Item {
     /// For a container of a registry image: the digest it was created from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// For a bridged container: the address it holds on the bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// For a bridged container: its published ports, `[HOSTIP:]HOST->PORT/PROTO`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 /// `berth describe`: the item, its spec, recent events and cgroup usage.
@@ -57,6 +63,38 @@ pub struct Detail {
     /// How the rootfs of a container made from an image was built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_rootfs: Option<ImageRootfs>,
+    /// For a bridged container: its bridge, address, veth and nftables rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// A bridged container's network as it stands.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    /// `None` until the state dir's first bridged start records it.
+    pub bridge: Option<String>,
+    /// `None` before its first start; then its own until it is destroyed.
+    pub address: Option<String>,
+    /// The host side of its veth pair, and whether that link exists now.
+    pub veth: String,
+    pub veth_present: bool,
+    /// berth's nftables rules for its published ports, `CHAIN: COMMENT`.
+    pub rules: Vec<String>,
+}
+
+impl Network {
+    /// The container's, if it is bridged (a netlink query and an `nft` run).
+    pub fn of(runtime: &berth_runtime::Runtime, name: &str) -> Option<Network> {
+        let info = runtime.network(name, true).ok()??;
+        Some(Network {
+            bridge: info.bridge,
+            address: info.address.map(|a| a.to_string()),
+            veth: info.veth,
+            veth_present: info.veth_present,
+            rules: info.rules,
+        })
+    }
 }
 
 /// From config.json's `layers`: the image's digest, `overlay`, `idmappedOverlay`
@@ -140,8 +178,43 @@ impl Item {
                 .and_then(|s| s.last_exit.as_ref())
                 .and_then(|e| serde_json::to_value(e).ok()),
             image: None,
+            address: None,
+            ports: Vec::new(),
         }
     }
+
+    /// What the container's config adds: the image it was made from and, for a
+    /// bridged container, its address and published ports.
+    pub fn add_config(&mut self, runtime: &berth_runtime::Runtime) {
+        let Ok(config) = runtime.config(&self.name) else {
+            return;
+        };
+        self.image = config.layers.map(|l| l.image);
+        let spec = &config.container.spec;
+        if spec.network == berth_manifests::NetworkMode::Bridge {
+            self.address = runtime
+                .network(&self.name, false)
+                .ok()
+                .flatten()
+                .and_then(|n| n.address)
+                .map(|a| a.to_string());
+            self.ports = spec.ports.iter().map(port_text).collect();
+        }
+    }
+}
+
+/// Docker's way: `8080->80/tcp`, or `127.0.0.1:8080->80/tcp` on one address.
+fn port_text(port: &berth_manifests::PortMapping) -> String {
+    let host_ip = if port.host_ip.is_unspecified() {
+        String::new()
+    } else {
+        format!("{}:", port.host_ip)
+    };
+    let protocol = match port.protocol {
+        berth_manifests::Protocol::Tcp => "tcp",
+        berth_manifests::Protocol::Udp => "udp",
+    };
+    format!("{host_ip}{}->{}/{protocol}", port.host, port.container)
 }
 
 /// Every error the API answers, as `{"error": {"code": "...", "message": "..."}}`
@@ -432,7 +505,7 @@ fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
             let record = records.iter().find(|r| &r.name == name);
             let status = ctx.runtime.status(name).ok().flatten();
             let mut item = Item::merge(name, record, status.as_ref(), now);
-            item.image = ImageRootfs::of(&ctx.runtime, name).map(|l| l.image);
+            item.add_config(&ctx.runtime);
             item
         })
         .collect())
@@ -505,6 +578,7 @@ async fn describe(
         memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
         pids: read("pids", &["pids.current"]),
         image_rootfs: ImageRootfs::of(&ctx.runtime, &name),
+        network: Network::of(&ctx.runtime, &name),
     }))
 }
 

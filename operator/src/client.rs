@@ -156,7 +156,7 @@ fn disk_item(runtime: &Runtime, name: &str, now: u64) -> Item {
     let status = runtime.status(name).ok().flatten();
     let mut item = Item::merge(name, None, status.as_ref(), now);
     item.created_at = created_at(runtime, name);
-    item.image = crate::api::ImageRootfs::of(runtime, name).map(|l| l.image);
+    item.add_config(runtime);
     let origin = runtime
         .config(name)
         .ok()
@@ -332,7 +332,9 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
                     .collect::<Vec<_>>(),
             ];
             if wide {
-                rows[0].extend(["REBOOTS", "SOURCE", "HASH", "IMAGE"].map(String::from));
+                rows[0].extend(
+                    ["REBOOTS", "SOURCE", "HASH", "IMAGE", "ADDRESS", "PORTS"].map(String::from),
+                );
             }
             if options.show_labels {
                 rows[0].push("LABELS".to_owned());
@@ -359,6 +361,12 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
                             .as_deref()
                             .map_or("-".to_owned(), |h| h.chars().take(19).collect()),
                     );
+                    row.push(item.address.clone().unwrap_or_else(|| "-".to_owned()));
+                    row.push(if item.ports.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        item.ports.join(",")
+                    });
                 }
                 if options.show_labels {
                     // Before MESSAGE, the one column that may hold spaces.
@@ -476,6 +484,7 @@ fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
         memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
         pids: read("pids", &["pids.current"]),
         image_rootfs: crate::api::ImageRootfs::of(runtime, name),
+        network: crate::api::Network::of(runtime, name),
     })
 }
 
@@ -518,6 +527,26 @@ pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
             println!("  Image layers:   {} of {}{why}", layers.mode, layers.image);
         }
         println!("  Network:        {:?}", spec.network);
+        if let Some(network) = &detail.network {
+            let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+            println!("  Bridge:         {}", or_dash(&network.bridge));
+            println!("  Address:        {}", or_dash(&network.address));
+            println!(
+                "  Veth:           {}{}",
+                network.veth,
+                if network.veth_present {
+                    ""
+                } else {
+                    " (absent)"
+                }
+            );
+            if !item.ports.is_empty() {
+                println!("  Ports:          {}", item.ports.join(", "));
+            }
+            for rule in &network.rules {
+                println!("  Rule:           {rule}");
+            }
+        }
         let r = &spec.resources;
         println!(
             "  Limits:         memory {}, pids {}, cpus {}",

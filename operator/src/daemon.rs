@@ -69,6 +69,16 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         tracing::warn!(container = %name, "removed the remains of an interrupted create; it will be created again");
     }
 
+    // Veths a monitor killed half way through a start left on the host.
+    let stale_links = {
+        let runtime = runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.remove_stale_links()).await?
+    };
+    let stale_links = stale_links.unwrap_or_else(|e| {
+        tracing::warn!("cannot look for stale veths: {e}");
+        Vec::new()
+    });
+
     let (scheduler, handle) = Scheduler::new(
         options.concurrency.max(1),
         Backoff {
@@ -98,6 +108,13 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         image_checks: Arc::default(),
         desired_changed: Arc::default(),
     };
+    for (name, link) in &stale_links {
+        ctx.event(
+            name,
+            "StaleVethRemoved",
+            &format!("removed veth {link}, left by a monitor killed during a start"),
+        );
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let socket = runtime.state_dir().join("berth.sock");

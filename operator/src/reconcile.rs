@@ -429,22 +429,26 @@ async fn observe(
 fn remember(record: &mut Record, desired: &crate::desired::Desired, image_check: Option<String>) {
     record.managed = true;
     record.desired = Some(desired.container.clone());
-    let before = std::mem::take(&mut record.conditions);
+    let mut before = std::mem::take(&mut record.conditions);
+    // What a start found stays until a start finds otherwise.
+    record.conditions.extend(
+        before
+            .extract_if(.., |c| c.kind == PORT_IN_USE)
+            .collect::<Vec<_>>(),
+    );
     let since = |kind: &str, message: &str| {
         before
             .iter()
             .find(|c| c.kind == kind && c.message == message)
             .map_or(now(), |c| c.since)
     };
-    record.conditions = desired
-        .problems
-        .iter()
-        .map(|message| Condition {
+    record
+        .conditions
+        .extend(desired.problems.iter().map(|message| Condition {
             kind: "InvalidManifest".to_owned(),
             message: message.clone(),
             since: since("InvalidManifest", message),
-        })
-        .collect();
+        }));
     if let Some(message) = image_check {
         record.conditions.push(Condition {
             kind: "ImageUpdateFailed".to_owned(),
@@ -452,6 +456,26 @@ fn remember(record: &mut Record, desired: &crate::desired::Desired, image_check:
             message,
         });
     }
+}
+
+/// The condition and event of a start that found a published host port held by
+/// another program.
+const PORT_IN_USE: &str = "PortInUse";
+
+/// Set the condition `kind` to `message`, keeping its `since` if it says the same.
+fn set_condition(record: &mut Record, kind: &str, message: &str) {
+    if let Some(c) = record.conditions.iter_mut().find(|c| c.kind == kind) {
+        if c.message != message {
+            c.message = message.to_owned();
+            c.since = now();
+        }
+        return;
+    }
+    record.conditions.push(Condition {
+        kind: kind.to_owned(),
+        message: message.to_owned(),
+        since: now(),
+    });
 }
 
 async fn apply(
@@ -686,6 +710,7 @@ async fn start(
     let n = name.to_owned();
     match blocking(move || runtime.start(&n)).await {
         Ok(pid) => {
+            record.conditions.retain(|c| c.kind != PORT_IN_USE);
             if restart {
                 record.restarts += 1;
                 arm_backoff(ctx, record, last_run.and_then(|s| s.started_at));
@@ -698,6 +723,16 @@ async fn start(
             ctx.save(record, Phase::Running, None)?;
             ctx.watch(name);
             Ok(Action::AwaitChange)
+        }
+        Err(Error::Runtime(berth_runtime::Error::PortInUse(message))) => {
+            // Another program holds a published port: a condition that stays until
+            // a start gets the port, retried with the crash back-off meanwhile.
+            ctx.event(name, PORT_IN_USE, &message);
+            set_condition(record, PORT_IN_USE, &message);
+            arm_backoff(ctx, record, None);
+            ctx.save(record, Phase::Failed, Some(message))?;
+            let wait = record.backoff_delay_secs.unwrap_or(10);
+            Ok(Action::RequeueAfter(Duration::from_secs(wait)))
         }
         Err(Error::Runtime(e)) => {
             // Its own fault (a missing command...): back off like a crash.

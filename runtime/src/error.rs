@@ -21,6 +21,10 @@ pub enum Error {
     /// The start failed; the message is the container's own setup error.
     #[error("{0}")]
     Start(String),
+    /// The start failed because a published host port is held by another
+    /// program: not the container's fault, and it may pass once that program goes.
+    #[error("{0}")]
+    PortInUse(String),
     #[error("monitor of {name}: {message}")]
     Monitor { name: String, message: String },
     #[error("{0:?} is not a valid container name: {1}")]

@@ -157,6 +157,32 @@ impl Runtime {
         Ok(true)
     }
 
+    /// A bridged container's network (`None` in another mode): its bridge and
+    /// address; with `live` also whether its veth exists and its nftables rules
+    /// (a netlink query and an `nft` run).
+    pub fn network(&self, name: &str, live: bool) -> Result<Option<network::NetworkInfo>> {
+        let config = self.config(name)?;
+        if config.container.spec.network != berth_manifests::NetworkMode::Bridge {
+            return Ok(None);
+        }
+        network::info(&self.state_dir, name, live)
+            .map(Some)
+            .map_err(Error::Network)
+    }
+
+    /// Remove the veths that monitors killed half way through a start left on the
+    /// host, of containers that do not run now (a running one's, even an
+    /// orphan's, is kept). Returns each removed link with its container.
+    pub fn remove_stale_links(&self) -> Result<Vec<(String, String)>> {
+        let mut names = self.list()?;
+        names.extend(network::holders(&self.state_dir).map_err(Error::Network)?);
+        names.sort();
+        names.dedup();
+        // When in doubt, it runs.
+        names.retain(|name| matches!(self.is_running(name), Ok(false)));
+        network::remove_links_of(&self.state_dir, &names).map_err(Error::Network)
+    }
+
     /// Find creates that died half way (a `partial` nobody holds the lock on) and
     /// destroy what they left. Creates still running are left alone. Returns the
     /// names cleaned up.

@@ -84,7 +84,11 @@ impl Runtime {
         let _ = first.wait();
         match report {
             Ok(Some(Report::Started { init_pid })) => Ok(init_pid),
-            Ok(Some(Report::Failed { message })) => Err(Error::Start(message)),
+            Ok(Some(Report::Failed {
+                message,
+                reason: Some(sync::FailReason::PortInUse),
+            })) => Err(Error::PortInUse(message)),
+            Ok(Some(Report::Failed { message, .. })) => Err(Error::Start(message)),
             Ok(None) | Err(_) => Err(Error::Start(format!(
                 "cannot start {name}: its monitor exited before reporting"
             ))),

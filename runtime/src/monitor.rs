@@ -22,7 +22,7 @@ use crate::layout::ContainerDir;
 use crate::network::Wiring;
 use crate::spawn::{self, DEFAULT_PATH, Payload};
 use crate::status::{ExitReason, LastExit, Phase, Status, now};
-use crate::sync::{self, Report, Request};
+use crate::sync::{self, FailReason, Report, Request};
 use berth_manifests::{NetworkMode, SeccompPolicy};
 
 /// argv[0] of a monitor: `ps` shows `[berth monitor] <state-dir> <name>`.
@@ -139,6 +139,21 @@ struct Monitor {
     wiring: Option<Wiring>,
 }
 
+/// Why a start failed, for `berth start` (and the daemon) to tell apart.
+struct Failure {
+    message: String,
+    reason: Option<FailReason>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            reason: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Stopping {
     reboot: bool,
@@ -162,7 +177,13 @@ impl Monitor {
         let mut monitor = match Monitor::prepare(state_dir, name, cgroup_parent) {
             Ok(monitor) => monitor,
             Err(message) => {
-                report_to(report, &Report::Failed { message });
+                report_to(
+                    report,
+                    &Report::Failed {
+                        message,
+                        reason: None,
+                    },
+                );
                 return 1;
             }
         };
@@ -177,11 +198,11 @@ impl Monitor {
                 monitor.watch(payload);
                 0
             }
-            Err(message) => {
+            Err(Failure { message, reason }) => {
                 monitor.status.phase = Phase::Failed;
                 monitor.status.error = Some(message.clone());
                 monitor.finish();
-                report_to(report, &Report::Failed { message });
+                report_to(report, &Report::Failed { message, reason });
                 1
             }
         }
@@ -273,7 +294,7 @@ impl Monitor {
         }
     }
 
-    fn start_payload(&mut self) -> Result<Payload, String> {
+    fn start_payload(&mut self) -> Result<Payload, Failure> {
         self.status.phase = Phase::Starting;
         self.save();
         // An idmapped overlay is made here, in the initial user namespace, and
@@ -288,8 +309,10 @@ impl Monitor {
         // before anything runs.
         if let Some(wiring) = &self.wiring {
             let ports = &self.config.container.spec.ports;
-            crate::network::publish(wiring, &self.dir.name, ports)
-                .map_err(|e| format!("cannot start {}: spec.network.ports: {e}", self.dir.name))?;
+            crate::network::publish(wiring, &self.dir.name, ports).map_err(|e| Failure {
+                message: format!("cannot start {}: spec.network.ports: {e}", self.dir.name),
+                reason: e.port_in_use.then_some(FailReason::PortInUse),
+            })?;
         }
         let spawned = spawn::spawn(
             &self.plan,
@@ -404,7 +427,7 @@ impl Monitor {
             self.status.reboots += 1;
             match self.start_payload() {
                 Ok(payload) => return Some(payload),
-                Err(message) => {
+                Err(Failure { message, .. }) => {
                     self.status.phase = Phase::Failed;
                     self.status.error = Some(message);
                 }

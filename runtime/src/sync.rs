@@ -50,8 +50,23 @@ impl std::fmt::Display for SetupError {
 /// From the monitor to the `berth start` that launched it.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Report {
-    Started { init_pid: i32 },
-    Failed { message: String },
+    Started {
+        init_pid: i32,
+    },
+    Failed {
+        message: String,
+        /// What the daemon tells apart from other failures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<FailReason>,
+    },
+}
+
+/// A failed start that is not the container's own fault: something else on the
+/// host holds what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailReason {
+    /// A published host port is held by another program.
+    PortInUse,
 }
 
 /// Requests on `monitor.sock`.

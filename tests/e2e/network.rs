@@ -410,7 +410,31 @@ fn a_published_port_answers_on_the_hosts_loopback_and_gateway_until_the_containe
         "{}",
         stdout(&rules)
     );
+    // What berth says of it: the address and port in `get -o wide`, the veth,
+    // address and rule in `describe`.
+    let address = net.address(&name).unwrap();
+    let wide = stdout(&net.run(&["get", &name, "-o", "wide"]));
+    assert!(
+        wide.contains(&address.to_string()) && wide.contains(&format!("{port}->80/tcp")),
+        "{wide}"
+    );
+    let described = stdout(&net.run(&["describe", &name]));
+    let veth = host_veth_name(net.state.path(), &name);
+    for line in [
+        format!("Bridge:         {}", net.bridge),
+        format!("Address:        {address}"),
+        format!("Veth:           {veth}\n"),
+        format!("Rule:           prerouting: container {name} tcp 0.0.0.0:{port} -> {address}:80"),
+    ] {
+        assert!(described.contains(&line), "no {line:?} in:\n{described}");
+    }
     assert!(net.run(&["stop", &name]).status.success());
+    let described = stdout(&net.run(&["describe", &name]));
+    assert!(
+        described.contains(&format!("Veth:           {veth} (absent)"))
+            && !described.contains("Rule:"),
+        "{described}"
+    );
     // Its rule went with it: the port is no longer forwarded anywhere.
     let rules = Command::new("nft")
         .args(["list", "table", "inet", &format!("berth_{}", net.bridge)])
@@ -447,4 +471,167 @@ fn a_host_port_another_program_holds_fails_the_start_saying_so() {
         "{error}"
     );
     drop(holder);
+}
+
+/// The daemon's `berth get` item of `name`, as JSON.
+fn item(net: &Net, name: &str) -> Option<serde_json::Value> {
+    let out = net.run(&["get", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn wait_item(
+    net: &Net,
+    what: &str,
+    name: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(what, || item(net, name).filter(|i| check(i)))
+}
+
+fn ifindex(link: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/class/net/{link}/ifindex"))
+        .ok()
+        .map(|i| i.trim().to_owned())
+}
+
+#[test]
+fn a_daemon_started_after_kill_9_keeps_addresses_and_veths_and_removes_only_a_stale_veth() {
+    use crate::daemon::{Daemon, manifest, save};
+    let net = Net::new();
+    let flags = ["--bridge", net.bridge.as_str(), "--subnet", &net.subnet()];
+    let mut daemon = Daemon::start_with(&net.state, &flags);
+    let (kept, orphaned, stale) = (
+        net.name("kill-kept"),
+        net.name("kill-orph"),
+        net.name("kill-stale"),
+    );
+    let serve = format!(
+        "  rootfs: {{template: busybox}}\n{SERVE}\n  stopTimeout: 1s\n  network: {{mode: bridge}}\n"
+    );
+    save(&net.state, "kept.yaml", &manifest(&kept, &serve));
+    save(&net.state, "orphaned.yaml", &manifest(&orphaned, &serve));
+    // A job that ran and completed: it holds its address but runs no more.
+    let job = "  rootfs: {template: busybox}\n  command: [/bin/true]\n  restartPolicy: Never\n  \
+               network: {mode: bridge}\n";
+    save(&net.state, "stale.yaml", &manifest(&stale, job));
+    let running = |i: &serde_json::Value| i["phase"] == "Running" && i["address"].is_string();
+    let mut before: Vec<serde_json::Value> = [&kept, &orphaned]
+        .iter()
+        .map(|n| wait_item(&net, &format!("{n} running with an address"), n, running))
+        .collect();
+    before.push(wait_item(&net, "the job completed", &stale, |i| {
+        i["phase"] == "Stopped" && i["address"].is_string()
+    }));
+    let address = |i: &serde_json::Value| i["address"].as_str().unwrap_or_default().to_owned();
+    let kept_veth = host_veth_name(net.state.path(), &kept);
+    let kept_index = ifindex(&kept_veth).expect("the running container's veth");
+
+    // The daemon and one container's monitor die; a start of the completed job
+    // dies between making its veth pair and moving one end into the container.
+    daemon.kill_hard();
+    drop(daemon);
+    let monitor = status(&net.state, &orphaned)["monitorPid"]
+        .as_i64()
+        .expect("a monitor pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap_or_else(|e| panic!("kill {monitor}: {e}"));
+    let stale_veth = host_veth_name(net.state.path(), &stale);
+    assert!(!link_exists(&stale_veth));
+    let stale_peer = stale_veth.replacen("bth", "btp", 1);
+    ip(&[
+        "link",
+        "add",
+        &stale_veth,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &stale_peer,
+    ]);
+
+    let daemon = Daemon::start_with(&net.state, &flags);
+    let after = wait_item(&net, "the orphan started anew", &orphaned, |i| {
+        running(i) && i["pid"] != before[1]["pid"]
+    });
+    assert_eq!(address(&after), address(&before[1]), "{}", daemon.log());
+    let kept_now = wait_item(&net, "the kept container", &kept, running);
+    assert_eq!(kept_now["pid"], before[0]["pid"], "{}", daemon.log());
+    assert_eq!(address(&kept_now), address(&before[0]));
+    assert_eq!(
+        ifindex(&kept_veth).as_deref(),
+        Some(kept_index.as_str()),
+        "the running container's veth was touched"
+    );
+    assert!(
+        !link_exists(&stale_veth) && !link_exists(&stale_peer),
+        "the stale veth is left: {:?}\n{}",
+        item(&net, &stale),
+        daemon.log()
+    );
+    let events = crate::daemon::events(&net.state);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["name"] == stale.as_str() && e["reason"] == "StaleVethRemoved"),
+        "{events:?}\n{}",
+        daemon.log()
+    );
+    let stale_now = item(&net, &stale).unwrap();
+    assert_eq!(stale_now["phase"], "Stopped", "{stale_now}");
+    // Not running, but not destroyed: its address is still its own.
+    assert_eq!(address(&stale_now), address(&before[2]));
+}
+
+#[test]
+fn a_port_another_program_holds_is_an_event_and_a_condition_until_it_is_free() {
+    use crate::daemon::{Daemon, manifest, save};
+    let net = Net::new();
+    let daemon = Daemon::start_with(
+        &net.state,
+        &["--bridge", &net.bridge, "--subnet", &net.subnet()],
+    );
+    let name = net.name("held-port");
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    save(
+        &net.state,
+        "held.yaml",
+        &manifest(
+            &name,
+            &format!(
+                "  rootfs: {{template: busybox}}\n{SERVE}\n  stopTimeout: 1s\n  \
+                 network: {{mode: bridge, ports: [{{host: {port}, container: 80}}]}}\n"
+            ),
+        ),
+    );
+    let held = wait_item(&net, "a PortInUse condition", &name, |i| {
+        i["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["kind"] == "PortInUse"))
+    });
+    let message = held.to_string();
+    assert!(message.contains(&port.to_string()), "{message}");
+    assert!(
+        crate::daemon::count_events(&net.state, &name, "PortInUse") >= 1,
+        "{}",
+        daemon.log()
+    );
+    // The daemon is fine and serves.
+    assert!(net.run(&["get"]).status.success());
+    drop(holder);
+    let running = wait_item(&net, "a start once the port is free", &name, |i| {
+        i["phase"] == "Running"
+    });
+    assert!(
+        running["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c["kind"] != "PortInUse")),
+        "{running}"
+    );
 }

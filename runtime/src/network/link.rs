@@ -164,6 +164,11 @@ pub(crate) fn delete_links(names: &[&str]) -> Result<(), String> {
     })
 }
 
+/// Does the link `name` exist (in this network namespace)?
+pub(crate) fn link_exists(name: &str) -> Result<bool, String> {
+    run(|h| async move { get_link(&h, name).await.map(|link| link.is_some()) })
+}
+
 /// The bridge, made if missing, with the gateway address, up. Returns its index
 /// and MTU. Touches no other link.
 async fn ensure_bridge(h: &Handle, settings: &NetworkSettings) -> Result<(u32, u32), String> {

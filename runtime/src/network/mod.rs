@@ -43,6 +43,28 @@ fn firewall(wiring: &Wiring) -> Result<nat::Firewall, String> {
     .map_err(|e| e.to_string())
 }
 
+/// A failed `publish`: its message, and whether another program holds a port.
+#[derive(Debug)]
+pub(crate) struct PublishError {
+    pub(crate) message: String,
+    pub(crate) port_in_use: bool,
+}
+
+impl From<String> for PublishError {
+    fn from(message: String) -> PublishError {
+        PublishError {
+            message,
+            port_in_use: false,
+        }
+    }
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Before a bridged start's command runs: the bridge, berth's table on it
 /// (masquerading the subnet's traffic out of the host), IPv4 forwarding on (the
 /// host routes for its containers, as Docker's and Podman's bridges need), and
@@ -52,7 +74,7 @@ pub(crate) fn publish(
     wiring: &Wiring,
     container: &str,
     ports: &[berth_manifests::PortMapping],
-) -> Result<(), String> {
+) -> Result<(), PublishError> {
     let firewall = firewall(wiring)?;
     // The table hangs on the bridge, which the plug would make otherwise.
     wiring.ensure_bridge()?;
@@ -75,7 +97,10 @@ pub(crate) fn publish(
         .collect();
     firewall
         .publish(container, wiring.address, &mappings)
-        .map_err(|e| e.to_string())
+        .map_err(|e| PublishError {
+            port_in_use: matches!(e, nat::NatError::PortInUse { .. }),
+            message: e.to_string(),
+        })
 }
 
 /// Remove what `publish` made for the container, if anything.
@@ -177,6 +202,95 @@ pub(crate) fn leave(state_dir: &Path, container: &str) -> Result<(), String> {
         &host_veth_name(state_dir, container),
         &peer_veth_name(state_dir, container),
     ])
+}
+
+/// A bridged container's network as it stands, for `get -o wide` and `describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    /// The bridge; `None` until the state dir's first bridged start records it.
+    pub bridge: Option<String>,
+    /// The address it holds until it is destroyed; `None` before its first start.
+    pub address: Option<Ipv4Addr>,
+    /// The host side of its veth pair, and whether that link exists now.
+    pub veth: String,
+    pub veth_present: bool,
+    /// berth's nftables rules of it (`chain: comment`), when asked for.
+    pub rules: Vec<String>,
+}
+
+/// What `info` reads: the cheap part (settings and address, from files) always,
+/// the link and the rules (netlink, `nft`) only with `live`.
+pub(crate) fn info(state_dir: &Path, container: &str, live: bool) -> Result<NetworkInfo, String> {
+    let dir = NetworkDir::new(state_dir);
+    let veth = host_veth_name(state_dir, container);
+    let mut info = NetworkInfo {
+        bridge: None,
+        address: None,
+        veth: veth.clone(),
+        veth_present: false,
+        rules: Vec::new(),
+    };
+    if !dir.exists() {
+        return Ok(info);
+    }
+    let settings = NetworkSettings::load(&dir)?;
+    {
+        let lock = dir.lock()?;
+        info.address = ipam::Ipam::load(&dir, &lock)?
+            .entries()
+            .get(container)
+            .copied();
+    }
+    info.bridge = settings.as_ref().map(|s| s.bridge.clone());
+    if live {
+        info.veth_present = link::link_exists(&veth)?;
+        if let (Some(settings), Some(address)) = (settings, info.address) {
+            let wiring = Wiring::new(state_dir, container, settings, address);
+            info.rules = firewall(&wiring)?
+                .rules_of(container)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|r| format!("{}: {}", r.chain, r.description))
+                .collect();
+        }
+    }
+    Ok(info)
+}
+
+/// Remove the veths of these containers (which do not run): what a monitor
+/// killed between making a pair and moving one end into its container leaves on
+/// the host. Returns each removed link with its container.
+pub(crate) fn remove_links_of(
+    state_dir: &Path,
+    containers: &[String],
+) -> Result<Vec<(String, String)>, String> {
+    let mut removed = Vec::new();
+    for name in containers {
+        for link in [
+            host_veth_name(state_dir, name),
+            peer_veth_name(state_dir, name),
+        ] {
+            if link::link_exists(&link)? {
+                link::delete_links(&[&link])?;
+                removed.push((name.clone(), link));
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Every container holding an address on the bridge.
+pub(crate) fn holders(state_dir: &Path) -> Result<Vec<String>, String> {
+    let dir = NetworkDir::new(state_dir);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let lock = dir.lock()?;
+    Ok(ipam::Ipam::load(&dir, &lock)?
+        .entries()
+        .keys()
+        .cloned()
+        .collect())
 }
 
 /// The settings `berth start` records or checks before a bridged start.
