@@ -79,12 +79,13 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Manifest)).unwrap_or_default()
 }
 
-/// A name may be defined once across all files, and a host port published by one
-/// container only: every later definition is an error naming the first. The later
-/// container is dropped from its file.
+/// A name may be defined once across all files, and a host port published or an
+/// address pinned by one container only: every later definition is an error
+/// naming the first. The later container is dropped from its file.
 pub fn reject_duplicate_names(files: &mut [ParsedFile]) {
     let mut first: HashMap<String, Source> = HashMap::new();
     let mut published: Vec<(PortMapping, String, Source)> = Vec::new();
+    let mut pinned: HashMap<std::net::Ipv4Addr, (String, Source)> = HashMap::new();
     for file in files.iter_mut() {
         let mut kept = Vec::with_capacity(file.containers.len());
         for container in std::mem::take(&mut file.containers) {
@@ -122,6 +123,25 @@ pub fn reject_duplicate_names(files: &mut [ParsedFile]) {
                     ),
                 ));
                 continue;
+            }
+            if let Some((name, source)) = container.spec.address.and_then(|a| pinned.get(&a)) {
+                file.diagnostics.push(Diagnostic::new(
+                    &container.source.file,
+                    at,
+                    format!(
+                        "spec.network.address: {} of {:?} is pinned already by {name:?} at {}",
+                        container
+                            .spec
+                            .address
+                            .map_or(String::new(), |a| a.to_string()),
+                        container.name,
+                        shown(source)
+                    ),
+                ));
+                continue;
+            }
+            if let Some(address) = container.spec.address {
+                pinned.insert(address, (container.name.clone(), container.source.clone()));
             }
             first.insert(container.name.clone(), container.source.clone());
             for port in &container.spec.ports {

@@ -739,3 +739,30 @@ fn a_host_port_published_by_two_files_names_both() {
     );
     assert!(files[1].containers.is_empty());
 }
+
+#[test]
+fn an_address_pinned_by_two_files_names_both() {
+    let pin = "  network: {mode: bridge, address: 10.88.0.9}\n";
+    let mut files = vec![
+        parse_str(Path::new("a.yaml"), &with_spec("db", pin)),
+        parse_str(Path::new("b.yaml"), &with_spec("cache", pin)),
+        parse_str(
+            Path::new("c.yaml"),
+            &with_spec("web", "  network: {mode: bridge, address: 10.88.0.10}\n"),
+        ),
+    ];
+    reject_duplicate_names(&mut files);
+    assert!(files[0].is_valid() && files[2].is_valid());
+    let errors: Vec<String> = files[1]
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "b.yaml:4:9: spec.network.address: 10.88.0.9 of \"cache\" is pinned already by \"db\" at a.yaml:4:9"
+        ]
+    );
+    assert!(files[1].containers.is_empty());
+}

@@ -491,6 +491,15 @@ fn wait_item(
     wait_for(what, || item(net, name).filter(|i| check(i)))
 }
 
+fn nft(args: &[&str]) -> String {
+    let out = Command::new("nft")
+        .args(args)
+        .output()
+        .expect("`nft` is missing: apt-get install nftables");
+    assert!(out.status.success(), "nft {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
 fn ifindex(link: &str) -> Option<String> {
     std::fs::read_to_string(format!("/sys/class/net/{link}/ifindex"))
         .ok()
@@ -511,7 +520,16 @@ fn a_daemon_started_after_kill_9_keeps_addresses_and_veths_and_removes_only_a_st
     let serve = format!(
         "  rootfs: {{template: busybox}}\n{SERVE}\n  stopTimeout: 1s\n  network: {{mode: bridge}}\n"
     );
-    save(&net.state, "kept.yaml", &manifest(&kept, &serve));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let published = format!(
+        "  rootfs: {{template: busybox}}\n{SERVE}\n  stopTimeout: 1s\n  \
+         network: {{mode: bridge, ports: [{{host: {port}, container: 80}}]}}\n"
+    );
+    save(&net.state, "kept.yaml", &manifest(&kept, &published));
     save(&net.state, "orphaned.yaml", &manifest(&orphaned, &serve));
     // A job that ran and completed: it holds its address but runs no more.
     let job = "  rootfs: {template: busybox}\n  command: [/bin/true]\n  restartPolicy: Never\n  \
@@ -528,6 +546,17 @@ fn a_daemon_started_after_kill_9_keeps_addresses_and_veths_and_removes_only_a_st
     let address = |i: &serde_json::Value| i["address"].as_str().unwrap_or_default().to_owned();
     let kept_veth = host_veth_name(net.state.path(), &kept);
     let kept_index = ifindex(&kept_veth).expect("the running container's veth");
+    // Its rules with their handles: a rule put back anew would have another.
+    let table = format!("berth_{}", net.bridge);
+    let kept_rules = || -> Vec<String> {
+        nft(&["-a", "list", "table", "inet", &table])
+            .lines()
+            .filter(|l| l.contains(&format!("container {kept} ")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let rules_before = kept_rules();
+    assert_eq!(rules_before.len(), 2, "{rules_before:?}");
 
     // The daemon and one container's monitor die; a start of the completed job
     // dies between making its veth pair and moving one end into the container.
@@ -568,6 +597,7 @@ fn a_daemon_started_after_kill_9_keeps_addresses_and_veths_and_removes_only_a_st
         Some(kept_index.as_str()),
         "the running container's veth was touched"
     );
+    assert_eq!(kept_rules(), rules_before, "a working rule was touched");
     assert!(
         !link_exists(&stale_veth) && !link_exists(&stale_peer),
         "the stale veth is left: {:?}\n{}",
