@@ -6,20 +6,20 @@
 //! namespace (a netlink socket belongs to the namespace it was opened in).
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use nix::libc;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::{NetworkSettings, host_veth_name, peer_veth_name};
+use super::{NetworkSettings, Subnet6, host_veth_name, peer_veth_name};
 
 /// Where one start of a bridged container goes: what the NAT of published ports
-/// hooks onto (`address`, `host_veth`, `settings.bridge`).
+/// hooks onto (`address` and its IPv6 twin, `host_veth`, `settings.bridge`).
 #[derive(Debug, Clone)]
 pub(crate) struct Wiring {
     pub(crate) settings: NetworkSettings,
@@ -43,6 +43,11 @@ impl Wiring {
         }
     }
 
+    /// The container's IPv6 address, when the bridge has IPv6.
+    pub(crate) fn address6(&self) -> Option<Ipv6Addr> {
+        self.settings.address6(self.address)
+    }
+
     /// The bridge of this start, made if missing (with its gateway address, up).
     pub(crate) fn ensure_bridge(&self) -> Result<(), String> {
         run(|h| async move { ensure_bridge(&h, &self.settings).await.map(drop) })
@@ -57,7 +62,8 @@ impl Wiring {
     /// Plug the init `pid`, still waiting for its go-ahead in its new network
     /// namespace, into the bridge: the bridge made if missing, a veth pair with the
     /// host side on the bridge and the other side moved in as `eth0`, addressed,
-    /// up, with a default route via the bridge. Undone on failure.
+    /// up, with a default route via the bridge (IPv6 too when the bridge has
+    /// it). Undone on failure.
     pub(crate) fn plug(&self, pid: i32) -> Result<(), String> {
         let plugged = run(|h| self.host_side(h, pid)).and_then(|mtu| self.container_side(pid, mtu));
         if plugged.is_err() {
@@ -131,6 +137,11 @@ impl Wiring {
             .execute()
             .await
             .map_err(step("address eth0"))?;
+        if let Some(address6) = self.address6() {
+            add_address_now(&h, eth0, IpAddr::V6(address6), Subnet6::PREFIX)
+                .await
+                .map_err(|e| format!("give eth0 the address {address6}/64: {e}"))?;
+        }
         h.link()
             .set(LinkUnspec::new_with_index(eth0).up().build())
             .execute()
@@ -150,7 +161,19 @@ impl Wiring {
             .add(default)
             .execute()
             .await
-            .map_err(step("add the default route"))
+            .map_err(step("add the default route"))?;
+        if let Some(subnet6) = self.settings.subnet6 {
+            let default6 = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(subnet6.gateway())
+                .output_interface(eth0)
+                .build();
+            h.route()
+                .add(default6)
+                .execute()
+                .await
+                .map_err(step("add the default IPv6 route"))?;
+        }
+        Ok(())
     }
 }
 
@@ -164,8 +187,8 @@ pub(crate) fn delete_links(names: &[&str]) -> Result<(), String> {
     })
 }
 
-/// The bridge, made if missing, with the gateway address, up. Returns its index
-/// and MTU. Touches no other link.
+/// The bridge, made if missing, with the gateway address (and the IPv6 one), up.
+/// Returns its index and MTU. Touches no other link.
 async fn ensure_bridge(h: &Handle, settings: &NetworkSettings) -> Result<(u32, u32), String> {
     let name = &settings.bridge;
     let link = match get_link(h, name).await? {
@@ -188,31 +211,11 @@ async fn ensure_bridge(h: &Handle, settings: &NetworkSettings) -> Result<(u32, u
         ));
     }
     let index = link.header.index;
-    let gateway = settings.subnet.gateway();
-    let prefix = settings.subnet.prefix();
-    let mut addresses = h.address().get().set_link_index_filter(index).execute();
-    let mut addressed = false;
-    while let Some(a) = addresses
-        .try_next()
-        .await
-        .map_err(|e| format!("list the addresses of {name}: {e}"))?
-    {
-        addressed |= a.header.prefix_len == prefix
-            && a.attributes.iter().any(|attr| {
-                matches!(attr, AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) if *ip == gateway)
-            });
-    }
-    if !addressed {
-        match h
-            .address()
-            .add(index, IpAddr::V4(gateway), prefix)
-            .execute()
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if errno(&e) == libc::EEXIST => {}
-            Err(e) => return Err(format!("give {name} the address {gateway}/{prefix}: {e}")),
-        }
+    let gateway = IpAddr::V4(settings.subnet.gateway());
+    ensure_address(h, name, index, gateway, settings.subnet.prefix(), false).await?;
+    if let Some(subnet6) = settings.subnet6 {
+        let gateway6 = IpAddr::V6(subnet6.gateway());
+        ensure_address(h, name, index, gateway6, Subnet6::PREFIX, true).await?;
     }
     if !link.header.flags.contains(LinkFlags::Up) {
         h.link()
@@ -230,6 +233,61 @@ async fn ensure_bridge(h: &Handle, settings: &NetworkSettings) -> Result<(u32, u
         })
         .unwrap_or(1500);
     Ok((index, mtu))
+}
+
+/// Give the link `name` the address unless it has it; `now` adds an IPv6 one
+/// without duplicate address detection (see `add_address_now`).
+async fn ensure_address(
+    h: &Handle,
+    name: &str,
+    index: u32,
+    address: IpAddr,
+    prefix: u8,
+    now: bool,
+) -> Result<(), String> {
+    let mut addresses = h.address().get().set_link_index_filter(index).execute();
+    while let Some(a) = addresses
+        .try_next()
+        .await
+        .map_err(|e| format!("list the addresses of {name}: {e}"))?
+    {
+        let has = a.header.prefix_len == prefix
+            && a.attributes.iter().any(|attr| {
+                matches!(attr, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == address)
+            });
+        if has {
+            return Ok(());
+        }
+    }
+    let added = if now {
+        add_address_now(h, index, address, prefix).await
+    } else {
+        h.address().add(index, address, prefix).execute().await
+    };
+    match added {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == libc::EEXIST => Ok(()),
+        Err(e) => Err(format!("give {name} the address {address}/{prefix}: {e}")),
+    }
+}
+
+/// Add an IPv6 address with IFA_F_NODAD: usable at once, where duplicate
+/// address detection would keep it tentative (no source, no answers) for a
+/// second or more after the link comes up, while the command already runs. The
+/// address is unique by construction (derived from the IPv4 one, allocated
+/// under the network lock), so DAD has nothing to find.
+async fn add_address_now(
+    h: &Handle,
+    index: u32,
+    address: IpAddr,
+    prefix: u8,
+) -> Result<(), rtnetlink::Error> {
+    let mut request = h.address().add(index, address, prefix);
+    request
+        .message_mut()
+        .attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    request.execute().await
 }
 
 fn is_bridge(link: &LinkMessage) -> bool {
