@@ -127,6 +127,7 @@ impl Wiring {
                 LinkUnspec::new_with_index(eth0)
                     .name("eth0")
                     .mtu(mtu)
+                    .address(mac_of(self.address).to_vec())
                     .build(),
             )
             .execute()
@@ -175,6 +176,18 @@ impl Wiring {
         }
         Ok(())
     }
+}
+
+/// eth0's MAC address: `02:62` (locally administered) and the IPv4 address, so
+/// that a container keeps it across restarts with its addresses. Its neighbours'
+/// caches then stay right; with a new MAC each start, the others on the bridge
+/// (and the host) would send to the old one until neighbour unreachability
+/// detection gave up on it, some 5 to 10 s, and for IPv6 no overheard packet
+/// corrects it sooner, as ARP broadcasts do for IPv4. Unique on the bridge, as
+/// the IPv4 address is.
+fn mac_of(address: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = address.octets();
+    [0x02, 0x62, a, b, c, d]
 }
 
 /// Delete each of these links that exists.
@@ -353,4 +366,18 @@ where
         connection.abort();
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_containers_mac_is_local_unicast_and_follows_its_ipv4_address() {
+        let mac = mac_of(Ipv4Addr::new(10, 88, 1, 5));
+        assert_eq!(mac, [0x02, 0x62, 10, 88, 1, 5]);
+        // Locally administered (bit 1), unicast (bit 0 clear).
+        assert_eq!(mac[0] & 0b11, 0b10);
+        assert_ne!(mac_of(Ipv4Addr::new(10, 88, 1, 6)), mac);
+    }
 }
