@@ -566,11 +566,7 @@ fn with_subnet6_containers_reach_each_other_by_ipv6_address_and_name_and_keep_it
             stdout(&out),
             stderr(&out)
         );
-        assert!(
-            stdout(&out).contains(&format!("{prefix6}")),
-            "{}",
-            stdout(&out)
-        );
+        assert!(stdout(&out).contains(prefix6.as_str()), "{}", stdout(&out));
     }
 
     // The host, over the test's bridge.
@@ -630,6 +626,34 @@ fn a_published_port_answers_on_the_bridges_ipv6_address() {
         http_get(&gateway, port).ok().filter(|a| a.contains("200"))
     });
     assert!(answer.contains(&format!("hello-from-{name}")), "{answer}");
+    // From outside too (prerouting), never from ::1, which cannot leave the host.
+    let rules = Command::new("nft")
+        .args([
+            "list",
+            "chain",
+            "inet",
+            &format!("berth_{}", net.bridge),
+            "prerouting",
+        ])
+        .output()
+        .unwrap();
+    let address6 = net.address6(net.address(&name).unwrap());
+    assert!(
+        stdout(&rules).contains(&format!(
+            "ip6 daddr != ::1 fib daddr type local tcp dport {port} dnat ip6 to [{address6}]:80"
+        )),
+        "{}",
+        stdout(&rules)
+    );
+    // No IPv6 loopback hairpin: [::1] is the host's own, refused at once.
+    let refused = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused)
+    );
     assert!(net.run(&["stop", &name]).status.success());
     assert!(http_get(&gateway, port).is_err());
 }
