@@ -76,6 +76,9 @@ pub struct Network {
     pub bridge: Option<String>,
     /// `None` before its first start; then its own until it is destroyed.
     pub address: Option<String>,
+    /// With `--subnet6`: its IPv6 address, which follows `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
     /// The host side of its veth pair, and whether that link exists now.
     pub veth: String,
     pub veth_present: bool,
@@ -90,6 +93,7 @@ impl Network {
         Some(Network {
             bridge: info.bridge,
             address: info.address.map(|a| a.to_string()),
+            address6: info.address6.map(|a| a.to_string()),
             veth: info.veth,
             veth_present: info.veth_present,
             rules: info.rules,

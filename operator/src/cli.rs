@@ -45,6 +45,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "BERTH_SUBNET")]
     pub subnet: Option<String>,
 
+    /// IPv6 for the bridge too: a unique local /64 (fd00::/8, e.g.
+    /// fd42:6265:7274::/64) whose ::1 is the bridge's; each container's IPv6
+    /// address is it plus the host part of its IPv4 one. Default: none. Recorded
+    /// and checked like --bridge.
+    #[arg(long, global = true, env = "BERTH_SUBNET6")]
+    pub subnet6: Option<String>,
+
     /// registries.conf (v2 TOML) for `pull`: which registries are plain HTTP
     /// (`insecure = true`) or blocked. Default: /etc/containers/registries.conf.
     #[arg(long, global = true, env = "BERTH_REGISTRIES_CONF")]

@@ -531,6 +531,9 @@ pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
             let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
             println!("  Bridge:         {}", or_dash(&network.bridge));
             println!("  Address:        {}", or_dash(&network.address));
+            if let Some(address6) = &network.address6 {
+                println!("  IPv6 address:   {address6}");
+            }
             println!(
                 "  Veth:           {}{}",
                 network.veth,

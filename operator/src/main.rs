@@ -85,7 +85,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("state directory {}", cli.state_dir.display()))?;
     let runtime = berth_runtime::Runtime::new(&cli.state_dir)
         .with_cgroup_parent(&cli.cgroup_parent)
-        .with_network(cli.bridge.clone(), cli.subnet.clone());
+        .with_network(cli.bridge.clone(), cli.subnet.clone(), cli.subnet6.clone());
     match cli.command {
         cli::Command::Validate { paths } => Ok(validate::run(&paths)),
         cli::Command::Schema => {

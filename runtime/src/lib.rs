@@ -53,10 +53,12 @@ pub struct Runtime {
     cgroup_parent: String,
     /// Copy images' layers into each rootfs even where overlayfs would serve.
     copy_layers: bool,
-    /// `--bridge` and `--subnet` as given (`None`: the recorded ones, else the
-    /// defaults); checked against `network/config.json` at a bridged start.
+    /// `--bridge`, `--subnet` and `--subnet6` as given (`None`: the recorded
+    /// ones, else the defaults, which have no IPv6); checked against
+    /// `network/config.json` at a bridged start.
     bridge: Option<String>,
     subnet: Option<String>,
+    subnet6: Option<String>,
 }
 
 impl Runtime {
@@ -67,6 +69,7 @@ impl Runtime {
             copy_layers: false,
             bridge: None,
             subnet: None,
+            subnet6: None,
         }
     }
 
@@ -82,11 +85,18 @@ impl Runtime {
         self
     }
 
-    /// The bridge and subnet of `network.mode: bridge`, as the user gave them;
-    /// `None` leaves the state dir's recorded one (else the default).
-    pub fn with_network(mut self, bridge: Option<String>, subnet: Option<String>) -> Runtime {
+    /// The bridge and subnets of `network.mode: bridge`, as the user gave them;
+    /// `None` leaves the state dir's recorded one (else the default: for
+    /// `subnet6`, no IPv6).
+    pub fn with_network(
+        mut self,
+        bridge: Option<String>,
+        subnet: Option<String>,
+        subnet6: Option<String>,
+    ) -> Runtime {
         self.bridge = bridge;
         self.subnet = subnet;
+        self.subnet6 = subnet6;
         self
     }
 

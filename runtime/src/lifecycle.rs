@@ -39,6 +39,7 @@ impl Runtime {
                 &self.state_dir,
                 self.bridge.as_deref(),
                 self.subnet.as_deref(),
+                self.subnet6.as_deref(),
             )
             .map_err(|e| Error::Start(format!("cannot start {name}: {e}")))?;
         }

@@ -1,7 +1,8 @@
 //! `network.mode: bridge` (as root): addresses, names, the host's reach, and
 //! nothing left behind. Each test has a bridge and a /24 of 10.213.0.0/16 of its
-//! own, passed with --bridge and --subnet; traffic goes only between the host and
-//! the test's containers on that bridge. `ip` only looks and cleans up.
+//! own, passed with --bridge and --subnet (and for IPv6 a /64 of fd42:b3e7::/32
+//! with --subnet6); traffic goes only between the host and the test's containers
+//! on that bridge. `ip` only looks and cleans up.
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Output};
@@ -23,6 +24,8 @@ struct Net {
     bridge: String,
     /// `10.213.N`: the subnet is `10.213.N.0/24`.
     prefix: String,
+    /// `fd42:b3e7:0:N::` when the test has IPv6: the subnet6 is it `/64`.
+    prefix6: Option<String>,
     names: std::cell::RefCell<Vec<String>>,
 }
 
@@ -38,28 +41,50 @@ impl Net {
             !used.contains(&format!("{prefix}.")),
             "{prefix}.0/24 is in use on this host:\n{used}"
         );
-        // Read before this Net's first start turns it on.
+        // Read before this Net's first start turns them on.
         original_ip_forward();
+        original_ipv6_forwarding();
         let bridge = format!("bt{}x{n}", pid % 10_000_000);
         assert!(bridge.len() <= 15);
         Net {
             state: StateDir::new(),
             bridge,
             prefix,
+            prefix6: None,
             names: Default::default(),
         }
+    }
+
+    /// A Net whose bridge has IPv6 too, on a /64 no host interface uses.
+    fn with_ipv6() -> Net {
+        let mut net = Net::new();
+        let third: u8 = net.prefix.rsplit('.').next().unwrap().parse().unwrap();
+        let prefix6 = format!("fd42:b3e7:0:{third:x}::");
+        let used = ip(&["-o", "-6", "addr", "show"]);
+        assert!(
+            !used.contains(&prefix6),
+            "{prefix6}/64 is in use on this host:\n{used}"
+        );
+        net.prefix6 = Some(prefix6);
+        net
     }
 
     fn subnet(&self) -> String {
         format!("{}.0/24", self.prefix)
     }
 
+    fn subnet6(&self) -> Option<String> {
+        self.prefix6.as_ref().map(|p| format!("{p}/64"))
+    }
+
     fn run(&self, args: &[&str]) -> Output {
-        self.state
-            .berth(&["--bridge", &self.bridge, "--subnet", &self.subnet()])
-            .args(args)
-            .output()
-            .unwrap()
+        let mut command = self
+            .state
+            .berth(&["--bridge", &self.bridge, "--subnet", &self.subnet()]);
+        if let Some(subnet6) = self.subnet6() {
+            command.args(["--subnet6", &subnet6]);
+        }
+        command.args(args).output().unwrap()
     }
 
     /// A unique name, remembered for clean-up.
@@ -120,10 +145,26 @@ impl Drop for Net {
             .output();
         // A bridged start turns IPv4 forwarding on: the host's own value goes back.
         let _ = std::fs::write(IP_FORWARD, original_ip_forward());
+        // And IPv6 forwarding, which only a bridge with IPv6 turns on.
+        if self.prefix6.is_some() {
+            let _ = std::fs::write(IPV6_FORWARDING, original_ipv6_forwarding());
+        }
     }
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// net.ipv6.conf.all.forwarding as it was before this test process started
+/// any container.
+fn original_ipv6_forwarding() -> &'static str {
+    static ORIGINAL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ORIGINAL.get_or_init(|| {
+        std::fs::read_to_string(IPV6_FORWARDING)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|_| "0".to_owned())
+    })
+}
 
 /// ip_forward as it was before this test process started any container.
 fn original_ip_forward() -> &'static str {
@@ -664,4 +705,205 @@ fn a_port_another_program_holds_is_an_event_and_a_condition_until_it_is_free() {
             .is_some_and(|c| c.iter().all(|c| c["kind"] != "PortInUse")),
         "{running}"
     );
+}
+
+impl Net {
+    /// The IPv6 address a container of IPv4 address `v4` has: the /64 with the
+    /// IPv4 host part (the last octet in a /24) as the interface identifier.
+    fn address6(&self, v4: Ipv4Addr) -> String {
+        format!("{}{:x}", self.prefix6.as_ref().unwrap(), v4.octets()[3])
+    }
+
+    /// eth0's IPv6 addresses and the IPv6 routes as the container sees them.
+    fn eth0_ipv6(&self, name: &str) -> String {
+        let out = self.exec(name, &["ip", "-6", "-o", "addr", "show", "eth0"]);
+        assert!(out.status.success(), "exec ip: {}", stderr(&out));
+        let routes = self.exec(name, &["ip", "-6", "route", "show"]);
+        stdout(&out) + &stdout(&routes)
+    }
+}
+
+#[test]
+fn with_subnet6_containers_reach_each_other_by_ipv6_address_and_name_and_keep_it_across_a_restart()
+{
+    let net = Net::with_ipv6();
+    let prefix6 = net.prefix6.clone().unwrap();
+    let (a, b) = (net.name("net6-a"), net.name("net6-b"));
+    net.create(&a, "{mode: bridge}");
+    net.create(&b, "{mode: bridge}");
+    for name in [&a, &b] {
+        let out = net.start(name);
+        assert!(out.status.success(), "start {name}: {}", stderr(&out));
+    }
+    let (addr_a, addr_b) = (
+        net.address6(net.address(&a).unwrap()),
+        net.address6(net.address(&b).unwrap()),
+    );
+    // Usable at once (no DAD: never "tentative"), with a default route via ::1.
+    let seen = net.eth0_ipv6(&a);
+    assert!(
+        seen.contains(&format!("inet6 {addr_a}/64 scope global")),
+        "{seen}"
+    );
+    let global = seen
+        .lines()
+        .find(|l| l.contains(&addr_a))
+        .unwrap_or_default();
+    assert!(!global.contains("tentative"), "{seen}");
+    assert!(
+        seen.contains(&format!("default via {prefix6}1 dev eth0")),
+        "{seen}"
+    );
+    let bridge = ip(&["-o", "-6", "addr", "show", "dev", &net.bridge]);
+    assert!(bridge.contains(&format!("inet6 {prefix6}1/64")), "{bridge}");
+    assert_eq!(
+        std::fs::read_to_string(IPV6_FORWARDING).unwrap().trim(),
+        "1",
+        "IPv6 forwarding is off while a bridge with IPv6 is in use"
+    );
+    let table = Command::new("nft")
+        .args(["list", "table", "inet", &format!("berth_{}", net.bridge)])
+        .output()
+        .unwrap();
+    let rules = stdout(&table);
+    assert!(
+        rules.contains(&format!("ip6 saddr {prefix6}/64")) && rules.contains("masquerade"),
+        "{rules}"
+    );
+
+    // By address, and by name: /etc/hosts lists both addresses of each.
+    let hosts = stdout(&net.exec(&a, &["cat", "/etc/hosts"]));
+    assert!(hosts.contains(&format!("{addr_b}\t{b}")), "{hosts}");
+    assert!(hosts.contains(&format!("{addr_a}\t{a}")), "{hosts}");
+    for (from, to) in [(&a, &addr_b), (&a, &b), (&b, &addr_a)] {
+        let out = net.exec(from, &["ping", "-6", "-c1", "-W2", to]);
+        assert!(
+            out.status.success(),
+            "{from} → {to}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains(prefix6.as_str()), "{}", stdout(&out));
+    }
+
+    // The host, over the test's bridge.
+    let out = Command::new("busybox")
+        .args(["ping", "-6", "-c1", "-W2", &addr_b])
+        .output()
+        .expect("busybox is missing: apt-get install busybox-static");
+    assert!(
+        out.status.success(),
+        "host → {addr_b}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // The same address after a stop and a start.
+    assert!(net.run(&["stop", &a]).status.success());
+    let out = net.start(&a);
+    assert!(out.status.success(), "start {a} again: {}", stderr(&out));
+    let seen = net.eth0_ipv6(&a);
+    assert!(
+        seen.contains(&format!("inet6 {addr_a}/64 scope global")),
+        "{seen}"
+    );
+    let out = net.exec(&b, &["ping", "-6", "-c1", "-W2", &a]);
+    assert!(
+        out.status.success(),
+        "{b} → {a} after the restart: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_published_port_answers_on_the_bridges_ipv6_address() {
+    let net = Net::with_ipv6();
+    let name = net.name("httpd6");
+    let port = std::net::TcpListener::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let manifest = net.state.manifest(
+        &name,
+        &format!(
+            "  rootfs: {{template: busybox}}\n  \
+             command: [/bin/sh, -c, 'mkdir -p /www && echo hello-from-{name} > /www/index.html && exec httpd -f -p 80 -h /www']\n  \
+             stopTimeout: 1s\n  network: {{mode: bridge, ports: [{{host: {port}, container: 80}}]}}\n"
+        ),
+    );
+    let out = net.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let out = net.start(&name);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+    // An address of the host's own, as a client elsewhere would use one of the
+    // host's IPv6 addresses.
+    let gateway = format!("{}1", net.prefix6.as_ref().unwrap());
+    let answer = wait_for(&format!("an answer on [{gateway}]:{port}"), || {
+        http_get(&gateway, port).ok().filter(|a| a.contains("200"))
+    });
+    assert!(answer.contains(&format!("hello-from-{name}")), "{answer}");
+    // From outside too (prerouting), never from ::1, which cannot leave the host.
+    let rules = Command::new("nft")
+        .args([
+            "list",
+            "chain",
+            "inet",
+            &format!("berth_{}", net.bridge),
+            "prerouting",
+        ])
+        .output()
+        .unwrap();
+    let address6 = net.address6(net.address(&name).unwrap());
+    assert!(
+        stdout(&rules).contains(&format!(
+            "ip6 daddr != ::1 fib daddr type local tcp dport {port} dnat ip6 to [{address6}]:80"
+        )),
+        "{}",
+        stdout(&rules)
+    );
+    let described = stdout(&net.run(&["describe", &name]));
+    assert!(
+        described.contains(&format!("IPv6 address:   {address6}\n")),
+        "{described}"
+    );
+    // No IPv6 loopback hairpin: [::1] is the host's own, refused at once.
+    let refused = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused)
+    );
+    assert!(net.run(&["stop", &name]).status.success());
+    assert!(http_get(&gateway, port).is_err());
+}
+
+#[test]
+fn a_subnet6_that_is_not_a_unique_local_slash_64_is_refused_naming_the_flag() {
+    let net = Net::new();
+    let a = net.name("net6-bad");
+    net.create(&a, "{mode: bridge}");
+    for bad in ["2001:db8::/64", "fd42:b3e7::/48"] {
+        let out = net
+            .state
+            .berth(&[
+                "--bridge",
+                &net.bridge,
+                "--subnet",
+                &net.subnet(),
+                "--subnet6",
+                bad,
+            ])
+            .args(["start", &a])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(&format!("--subnet6: \"{bad}\"")), "{err}");
+    }
+    // Nothing was made or recorded.
+    assert!(!link_exists(&net.bridge));
+    assert!(!net.state.path().join("network/config.json").exists());
 }

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use super::NetworkSettings;
 use crate::layout::ContainerDir;
 
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -14,17 +15,22 @@ const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
 
 /// Write the hosts file of every container that holds an address and has a
-/// directory: loopback, then each of them by name. Rewritten in place (truncate
-/// and write), never renamed, so that running containers, which bind the file's
-/// inode, see the new list.
+/// directory: loopback, then each of them by name, by its IPv6 address too when
+/// the bridge has IPv6 (`settings`). Rewritten in place (truncate and write),
+/// never renamed, so that running containers, which bind the file's inode, see
+/// the new list.
 pub(crate) fn rewrite_hosts(
     containers: &Path,
     addresses: &BTreeMap<String, Ipv4Addr>,
+    settings: Option<&NetworkSettings>,
 ) -> Result<(), String> {
     let mut text =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for (name, address) in addresses {
         text.push_str(&format!("{address}\t{name}\n"));
+        if let Some(address6) = settings.and_then(|s| s.address6(*address)) {
+            text.push_str(&format!("{address6}\t{name}\n"));
+        }
     }
     for name in addresses.keys() {
         let Ok(dir) = ContainerDir::new(containers, name) else {
@@ -114,10 +120,29 @@ mod tests {
             ("a".to_owned(), Ipv4Addr::new(10, 213, 1, 2)),
             ("gone".to_owned(), Ipv4Addr::new(10, 213, 1, 3)),
         ]);
-        rewrite_hosts(tmp.path(), &addresses).unwrap_or_else(|e| panic!("{e}"));
+        rewrite_hosts(tmp.path(), &addresses, None).unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(&hosts).unwrap_or_default();
         assert!(
             text.contains("10.213.1.2\ta\n") && text.contains("10.213.1.3\tgone\n"),
+            "{text}"
+        );
+        assert!(!text.contains("fd"), "{text}");
+        // With IPv6, each name by both of its addresses.
+        let settings = NetworkSettings {
+            bridge: "bt0".to_owned(),
+            subnet: "10.213.1.0/24"
+                .parse()
+                .unwrap_or_else(|e: String| panic!("{e}")),
+            subnet6: Some(
+                "fd42:1::/64"
+                    .parse()
+                    .unwrap_or_else(|e: String| panic!("{e}")),
+            ),
+        };
+        rewrite_hosts(tmp.path(), &addresses, Some(&settings)).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&hosts).unwrap_or_default();
+        assert!(
+            text.contains("10.213.1.2\ta\nfd42:1::2\ta\n") && text.contains("fd42:1::3\tgone\n"),
             "{text}"
         );
         assert_eq!(inode(&hosts), before);

@@ -6,20 +6,20 @@
 //! namespace (a netlink socket belongs to the namespace it was opened in).
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use nix::libc;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::{NetworkSettings, host_veth_name, peer_veth_name};
+use super::{NetworkSettings, Subnet6, host_veth_name, peer_veth_name};
 
 /// Where one start of a bridged container goes: what the NAT of published ports
-/// hooks onto (`address`, `host_veth`, `settings.bridge`).
+/// hooks onto (`address` and its IPv6 twin, `host_veth`, `settings.bridge`).
 #[derive(Debug, Clone)]
 pub(crate) struct Wiring {
     pub(crate) settings: NetworkSettings,
@@ -43,6 +43,11 @@ impl Wiring {
         }
     }
 
+    /// The container's IPv6 address, when the bridge has IPv6.
+    pub(crate) fn address6(&self) -> Option<Ipv6Addr> {
+        self.settings.address6(self.address)
+    }
+
     /// The bridge of this start, made if missing (with its gateway address, up).
     pub(crate) fn ensure_bridge(&self) -> Result<(), String> {
         run(|h| async move { ensure_bridge(&h, &self.settings).await.map(drop) })
@@ -57,7 +62,8 @@ impl Wiring {
     /// Plug the init `pid`, still waiting for its go-ahead in its new network
     /// namespace, into the bridge: the bridge made if missing, a veth pair with the
     /// host side on the bridge and the other side moved in as `eth0`, addressed,
-    /// up, with a default route via the bridge. Undone on failure.
+    /// up, with a default route via the bridge (IPv6 too when the bridge has
+    /// it). Undone on failure.
     pub(crate) fn plug(&self, pid: i32) -> Result<(), String> {
         let plugged = run(|h| self.host_side(h, pid)).and_then(|mtu| self.container_side(pid, mtu));
         if plugged.is_err() {
@@ -121,6 +127,7 @@ impl Wiring {
                 LinkUnspec::new_with_index(eth0)
                     .name("eth0")
                     .mtu(mtu)
+                    .address(mac_of(self.address).to_vec())
                     .build(),
             )
             .execute()
@@ -131,6 +138,11 @@ impl Wiring {
             .execute()
             .await
             .map_err(step("address eth0"))?;
+        if let Some(address6) = self.address6() {
+            add_address_now(&h, eth0, IpAddr::V6(address6), Subnet6::PREFIX)
+                .await
+                .map_err(|e| format!("give eth0 the address {address6}/64: {e}"))?;
+        }
         h.link()
             .set(LinkUnspec::new_with_index(eth0).up().build())
             .execute()
@@ -150,8 +162,32 @@ impl Wiring {
             .add(default)
             .execute()
             .await
-            .map_err(step("add the default route"))
+            .map_err(step("add the default route"))?;
+        if let Some(subnet6) = self.settings.subnet6 {
+            let default6 = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(subnet6.gateway())
+                .output_interface(eth0)
+                .build();
+            h.route()
+                .add(default6)
+                .execute()
+                .await
+                .map_err(step("add the default IPv6 route"))?;
+        }
+        Ok(())
     }
+}
+
+/// eth0's MAC address: `02:62` (locally administered) and the IPv4 address, so
+/// that a container keeps it across restarts with its addresses. Its neighbours'
+/// caches then stay right; with a new MAC each start, the others on the bridge
+/// (and the host) would send to the old one until neighbour unreachability
+/// detection gave up on it, some 5 to 10 s, and for IPv6 no overheard packet
+/// corrects it sooner, as ARP broadcasts do for IPv4. Unique on the bridge, as
+/// the IPv4 address is.
+fn mac_of(address: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = address.octets();
+    [0x02, 0x62, a, b, c, d]
 }
 
 /// Delete each of these links that exists.
@@ -169,8 +205,8 @@ pub(crate) fn link_exists(name: &str) -> Result<bool, String> {
     run(|h| async move { get_link(&h, name).await.map(|link| link.is_some()) })
 }
 
-/// The bridge, made if missing, with the gateway address, up. Returns its index
-/// and MTU. Touches no other link.
+/// The bridge, made if missing, with the gateway address (and the IPv6 one), up.
+/// Returns its index and MTU. Touches no other link.
 async fn ensure_bridge(h: &Handle, settings: &NetworkSettings) -> Result<(u32, u32), String> {
     let name = &settings.bridge;
     let link = match get_link(h, name).await? {
@@ -193,31 +229,11 @@ async fn ensure_bridge(h: &Handle, settings: &NetworkSettings) -> Result<(u32, u
         ));
     }
     let index = link.header.index;
-    let gateway = settings.subnet.gateway();
-    let prefix = settings.subnet.prefix();
-    let mut addresses = h.address().get().set_link_index_filter(index).execute();
-    let mut addressed = false;
-    while let Some(a) = addresses
-        .try_next()
-        .await
-        .map_err(|e| format!("list the addresses of {name}: {e}"))?
-    {
-        addressed |= a.header.prefix_len == prefix
-            && a.attributes.iter().any(|attr| {
-                matches!(attr, AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) if *ip == gateway)
-            });
-    }
-    if !addressed {
-        match h
-            .address()
-            .add(index, IpAddr::V4(gateway), prefix)
-            .execute()
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if errno(&e) == libc::EEXIST => {}
-            Err(e) => return Err(format!("give {name} the address {gateway}/{prefix}: {e}")),
-        }
+    let gateway = IpAddr::V4(settings.subnet.gateway());
+    ensure_address(h, name, index, gateway, settings.subnet.prefix(), false).await?;
+    if let Some(subnet6) = settings.subnet6 {
+        let gateway6 = IpAddr::V6(subnet6.gateway());
+        ensure_address(h, name, index, gateway6, Subnet6::PREFIX, true).await?;
     }
     if !link.header.flags.contains(LinkFlags::Up) {
         h.link()
@@ -235,6 +251,61 @@ async fn ensure_bridge(h: &Handle, settings: &NetworkSettings) -> Result<(u32, u
         })
         .unwrap_or(1500);
     Ok((index, mtu))
+}
+
+/// Give the link `name` the address unless it has it; `now` adds an IPv6 one
+/// without duplicate address detection (see `add_address_now`).
+async fn ensure_address(
+    h: &Handle,
+    name: &str,
+    index: u32,
+    address: IpAddr,
+    prefix: u8,
+    now: bool,
+) -> Result<(), String> {
+    let mut addresses = h.address().get().set_link_index_filter(index).execute();
+    while let Some(a) = addresses
+        .try_next()
+        .await
+        .map_err(|e| format!("list the addresses of {name}: {e}"))?
+    {
+        let has = a.header.prefix_len == prefix
+            && a.attributes.iter().any(|attr| {
+                matches!(attr, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == address)
+            });
+        if has {
+            return Ok(());
+        }
+    }
+    let added = if now {
+        add_address_now(h, index, address, prefix).await
+    } else {
+        h.address().add(index, address, prefix).execute().await
+    };
+    match added {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == libc::EEXIST => Ok(()),
+        Err(e) => Err(format!("give {name} the address {address}/{prefix}: {e}")),
+    }
+}
+
+/// Add an IPv6 address with IFA_F_NODAD: usable at once, where duplicate
+/// address detection would keep it tentative (no source, no answers) for a
+/// second or more after the link comes up, while the command already runs. The
+/// address is unique by construction (derived from the IPv4 one, allocated
+/// under the network lock), so DAD has nothing to find.
+async fn add_address_now(
+    h: &Handle,
+    index: u32,
+    address: IpAddr,
+    prefix: u8,
+) -> Result<(), rtnetlink::Error> {
+    let mut request = h.address().add(index, address, prefix);
+    request
+        .message_mut()
+        .attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    request.execute().await
 }
 
 fn is_bridge(link: &LinkMessage) -> bool {
@@ -300,4 +371,18 @@ where
         connection.abort();
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_containers_mac_is_local_unicast_and_follows_its_ipv4_address() {
+        let mac = mac_of(Ipv4Addr::new(10, 88, 1, 5));
+        assert_eq!(mac, [0x02, 0x62, 10, 88, 1, 5]);
+        // Locally administered (bit 1), unicast (bit 0 clear).
+        assert_eq!(mac[0] & 0b11, 0b10);
+        assert_ne!(mac_of(Ipv4Addr::new(10, 88, 1, 6)), mac);
+    }
 }

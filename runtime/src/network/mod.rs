@@ -1,6 +1,7 @@
-//! `network.mode: bridge`: a bridge of berth's own (`--bridge`, `--subnet`), one
-//! address per container that is its until it is destroyed (`ipam`), a veth pair
-//! per start (`link`), and /etc/hosts and /etc/resolv.conf for it (`files`).
+//! `network.mode: bridge`: a bridge of berth's own (`--bridge`, `--subnet`, and
+//! optionally `--subnet6`), one address per container that is its until it is
+//! destroyed (`ipam`; its IPv6 one is derived from it), a veth pair per start
+//! (`link`), and /etc/hosts and /etc/resolv.conf for it (`files`).
 //! Everything shared lives in `<state-dir>/network/`, under one `flock`, so that
 //! `berth start` by hand and the daemon agree.
 
@@ -19,7 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
 pub(crate) use link::Wiring;
-pub use settings::{DEFAULT_BRIDGE, DEFAULT_SUBNET, NetworkSettings, Subnet};
+pub use settings::{DEFAULT_BRIDGE, DEFAULT_SUBNET, NetworkSettings, Subnet, Subnet6};
 
 /// berth's nftables table for `bridge`: `berth` for the default bridge, else
 /// `berth_<bridge>`, so that each bridge (a test's own, say) has a table of its own.
@@ -34,13 +35,17 @@ fn table_for(bridge: &str) -> String {
 /// The firewall of the bridge a start goes to.
 fn firewall(wiring: &Wiring) -> Result<nat::Firewall, String> {
     let settings = &wiring.settings;
-    nat::Firewall::new(
+    let firewall = nat::Firewall::new(
         &table_for(&settings.bridge),
         &settings.bridge,
         settings.subnet.network(),
         settings.subnet.prefix(),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    Ok(match settings.subnet6 {
+        Some(subnet6) => firewall.with_subnet6(subnet6),
+        None => firewall,
+    })
 }
 
 /// A failed `publish`: its message, and whether another program holds a port.
@@ -66,10 +71,12 @@ impl std::fmt::Display for PublishError {
 }
 
 /// Before a bridged start's command runs: the bridge, berth's table on it
-/// (masquerading the subnet's traffic out of the host), IPv4 forwarding on (the
-/// host routes for its containers, as Docker's and Podman's bridges need), and
-/// `ports` published to this start's address. Idempotent; a port another program
-/// holds fails it.
+/// (masquerading the subnets' traffic out of the host), IPv4 forwarding on (the
+/// host routes for its containers, as Docker's and Podman's bridges need), IPv6
+/// forwarding too when the bridge has IPv6 (only then: it is host-wide and stops
+/// router advertisements being accepted where accept_ra is 1), and `ports`
+/// published to this start's addresses. Idempotent; a port another program holds
+/// fails it.
 pub(crate) fn publish(
     wiring: &Wiring,
     container: &str,
@@ -80,6 +87,9 @@ pub(crate) fn publish(
     wiring.ensure_bridge()?;
     firewall.ensure_table().map_err(|e| e.to_string())?;
     nat::enable_forwarding().map_err(|e| e.to_string())?;
+    if wiring.settings.subnet6.is_some() {
+        nat::enable_ipv6_forwarding().map_err(|e| e.to_string())?;
+    }
     if ports.is_empty() {
         return Ok(());
     }
@@ -156,7 +166,7 @@ pub(crate) fn join(
     pinned: Option<Ipv4Addr>,
 ) -> Result<Joined, String> {
     let dir = NetworkDir::new(state_dir);
-    let settings = NetworkSettings::resolve(&dir, None, None)?;
+    let settings = NetworkSettings::resolve(&dir, None, None, None)?;
     let address = {
         let lock = dir.lock()?;
         let mut ipam = ipam::Ipam::load(&dir, &lock)?;
@@ -166,7 +176,11 @@ pub(crate) fn join(
         if held != Some(address) {
             ipam.save(&dir, &lock)?;
         }
-        files::rewrite_hosts(&state_dir.join("containers"), ipam.entries())?;
+        files::rewrite_hosts(
+            &state_dir.join("containers"),
+            ipam.entries(),
+            Some(&settings),
+        )?;
         address
     };
     let resolv_conf = container.resolv_conf();
@@ -197,7 +211,12 @@ pub(crate) fn leave(state_dir: &Path, container: &str) -> Result<(), String> {
         return Ok(());
     }
     ipam.save(&dir, &lock)?;
-    files::rewrite_hosts(&state_dir.join("containers"), ipam.entries())?;
+    let settings = NetworkSettings::load(&dir)?;
+    files::rewrite_hosts(
+        &state_dir.join("containers"),
+        ipam.entries(),
+        settings.as_ref(),
+    )?;
     link::delete_links(&[
         &host_veth_name(state_dir, container),
         &peer_veth_name(state_dir, container),
@@ -211,6 +230,8 @@ pub struct NetworkInfo {
     pub bridge: Option<String>,
     /// The address it holds until it is destroyed; `None` before its first start.
     pub address: Option<Ipv4Addr>,
+    /// Its IPv6 address, derived from `address`, where the bridge has `--subnet6`.
+    pub address6: Option<std::net::Ipv6Addr>,
     /// The host side of its veth pair, and whether that link exists now.
     pub veth: String,
     pub veth_present: bool,
@@ -226,6 +247,7 @@ pub(crate) fn info(state_dir: &Path, container: &str, live: bool) -> Result<Netw
     let mut info = NetworkInfo {
         bridge: None,
         address: None,
+        address6: None,
         veth: veth.clone(),
         veth_present: false,
         rules: Vec::new(),
@@ -242,6 +264,10 @@ pub(crate) fn info(state_dir: &Path, container: &str, live: bool) -> Result<Netw
             .copied();
     }
     info.bridge = settings.as_ref().map(|s| s.bridge.clone());
+    info.address6 = settings
+        .as_ref()
+        .zip(info.address)
+        .and_then(|(s, a)| s.address6(a));
     if live {
         info.veth_present = link::link_exists(&veth)?;
         if let (Some(settings), Some(address)) = (settings, info.address) {
@@ -298,8 +324,9 @@ pub(crate) fn settings(
     state_dir: &Path,
     bridge: Option<&str>,
     subnet: Option<&str>,
+    subnet6: Option<&str>,
 ) -> Result<NetworkSettings, String> {
-    NetworkSettings::resolve(&NetworkDir::new(state_dir), bridge, subnet)
+    NetworkSettings::resolve(&NetworkDir::new(state_dir), bridge, subnet, subnet6)
 }
 
 /// `<state-dir>/network/`: settings, addresses, and the lock over both.

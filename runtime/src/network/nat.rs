@@ -1,5 +1,6 @@
-//! nftables for bridged containers: masquerade for the subnet, published ports
-//! (DNAT), and a forward chain, all in one `inet` table of berth's own.
+//! nftables for bridged containers: masquerade for the subnet (and the IPv6 one),
+//! published ports (DNAT, for IPv4 and IPv6), and a forward chain, all in one
+//! `inet` table of berth's own.
 //!
 //! Mechanism: the `nftables` crate, which drives `nft -j` with typed JSON; it is
 //! the one netavark (Podman) uses, is kept up with nft's JSON schema, and leaves
@@ -12,7 +13,9 @@
 //! answering while no berth process runs, a proxy would die with it. The
 //! `guard` chain drops packets from the bridge addressed to 127.0.0.0/8, which
 //! `route_localnet` would otherwise let containers send to the host's loopback
-//! services (kube-proxy's fix for CVE-2020-8558).
+//! services (kube-proxy's fix for CVE-2020-8558). IPv6 has no such hairpin:
+//! Linux never routes `::1` off the host, so the IPv6 DNAT leaves `::1` alone
+//! (a connection there is refused at once, not lost in the bridge).
 //!
 //! Rules are told apart by their comment: `berth: ...` for the table's own,
 //! `container NAME ...` for a container's published ports. Nothing outside the
@@ -21,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -32,6 +35,8 @@ use nftables::helper::{self, NftablesError};
 use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, NAT, NATFamily, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use super::Subnet6;
 
 /// A container's published port: host port → container port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,13 +151,14 @@ const CHAINS: [(&str, NfChainType, NfHook, i32); 5] = [
 const BASE_PREFIX: &str = "berth: ";
 const CONTAINER_PREFIX: &str = "container ";
 
-/// berth's nftables table for one bridge and its subnet.
+/// berth's nftables table for one bridge and its subnet(s).
 #[derive(Debug, Clone)]
 pub struct Firewall {
     table: String,
     bridge: String,
     subnet: Ipv4Addr,
     prefix: u8,
+    subnet6: Option<Subnet6>,
 }
 
 impl Firewall {
@@ -184,7 +190,19 @@ impl Firewall {
             bridge: bridge.to_owned(),
             subnet,
             prefix,
+            subnet6: None,
         })
+    }
+
+    /// The bridge has IPv6 too: its /64 is masqueraded as well, and each port
+    /// published to every host address is published on the host's IPv6 ones to
+    /// the container's IPv6 address (derived from its IPv4 one, see
+    /// [`Subnet6::address_of`]).
+    pub fn with_subnet6(self, subnet6: Subnet6) -> Firewall {
+        Firewall {
+            subnet6: Some(subnet6),
+            ..self
+        }
     }
 
     pub fn table(&self) -> &str {
@@ -245,7 +263,8 @@ impl Firewall {
         Ok(true)
     }
 
-    /// Publish `ports` of container `name` at `addr`: after this its rules are
+    /// Publish `ports` of container `name` at `addr` (and its IPv6 twin when the
+    /// bridge has IPv6): after this its rules are
     /// exactly these ports. Publishing the same ports again changes nothing. A
     /// host port another program holds is [`NatError::PortInUse`], one another
     /// container publishes [`NatError::PortTaken`]; then nothing changes.
@@ -294,7 +313,11 @@ impl Firewall {
         }
         for port in ports {
             self.check_not_published(name, port, &objects)?;
-            check_port_free(name, port)?;
+            check_port_free(name, port, port.host_ip().map(IpAddr::V4))?;
+            if self.subnet6.is_some() && port.host_ip().is_none() {
+                // An IPv6-only listener, which the IPv4 bind does not meet.
+                check_port_free(name, port, Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))?;
+            }
         }
         let mut batch = Batch::new();
         for rule in existing {
@@ -336,6 +359,12 @@ impl Firewall {
                 description: r.comment.as_deref().unwrap_or_default().to_owned(),
             })
             .collect())
+    }
+
+    /// The IPv6 address of the container at `addr`, when the bridge has IPv6.
+    fn address6(&self, addr: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.subnet6
+            .map(|s| s.address_of(self.subnet, self.prefix, addr))
     }
 
     fn contains(&self, addr: Ipv4Addr) -> bool {
@@ -382,7 +411,7 @@ impl Firewall {
         let subnet = || prefix(self.subnet, self.prefix);
         let loopback = || prefix(Ipv4Addr::new(127, 0, 0, 0), 8);
         let masquerade = || Statement::Masquerade(None);
-        vec![
+        let mut rules = vec![
             self.rule(
                 "guard",
                 format!("{BASE_PREFIX}drop packets from {bridge} to 127.0.0.0/8"),
@@ -429,32 +458,55 @@ impl Firewall {
                     Statement::Accept(None),
                 ],
             ),
-        ]
+        ];
+        if let Some(subnet6) = self.subnet6 {
+            rules.push(self.rule(
+                "postrouting",
+                format!("{BASE_PREFIX}masquerade {subnet6} leaving through anything but {bridge}"),
+                vec![
+                    eq(
+                        payload("ip6", "saddr"),
+                        prefix(subnet6.network(), Subnet6::PREFIX),
+                    ),
+                    matches(meta(MetaKey::Oifname), Operator::NEQ, text(bridge)),
+                    masquerade(),
+                ],
+            ));
+        }
+        rules
     }
 
     /// The DNAT of one published port, in prerouting (from outside) and output
-    /// (from the host itself).
-    fn dnat_rules(&self, name: &str, addr: Ipv4Addr, port: &PortMapping) -> [Rule<'static>; 2] {
+    /// (from the host itself); with IPv6, a twin pair for traffic to the host's
+    /// IPv6 addresses when the port is published on every host address (a
+    /// `hostIP` is an IPv4 address, which IPv6 traffic never has).
+    fn dnat_rules(&self, name: &str, addr: Ipv4Addr, port: &PortMapping) -> Vec<Rule<'static>> {
         let comment = format!(
             "{CONTAINER_PREFIX}{name} {} -> {addr}:{}",
             port.host_side(),
             port.container
         );
-        let expr = vec![
-            match port.host_ip() {
-                Some(ip) => eq(payload("ip", "daddr"), text(&ip.to_string())),
-                None => eq(
-                    Expression::Named(NamedExpression::Fib(Fib {
-                        result: FibResult::Type,
-                        flags: [FibFlag::Daddr].into(),
-                    })),
-                    text("local"),
-                ),
-            },
+        let local = || {
+            eq(
+                Expression::Named(NamedExpression::Fib(Fib {
+                    result: FibResult::Type,
+                    flags: [FibFlag::Daddr].into(),
+                })),
+                text("local"),
+            )
+        };
+        let dport = || {
             eq(
                 payload(&port.protocol.to_string(), "dport"),
                 Expression::Number(port.host.into()),
-            ),
+            )
+        };
+        let expr = vec![
+            match port.host_ip() {
+                Some(ip) => eq(payload("ip", "daddr"), text(&ip.to_string())),
+                None => local(),
+            },
+            dport(),
             Statement::DNAT(Some(NAT {
                 addr: Some(text(&addr.to_string())),
                 family: Some(NATFamily::IP),
@@ -462,10 +514,35 @@ impl Firewall {
                 flags: None,
             })),
         ];
-        [
+        let mut rules = vec![
             self.rule("prerouting", comment.clone(), expr.clone()),
             self.rule("output", comment, expr),
-        ]
+        ];
+        if let Some(addr6) = self.address6(addr).filter(|_| port.host_ip().is_none()) {
+            let comment = format!(
+                "{CONTAINER_PREFIX}{name} {} [::]:{} -> [{addr6}]:{}",
+                port.protocol, port.host, port.container
+            );
+            let expr = vec![
+                // Also what keeps IPv4 packets out of it.
+                matches(
+                    payload("ip6", "daddr"),
+                    Operator::NEQ,
+                    text(&Ipv6Addr::LOCALHOST.to_string()),
+                ),
+                local(),
+                dport(),
+                Statement::DNAT(Some(NAT {
+                    addr: Some(text(&addr6.to_string())),
+                    family: Some(NATFamily::IP6),
+                    port: Some(Expression::Number(port.container.into())),
+                    flags: None,
+                })),
+            ];
+            rules.push(self.rule("prerouting", comment.clone(), expr.clone()));
+            rules.push(self.rule("output", comment, expr));
+        }
+        rules
     }
 
     /// The table, its chains and its own rules.
@@ -604,7 +681,19 @@ impl Firewall {
 /// containers and other hosts needs. A host-wide switch: the daemon decides
 /// when to make it. Returns whether it was already on.
 pub fn enable_forwarding() -> Result<bool> {
-    let path = PathBuf::from("/proc/sys/net/ipv4/ip_forward");
+    turn_on(PathBuf::from("/proc/sys/net/ipv4/ip_forward"))
+}
+
+/// Turn on IPv6 forwarding (`net.ipv6.conf.all.forwarding=1`), for a bridge
+/// with IPv6. Host-wide, and more than a switch: every interface becomes a
+/// router, and one with `accept_ra=1` stops accepting router advertisements
+/// (`accept_ra=2` keeps them). Returns whether it was already on.
+pub fn enable_ipv6_forwarding() -> Result<bool> {
+    turn_on(PathBuf::from("/proc/sys/net/ipv6/conf/all/forwarding"))
+}
+
+/// Write 1 to a sysctl unless it is 1 already; returns whether it was.
+fn turn_on(path: PathBuf) -> Result<bool> {
     let was = std::fs::read_to_string(&path).map_err(|source| NatError::Io {
         op: "read",
         path: path.clone(),
@@ -625,9 +714,10 @@ fn write_sysctl(path: &PathBuf, value: &str) -> Result<()> {
     })
 }
 
-/// Bind the host port briefly: a DNAT rule would hide a program listening there.
-fn check_port_free(name: &str, port: &PortMapping) -> Result<()> {
-    let addr = (port.host_ip().unwrap_or(Ipv4Addr::UNSPECIFIED), port.host);
+/// Bind the host port on `ip` (every IPv4 address: `None`) briefly: a DNAT rule
+/// would hide a program listening there.
+fn check_port_free(name: &str, port: &PortMapping, ip: Option<IpAddr>) -> Result<()> {
+    let addr = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port.host);
     let bound = match port.protocol {
         Protocol::Tcp => TcpListener::bind(addr).map(drop),
         Protocol::Udp => UdpSocket::bind(addr).map(drop),
@@ -670,7 +760,12 @@ fn parse_comment(comment: &str) -> Option<PortMapping> {
         "udp" => Protocol::Udp,
         _ => return None,
     };
-    let (ip, port) = words.next()?.split_once(':')?;
+    let host = words.next()?;
+    // An IPv6 twin (`[::]:PORT`): the IPv4 rule of the same mapping stands for it.
+    if host.starts_with('[') {
+        return None;
+    }
+    let (ip, port) = host.split_once(':')?;
     Some(PortMapping {
         host: port.parse().ok()?,
         container: 0,
@@ -727,7 +822,8 @@ fn payload(protocol: &str, field: &str) -> Expression<'static> {
     )))
 }
 
-fn prefix(addr: Ipv4Addr, len: u8) -> Expression<'static> {
+fn prefix(addr: impl Into<IpAddr>, len: u8) -> Expression<'static> {
+    let addr: IpAddr = addr.into();
     Expression::Named(NamedExpression::Prefix(Prefix {
         addr: Box::new(text(&addr.to_string())),
         len: len.into(),
@@ -776,7 +872,8 @@ mod tests {
     fn a_rule_comment_names_its_container_and_host_port() {
         let fw = Firewall::new("berth", "berth0", Ipv4Addr::new(10, 88, 0, 0), 16).unwrap();
         let p = port(8080, Protocol::Udp, Some(Ipv4Addr::new(127, 0, 0, 1)));
-        let [pre, out] = fw.dnat_rules("web-1", Ipv4Addr::new(10, 88, 0, 2), &p);
+        let rules = fw.dnat_rules("web-1", Ipv4Addr::new(10, 88, 0, 2), &p);
+        let [pre, out] = <[Rule; 2]>::try_from(rules).unwrap();
         assert_eq!(
             pre.comment.as_deref(),
             Some("container web-1 udp 127.0.0.1:8080 -> 10.88.0.2:80")
@@ -848,6 +945,60 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn with_ipv6_a_port_on_every_address_gets_an_ipv6_twin_and_the_subnet6_is_masqueraded() {
+        let subnet6: Subnet6 = "fd42:6265:7274::/64".parse().unwrap();
+        let v4 = Firewall::new("berth", "berth0", Ipv4Addr::new(10, 88, 0, 0), 16).unwrap();
+        let fw = v4.clone().with_subnet6(subnet6);
+        let addr = Ipv4Addr::new(10, 88, 1, 5);
+        let comments = |rules: Vec<Rule<'static>>| -> Vec<String> {
+            rules
+                .iter()
+                .map(|r| format!("{}: {}", r.chain, r.comment.as_deref().unwrap_or_default()))
+                .collect()
+        };
+        let every = port(8080, Protocol::Tcp, None);
+        assert_eq!(
+            comments(fw.dnat_rules("web", addr, &every)),
+            [
+                "prerouting: container web tcp 0.0.0.0:8080 -> 10.88.1.5:80",
+                "output: container web tcp 0.0.0.0:8080 -> 10.88.1.5:80",
+                "prerouting: container web tcp [::]:8080 -> [fd42:6265:7274::105]:80",
+                "output: container web tcp [::]:8080 -> [fd42:6265:7274::105]:80",
+            ]
+        );
+        // An IPv4 host address has no IPv6 twin; without IPv6 nothing has.
+        let one = port(8080, Protocol::Tcp, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(fw.dnat_rules("web", addr, &one).len(), 2);
+        assert_eq!(v4.dnat_rules("web", addr, &every).len(), 2);
+        // The twin leaves ::1 alone (no IPv6 hairpin) and names its container,
+        // but stands for no mapping of its own when ports are compared.
+        let twin = &fw.dnat_rules("web", addr, &every)[2];
+        let json = serde_json::to_string(&twin.expr).unwrap();
+        assert!(
+            json.contains(r#""op":"!=""#) && json.contains(r#""right":"::1""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""family":"ip6""#), "{json}");
+        assert_eq!(container_of(twin), Some("web"));
+        assert_eq!(parse_comment(twin.comment.as_deref().unwrap()), None);
+
+        let masquerades = |fw: &Firewall| {
+            fw.base_rules()
+                .iter()
+                .filter_map(|r| r.comment.as_deref().map(str::to_owned))
+                .filter(|c| c.contains("masquerade fd42"))
+                .count()
+        };
+        assert_eq!((masquerades(&v4), masquerades(&fw)), (0, 1));
+        // A table made without IPv6 is rebuilt with it, keeping published ports.
+        let published = v4.dnat_rules("web", addr, &every);
+        assert_eq!(
+            fw.table_step(Some(&listed(&v4, &published))),
+            TableStep::Rebuild { published }
+        );
     }
 
     #[test]
