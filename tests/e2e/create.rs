@@ -802,3 +802,32 @@ fn a_finished_create_leaves_no_template_child_behind() {
     );
     destroy_leaves_nothing(&state, &name);
 }
+
+#[test]
+fn a_host_template_container_runs_the_hosts_alternatives_without_copying_them() {
+    if std::fs::read_link("/etc/alternatives/awk").is_err() {
+        eprintln!("skipped: this host has no /etc/alternatives/awk (not a Debian-style host)");
+        return;
+    }
+    let state = StateDir::new();
+    let name = unique("alt");
+    let manifest = state.manifest(
+        &name,
+        "  command: [/usr/bin/awk, 'BEGIN { print \"awk-through-alternatives\" }']\n  restartPolicy: Never\n",
+    );
+    create_ok(&state, &manifest);
+    let rootfs = state.container_dir(&name).join("rootfs");
+    assert_eq!(
+        std::fs::read_dir(rootfs.join("etc/alternatives"))
+            .unwrap()
+            .count(),
+        0,
+        "a mount point, nothing copied"
+    );
+    let out = state.run(&["start", &name]);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+    crate::console_until(&state, &name, "awk-through-alternatives");
+    let out = state.run(&["stop", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    destroy_leaves_nothing(&state, &name);
+}
