@@ -58,6 +58,10 @@ pub struct SavedConfig {
     /// Host directories the `host` template binds read-only at start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_binds: Vec<PathBuf>,
+    /// Directories shared by containers (the busybox template's skeleton), bound
+    /// read-only at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_binds: Vec<crate::templates::SharedBind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageDefaults>,
     /// The user namespace maps, resolved at create (`userns: auto` picks them).

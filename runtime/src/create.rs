@@ -176,6 +176,7 @@ impl Runtime {
             container: container.clone(),
             rootfs: rootfs.clone(),
             host_binds: Vec::new(),
+            shared_binds: Vec::new(),
             image: None,
             id_maps: None,
             layers: None,
@@ -202,6 +203,7 @@ impl Runtime {
             cgroup_parent: &self.cgroup_parent,
             id_maps: config.id_maps.as_ref(),
             copy_layers: self.copy_layers,
+            templates: &self.state_dir.join("templates"),
         })?;
         // 6. The header naming the template, with what it leaves for start.
         let (name, args) = template.header();
@@ -222,6 +224,7 @@ impl Runtime {
             }
         }
         config.host_binds = built.host_binds;
+        config.shared_binds = built.shared_binds;
         config.image = built.image;
         config.layers = built.layers;
         config.save(&dir.config())?;

@@ -27,6 +27,8 @@ pub struct Plan {
     pub overlay_mount: Option<OwnedFd>,
     /// Host directories bound read-only at the same place (the host template).
     pub host_binds: Vec<PathBuf>,
+    /// Shared directories bound read-only (the busybox template's skeleton).
+    pub shared_binds: Vec<crate::templates::SharedBind>,
     pub mounts: Vec<berth_manifests::Mount>,
     /// Device and inode of each of `mounts`' sources as the monitor checked them:
     /// init binds a source only if the path still leads there.
@@ -137,6 +139,9 @@ fn build_root(plan: &Plan) -> Step {
     }
     for dir in &plan.host_binds {
         bind(dir, rootfs, dir, true)?;
+    }
+    for shared in &plan.shared_binds {
+        bind(&shared.source, rootfs, &shared.target, true)?;
     }
     let at = |p: &str| rootfs.join(p);
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;

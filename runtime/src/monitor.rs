@@ -649,6 +649,7 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
         overlay,
         overlay_mount: None,
         host_binds: config.host_binds.clone(),
+        shared_binds: config.shared_binds.clone(),
         mounts: spec.mounts.clone(),
         // Filled in by the monitor's checks; without them init binds nothing.
         mount_ids: Vec::new(),

@@ -1,7 +1,7 @@
 //! `berth create`, `destroy` and `gc` against real root filesystems (as root).
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -124,19 +124,80 @@ fn busybox_template_installs_the_static_busybox_and_its_applets() {
     );
     create_ok(&state, &manifest);
     let rootfs = state.container_dir(&name).join("rootfs");
-    assert!(rootfs.join("bin/busybox").is_file());
+    // /bin, /sbin and /usr are mount points for one skeleton shared by every
+    // busybox container, bound read-only at start.
+    let config = config(&state, &name);
+    assert_eq!(config["header"]["template"], "busybox");
+    let binds = config["sharedBinds"].as_array().unwrap();
+    let skeleton = |target: &str| -> PathBuf {
+        binds
+            .iter()
+            .find(|b| b["target"] == target)
+            .and_then(|b| b["source"].as_str())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no shared bind of {target}: {config}"))
+    };
+    let bin = skeleton("/bin");
+    assert!(bin.starts_with(state.path().join("templates")), "{bin:?}");
+    for dir in ["bin", "sbin", "usr"] {
+        assert_eq!(std::fs::read_dir(rootfs.join(dir)).unwrap().count(), 0);
+    }
     assert_eq!(
-        std::fs::read_link(rootfs.join("bin/sh")).unwrap(),
+        std::fs::read_link(bin.join("sh")).unwrap(),
         PathBuf::from("/bin/busybox")
     );
     // The copy runs by itself: ask it which applets it has.
-    let out = std::process::Command::new(rootfs.join("bin/busybox"))
+    let out = std::process::Command::new(bin.join("busybox"))
         .arg("--list")
         .output()
         .unwrap();
     assert!(stdout(&out).lines().any(|l| l == "sh"));
-    assert_eq!(config(&state, &name)["header"]["template"], "busybox");
+
+    // A second container shares it (one directory, by device and inode).
+    let other = unique("bb2");
+    create_ok(
+        &state,
+        &state.manifest(
+            &other,
+            "  rootfs: {template: busybox}\n  command: [/bin/sh]\n",
+        ),
+    );
+    let other_config = self::config(&state, &other);
+    let other_bin = other_config["sharedBinds"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["target"] == "/bin"))
+        .and_then(|b| b["source"].as_str())
+        .map(PathBuf::from)
+        .unwrap();
+    let id = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.dev(), m.ino())
+    };
+    assert_eq!(id(&bin), id(&other_bin));
+
+    // Inside, the applets run, and the shared /bin cannot be written.
+    let script = state.manifest(
+        &unique("bb3"),
+        "  rootfs: {template: busybox}\n  restartPolicy: Never\n  \
+         command: [/bin/sh, -c, 'touch /bin/x 2>/dev/null || echo bin-is-read-only; echo ok > /tmp/t && cat /tmp/t']\n",
+    );
+    let third = script.file_stem().unwrap().to_str().unwrap().to_owned();
+    create_ok(&state, &script);
+    let out = state.run(&["start", &third]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let console = crate::console_until(&state, &third, "ok");
+    assert!(console.contains("bin-is-read-only"), "{console}");
+    assert!(!bin.join("x").exists());
+    assert!(
+        state
+            .run(&["destroy", "--force", &third, &other])
+            .status
+            .success()
+    );
+
     destroy_leaves_nothing(&state, &name);
+    // The skeleton outlives its containers' destroy: it is not theirs.
+    assert!(bin.join("busybox").is_file());
 }
 
 #[test]

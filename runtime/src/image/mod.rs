@@ -13,7 +13,7 @@
 //!   takes it exclusive, so nothing a running pull has written is taken away
 //!   before its record names it.
 
-mod blob;
+pub(crate) mod blob;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Context, etc};
+use super::{Built, Context, SharedBind, etc};
 use crate::error::{Error, Result, io};
 
 const INSTALL: &str = "install a static busybox (Debian/Ubuntu: apt-get install busybox-static)";
@@ -81,11 +81,130 @@ fn is_dynamic(path: &Path) -> std::io::Result<bool> {
         .any(|entry| u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) == PT_INTERP))
 }
 
-pub fn build(ctx: &Context, binary: &Path) -> Result<()> {
+/// Where a busybox's applets go: `/bin`, `/sbin` and `/usr`, one shared read-only
+/// skeleton per busybox binary, bound at start (as the host template binds the
+/// host's /usr), so that a create makes a dozen inodes, not ~270 applet links.
+const SHARED: &[&str] = &["bin", "sbin", "usr"];
+
+pub fn build(ctx: &Context, binary: &Path) -> Result<Built> {
     let rootfs = ctx.rootfs;
     etc::minimal(rootfs, ctx.hostname, "/bin/sh")?;
+    etc::write(
+        rootfs,
+        "etc/os-release",
+        "NAME=\"busybox\"\nID=busybox\nVARIANT_ID=berth-busybox\n",
+        0o644,
+    )?;
+    // In a user namespace the rootfs is shifted to the container's ids; a shared
+    // skeleton would show up owned by nobody. Such a container gets its own copy.
+    if ctx.id_maps.is_some() {
+        fill(rootfs, binary)?;
+        return Ok(Built::default());
+    }
+    let skeleton = skeleton(ctx.templates, binary)?;
     etc::dirs(
         rootfs,
+        &SHARED.iter().map(|d| (*d, 0o755)).collect::<Vec<_>>(),
+    )?;
+    Ok(Built {
+        shared_binds: SHARED
+            .iter()
+            .map(|d| SharedBind {
+                source: skeleton.join(d),
+                target: PathBuf::from("/").join(d),
+            })
+            .collect(),
+        ..Built::default()
+    })
+}
+
+/// The skeleton of `binary` under `templates`: `busybox-<key>/`, the key a hash of
+/// the binary's path, device, inode, size and change time, so an upgraded busybox
+/// gets a new one. Made once, in a temporary directory renamed into place, so a
+/// create never sees half of one; never changed after.
+fn skeleton(templates: &Path, binary: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(binary).map_err(io("stat", binary))?;
+    let key = crate::image::sha256_of(
+        format!(
+            "{}\0{}\0{}\0{}\0{}.{}",
+            binary.display(),
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        )
+        .as_bytes(),
+    );
+    let key = key.trim_start_matches("sha256:");
+    let path = templates.join(format!("busybox-{}", &key[..16]));
+    if path.is_dir() {
+        return Ok(path);
+    }
+    etc::dirs(templates, &[("", 0o711)])?;
+    let made = crate::image::blob::temp_name(templates, ".busybox");
+    std::fs::create_dir(&made).map_err(io("create", &made))?;
+    let filled =
+        std::fs::set_permissions(&made, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(io("chmod", &made))
+            .and_then(|()| fill(&made, binary));
+    if let Err(e) = filled {
+        let _ = crate::remove::remove_tree(&made);
+        return Err(e);
+    }
+    match std::fs::rename(&made, &path) {
+        Ok(()) => {
+            prune(templates, &path);
+            Ok(path)
+        }
+        // Another create made it meanwhile: use theirs.
+        Err(_) if path.is_dir() => {
+            let _ = crate::remove::remove_tree(&made);
+            Ok(path)
+        }
+        Err(e) => {
+            let _ = crate::remove::remove_tree(&made);
+            Err(io("rename into place", &path)(e))
+        }
+    }
+}
+
+/// Remove the skeletons of older busyboxes that no container binds (by device
+/// and inode of what each container's config names).
+fn prune(templates: &Path, current: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let containers = templates.with_file_name("containers");
+    let used: std::collections::HashSet<(u64, u64)> = std::fs::read_dir(&containers)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| crate::config::SavedConfig::load(&e.path().join("config.json")).ok())
+        .flat_map(|c| c.shared_binds)
+        .filter_map(|b| b.source.parent().and_then(id))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(templates) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry.file_name().to_string_lossy().starts_with("busybox-")
+            && path != current
+            && id(&path).is_some_and(|i| !used.contains(&i));
+        if old && let Err(e) = crate::remove::remove_tree(&path) {
+            tracing::warn!(
+                "cannot remove the old busybox skeleton {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// `dir/bin/busybox` and its applet links, as `busybox --list-full` names them.
+fn fill(dir: &Path, binary: &Path) -> Result<()> {
+    etc::dirs(
+        dir,
         &[
             ("bin", 0o755),
             ("sbin", 0o755),
@@ -93,7 +212,7 @@ pub fn build(ctx: &Context, binary: &Path) -> Result<()> {
             ("usr/sbin", 0o755),
         ],
     )?;
-    let installed = rootfs.join("bin/busybox");
+    let installed = dir.join("bin/busybox");
     std::fs::copy(binary, &installed).map_err(io("copy", &installed))?;
     std::fs::set_permissions(
         &installed,
@@ -124,7 +243,7 @@ pub fn build(ctx: &Context, binary: &Path) -> Result<()> {
         {
             continue;
         }
-        let link = rootfs.join(applet);
+        let link = dir.join(applet);
         if let Some(parent) = link.parent() {
             std::fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
@@ -134,17 +253,49 @@ pub fn build(ctx: &Context, binary: &Path) -> Result<()> {
             Err(e) => return Err(io("create symlink", &link)(e)),
         }
     }
-    etc::write(
-        rootfs,
-        "etc/os-release",
-        "NAME=\"busybox\"\nID=busybox\nVARIANT_ID=berth-busybox\n",
-        0o644,
-    )
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_skeleton_per_binary_and_old_ones_go_unless_a_container_binds_them() {
+        let Ok(binary) = find() else {
+            eprintln!("skipped: no static busybox (apt-get install busybox-static)");
+            return;
+        };
+        let state = tempfile::tempdir().unwrap();
+        let templates = state.path().join("templates");
+        let first = skeleton(&templates, &binary).unwrap();
+        assert_eq!(skeleton(&templates, &binary).unwrap(), first);
+        assert!(first.join("bin/busybox").is_file() && first.join("bin/sh").is_symlink());
+        // Two older skeletons, one still bound by a container.
+        let (kept, gone) = (
+            templates.join("busybox-kept"),
+            templates.join("busybox-gone"),
+        );
+        for old in [&kept, &gone] {
+            std::fs::create_dir_all(old.join("bin")).unwrap();
+        }
+        let container = state.path().join("containers/web");
+        std::fs::create_dir_all(&container).unwrap();
+        let config = serde_json::json!({
+            "container": serde_json::to_value(berth_manifests::parse_str(
+                Path::new("web.yaml"),
+                "apiVersion: berth.dev/v1\nkind: Container\nmetadata: {name: web}\nspec: {command: [/bin/sh]}\n",
+            ).containers[0].clone()).unwrap(),
+            "rootfs": container.join("rootfs"),
+            "sharedBinds": [{"source": kept.join("bin"), "target": "/bin"}],
+        });
+        std::fs::write(container.join("config.json"), config.to_string()).unwrap();
+        std::fs::remove_dir_all(&first).unwrap();
+        let again = skeleton(&templates, &binary).unwrap();
+        assert_eq!(again, first);
+        assert!(kept.is_dir(), "a skeleton a container binds was removed");
+        assert!(!gone.exists(), "an unused old skeleton was kept");
+    }
 
     #[test]
     fn tells_dynamic_from_static_binaries() {

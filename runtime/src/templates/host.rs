@@ -104,6 +104,7 @@ mod tests {
             cgroup_parent: "berth",
             id_maps: None,
             copy_layers: false,
+            templates: &dir.path().join("templates"),
         };
         let built = build_from(host.path(), &ctx).unwrap();
         assert_eq!(

@@ -33,14 +33,25 @@ pub struct Context<'a> {
     pub id_maps: Option<&'a crate::userns::IdMaps>,
     /// Copy an image's layers even where overlayfs would serve.
     pub copy_layers: bool,
+    /// `<state-dir>/templates`: what templates share between containers.
+    pub templates: &'a Path,
 }
 
 /// What a template leaves for the start path.
 #[derive(Debug, Default)]
 pub struct Built {
     pub host_binds: Vec<PathBuf>,
+    pub shared_binds: Vec<SharedBind>,
     pub image: Option<ImageDefaults>,
     pub layers: Option<LayeredRootfs>,
+}
+
+/// A directory shared by containers (a template's skeleton), bound read-only at
+/// `target` in the container at start.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedBind {
+    pub source: PathBuf,
+    pub target: PathBuf,
 }
 
 /// A template ready to run: its tools are found.
@@ -155,7 +166,7 @@ impl Resolved {
     pub fn run(&self, ctx: &Context) -> Result<Built> {
         match self {
             Resolved::Host => host::build(ctx),
-            Resolved::Busybox(binary) => busybox::build(ctx, binary).map(|()| Built::default()),
+            Resolved::Busybox(binary) => busybox::build(ctx, binary),
             Resolved::Script { script, args } => {
                 script::run(ctx, script, args).map(|()| Built::default())
             }
