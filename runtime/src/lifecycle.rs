@@ -110,10 +110,20 @@ impl Runtime {
         };
         let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         let wait = timeout.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(30);
-        {
-            let status = self.ask(name, &stream, &Request::Stop { timeout_ms }, Some(wait))?;
-            wait_for_exit(&stream);
-            Ok(Some(status))
+        let asked = self.ask(name, &stream, &Request::Stop { timeout_ms }, Some(wait));
+        wait_for_exit(&stream);
+        match asked {
+            Ok(status) => Ok(Some(status)),
+            // The container ended by itself as the request went in: its monitor
+            // exited without answering. Then it is as if it had not been running
+            // (or, had the monitor died, the orphan dies now).
+            Err(e) => match self.connect(name)? {
+                None => match self.orphan(name)? {
+                    Some(orphan) => self.kill_orphan(name, orphan).map(Some),
+                    None => Ok(None),
+                },
+                Some(_) => Err(e),
+            },
         }
     }
 

@@ -530,3 +530,27 @@ fn destroy_refuses_a_running_container() {
         stderr(&out)
     );
 }
+
+#[test]
+fn stopping_a_container_that_ends_by_itself_meanwhile_is_not_an_error() {
+    let state = StateDir::new();
+    let name = unique("ends");
+    let manifest = state.manifest(
+        &name,
+        "  rootfs: {template: busybox}\n  command: [/bin/true]\n  restartPolicy: Never\n",
+    );
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The stop races the container's own end: whichever wins, it succeeds.
+    for round in 0..25 {
+        let out = state.run(&["start", &name]);
+        assert!(out.status.success(), "start {round}: {}", stderr(&out));
+        let out = state.run(&["stop", &name]);
+        assert!(
+            out.status.success(),
+            "stop {round} of a container that ended by itself: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(status(&state, &name)["phase"], "Stopped");
+}
