@@ -608,10 +608,10 @@ impl Bench {
             return;
         };
         let dir = lock_root.join(relative);
-        if dir.is_dir() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                eprintln!("bench cleanup: {}: {e}", dir.display());
-            }
+        if dir.is_dir()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            eprintln!("bench cleanup: {}: {e}", dir.display());
         }
         let mut parent = dir.parent();
         while let Some(p) = parent {
