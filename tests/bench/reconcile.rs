@@ -15,7 +15,8 @@
 //!    (polled every 10 ms) shows it `Running` with a pid, then removed and waited
 //!    for; beside `berth create -f FILE` + `berth start NAME` by hand (both
 //!    commands' spawn-to-exit times added; stop and destroy untimed), run before
-//!    the daemon starts. p50 and p90 over 20 rounds each, after 2 warm-ups.
+//!    the daemon starts. p50, p90 and p99 (the drop → Running figure of issue 13)
+//!    over 50 rounds each, after 2 warm-ups.
 //!
 //! `cargo bench -p berth-operator --bench reconcile` (as root); N = 20.
 //! `BERTH_BENCH_BIN=/path/to/berth` measures another binary (an older build) with
@@ -48,7 +49,7 @@ use std::time::{Duration, Instant};
 
 const CONTAINERS: usize = 20;
 const SMOKE_CONTAINERS: usize = 3;
-const ROUNDS: usize = 20;
+const ROUNDS: usize = 50;
 const SMOKE_ROUNDS: usize = 2;
 const WARMUPS: usize = 2;
 const CONCURRENCY: usize = 2;
@@ -456,9 +457,11 @@ fn benchmark(bench: &mut Bench, count: usize, rounds: usize, warmups: usize) -> 
     row(
         "rename → Running with a pid",
         format!(
-            "p50 {} ms, p90 {} ms (polled every {} ms)",
+            "p50 {} ms, p90 {} ms, p99 {} ms over {} rounds (polled every {} ms)",
             ms(percentile(&rename, 50.0)),
             ms(percentile(&rename, 90.0)),
+            ms(percentile(&rename, 99.0)),
+            rename.len(),
             FAST_POLL.as_millis()
         ),
     );
@@ -495,9 +498,11 @@ fn benchmark(bench: &mut Bench, count: usize, rounds: usize, warmups: usize) -> 
         downtimes[downtimes.len() - 1]
     );
     println!(
-        "bench: rename_running_p50_ms={} rename_running_p90_ms={}",
+        "bench: rename_running_p50_ms={} rename_running_p90_ms={} rename_running_p99_ms={} n={}",
         ms(percentile(&rename, 50.0)),
-        ms(percentile(&rename, 90.0))
+        ms(percentile(&rename, 90.0)),
+        ms(percentile(&rename, 99.0)),
+        rename.len()
     );
     println!(
         "bench: rename_listed_p50_ms={} rename_listed_p90_ms={}",
