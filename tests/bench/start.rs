@@ -1,9 +1,10 @@
 //! Start latency: `berth start` (host and busybox templates, busybox on a bridge) beside
-//! two baselines, bare namespaces (`unshare`) and `crun run` of the same busybox rootfs.
+//! the floor of bare namespaces (`unshare`). The side-by-side run with LXC, crun and
+//! runc is the `peers` bench.
 //!
 //! `cargo bench -p berth-operator --bench start` (as root). Each row is timed from
 //! spawn to exit of one command, N times after warm-ups; the untimed `berth stop`
-//! (or `crun delete`) runs between iterations. Everything lives in a fresh temp
+//! runs between iterations. Everything lives in a fresh temp
 //! state dir and under the cgroup parent `berth-bench-<pid>`; a guard stops and
 //! destroys the containers and rmdirs those cgroup parents, also on failure or
 //! Ctrl-C. Run without `--bench` (as `cargo test --benches` does), every row is
@@ -80,8 +81,6 @@ struct Bench {
     out: PathBuf,
     /// Containers berth may have made (pushed before their create).
     containers: Vec<String>,
-    /// `(crun binary, crun state root, container id)` once crun was run.
-    crun: Option<(PathBuf, PathBuf, String)>,
     tmp: Option<tempfile::TempDir>,
     iterations: usize,
     warmups: usize,
@@ -106,7 +105,6 @@ impl Bench {
                 .map_or_else(|_| "0".to_owned(), |v| v.trim().to_owned()),
             out,
             containers: Vec::new(),
-            crun: None,
             tmp: Some(tmp),
             iterations,
             warmups,
@@ -226,70 +224,6 @@ impl Bench {
         .into()
     }
 
-    /// `crun run` of the busybox container's rootfs, from a bundle of our own.
-    fn crun(&mut self) -> Outcome {
-        let Some(crun) = on_path("crun") else {
-            return Outcome::Skipped("crun: not installed (apt-get install crun)".into());
-        };
-        let rootfs = self
-            .state_dir
-            .join("containers")
-            .join(BUSYBOX)
-            .join("rootfs");
-        if !rootfs.join("bin/busybox").is_file() {
-            return Outcome::Skipped(format!("needs the busybox rootfs at {}", rootfs.display()));
-        }
-        match self.crun_run(&crun, &rootfs) {
-            Ok(times) => Outcome::Measured(times),
-            Err(message) => Outcome::Failed(message),
-        }
-    }
-
-    fn crun_run(&mut self, crun: &Path, rootfs: &Path) -> Result<Vec<Duration>, String> {
-        let bundle = self.tmp_path().join("crun-bundle");
-        let root = self.tmp_path().join("crun-state");
-        for dir in [&bundle, &root] {
-            std::fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        let mut spec = Command::new(crun);
-        spec.arg("spec").current_dir(&bundle);
-        run(&mut spec, START_TIMEOUT, &self.out)?.ok("crun spec")?;
-
-        let config_path = bundle.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| format!("{}: {e}", config_path.display()))?;
-        let mut config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("crun spec: {e}"))?;
-        config["process"]["args"] = serde_json::json!(["/bin/true"]);
-        config["process"]["terminal"] = serde_json::json!(false);
-        config["root"]["path"] = serde_json::json!(rootfs);
-        // Its cgroups under ours too, so that nothing lands outside berth-bench-<pid>.
-        let id = format!("{}-crun", self.cgroup_parent);
-        config["linux"]["cgroupsPath"] = serde_json::json!(format!("/{}/crun", self.cgroup_parent));
-        std::fs::write(&config_path, config.to_string())
-            .map_err(|e| format!("{}: {e}", config_path.display()))?;
-
-        self.crun = Some((crun.to_owned(), root.clone(), id.clone()));
-        self.measure(|_| {
-            let mut command = Command::new(crun);
-            command
-                .arg("--root")
-                .arg(&root)
-                .arg("run")
-                .arg("-b")
-                .arg(&bundle)
-                .arg(&id);
-            let result = run(&mut command, START_TIMEOUT, &self.out);
-            crun_delete(crun, &root, &id, &self.out);
-            let result = result?;
-            if result.status.success() {
-                Ok(result.elapsed)
-            } else {
-                Err(result.first_error_line())
-            }
-        })
-    }
-
     /// rmdir `/sys/fs/cgroup/*/berth-bench-<pid>` and `/sys/fs/cgroup/berth-bench-<pid>`
     /// (pure v2): only rmdir, only those names. Returns what could not be removed.
     fn remove_cgroup_parents(&self) -> Vec<String> {
@@ -325,18 +259,9 @@ impl Bench {
     }
 }
 
-fn crun_delete(crun: &Path, root: &Path, id: &str, out: &Path) {
-    let mut delete = Command::new(crun);
-    delete.arg("--root").arg(root).args(["delete", "-f", id]);
-    let _ = run(&mut delete, STOP_TIMEOUT, out);
-}
-
 impl Drop for Bench {
     fn drop(&mut self) {
         let mut clean = true;
-        if let Some((crun, root, id)) = &self.crun {
-            crun_delete(crun, root, id, &self.out);
-        }
         for name in self.containers.clone().iter().rev() {
             if let Err(e) = self.stop(name) {
                 eprintln!("bench cleanup: {e}");
@@ -479,12 +404,6 @@ fn main() {
     rows.push(("berth_start_busybox_bridged", bridged));
 
     rows.push(("unshare_baseline", bench.unshare()));
-    let crun = if INTERRUPTED.load(Ordering::SeqCst) {
-        Outcome::Skipped("interrupted".into())
-    } else {
-        bench.crun()
-    };
-    rows.push(("crun_run_busybox", crun));
 
     drop(bench);
     report(&rows);
