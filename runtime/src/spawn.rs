@@ -122,6 +122,8 @@ pub fn spawn(
     {
         return Err(abort(format!("network: {e}")));
     }
+    // Until init's first step: the barrier, and init waking up on it.
+    crate::trace::record("go-ahead to init", crate::trace::start(), None);
     if let Err(e) = sync::send(&parent_end, &ToInit::Configure) {
         return Err(abort(format!(
             "the container's init did not take its go-ahead: {e}"
