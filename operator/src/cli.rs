@@ -135,6 +135,10 @@ pub enum Command {
     Start {
         #[arg(required = true)]
         names: Vec<String>,
+        /// Print how long each step of the start took (the starter's, the
+        /// monitor's and the container's init's, on one clock), as a table.
+        #[arg(long)]
+        trace: bool,
     },
     /// Stop running containers: the stop signal, then SIGKILL after the timeout.
     Stop {

@@ -138,11 +138,43 @@ pub fn gc(runtime: &Runtime) -> anyhow::Result<bool> {
     Ok(!recovered.is_empty())
 }
 
-pub fn start(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
+pub fn start(runtime: &Runtime, name: &str, trace: bool) -> anyhow::Result<()> {
     // The runtime's start errors name the container already.
-    let pid = runtime.start(name)?;
+    if !trace {
+        let pid = runtime.start(name)?;
+        println!("started {name} (init pid {pid})");
+        return Ok(());
+    }
+    let (pid, trace) = runtime.start_traced(name)?;
     println!("started {name} (init pid {pid})");
+    print!("{}", trace_table(&trace));
     Ok(())
+}
+
+/// One row a step, in milliseconds since the first, then what the steps add up to.
+fn trace_table(trace: &berth_runtime::StartTrace) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let mut table = format!(
+        "{:>9}  {:>9}  {:<11}  STEP\n",
+        "OFFSET ms", "TOOK ms", "PROCESS"
+    );
+    for step in &trace.steps {
+        table.push_str(&format!(
+            "{:>9.3}  {:>9.3}  {:<11}  {}\n",
+            ms(step.offset),
+            ms(step.duration),
+            step.process,
+            step.step
+        ));
+    }
+    let in_steps: std::time::Duration = trace.steps.iter().map(|s| s.duration).sum();
+    table.push_str(&format!(
+        "total {:.3} ms: {:.3} ms in the steps above, {:.3} ms between them (a process waking up)\n",
+        ms(trace.total),
+        ms(in_steps),
+        ms(trace.total.saturating_sub(in_steps))
+    ));
+    table
 }
 
 pub fn stop(

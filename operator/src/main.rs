@@ -141,8 +141,8 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Rmi { references } => Ok(lifecycle::each(&references, |reference| {
             images::remove(&cli.state_dir, reference)
         })),
-        cli::Command::Start { names } => Ok(lifecycle::each(&names, |name| {
-            lifecycle::start(&runtime, name)
+        cli::Command::Start { names, trace } => Ok(lifecycle::each(&names, |name| {
+            lifecycle::start(&runtime, name, trace)
         })),
         cli::Command::Stop {
             names,

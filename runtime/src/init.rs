@@ -84,47 +84,62 @@ pub fn run(plan: &Plan, mut sync: UnixStream, console: OwnedFd) -> ! {
 }
 
 fn setup_and_exec(plan: &Plan, sync: &UnixStream, console: OwnedFd) -> Step {
+    use crate::trace::step;
     // The monitor has written our id maps: become the namespace's root.
     if plan.id_maps.is_some() {
-        crate::userns::become_root()
-            .map_err(|e| fail("become root of the user namespace", e, None))?;
+        step(
+            "become root of the user namespace",
+            crate::userns::become_root,
+        )
+        .map_err(|e| fail("become root of the user namespace", e, None))?;
     }
     // The cgroup namespace only now, with the monitor having put us into the payload
     // cgroup: /proc/self/cgroup inside then shows "/".
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| fail("unshare the cgroup namespace", e, None))?;
+    step("unshare the cgroup namespace", || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+    })
+    .map_err(|e| fail("unshare the cgroup namespace", e, None))?;
     // Before anything else: no mount of ours may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
+    step("mount: make / private", || {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+    })
     .map_err(|e| fail("make / private", e, shown(Path::new("/"))))?;
     build_root(plan)?;
-    enter_root(&plan.rootfs)?;
-    crate::security::protect_proc_and_sys()?;
-    if plan.read_only_rootfs {
-        crate::security::read_only_root()?;
-    }
-    nix::unistd::sethostname(&plan.hostname)
-        .map_err(|e| fail("set the hostname", e, Some(plan.hostname.clone())))?;
-    if plan.network == NetworkMode::None {
-        loopback_up().map_err(|e| fail("bring up loopback", e, Some("lo".to_owned())))?;
-    }
-    redirect_stdio(&console)?;
-    drop(console);
-    nix::unistd::setsid().map_err(|e| fail("setsid", e, None))?;
-    nix::unistd::chdir(Path::new(&plan.working_dir))
-        .map_err(|e| fail("enter workingDir", e, Some(plan.working_dir.clone())))?;
+    step("pivot_root", || enter_root(&plan.rootfs))?;
+    step("mount: mask /proc and /sys", || {
+        crate::security::protect_proc_and_sys()?;
+        if plan.read_only_rootfs {
+            crate::security::read_only_root()?;
+        }
+        Ok(())
+    })?;
+    step("hostname, loopback, stdio, setsid, workingDir", || {
+        nix::unistd::sethostname(&plan.hostname)
+            .map_err(|e| fail("set the hostname", e, Some(plan.hostname.clone())))?;
+        if plan.network == NetworkMode::None {
+            loopback_up().map_err(|e| fail("bring up loopback", e, Some("lo".to_owned())))?;
+        }
+        redirect_stdio(&console)?;
+        drop(console);
+        nix::unistd::setsid().map_err(|e| fail("setsid", e, None))?;
+        nix::unistd::chdir(Path::new(&plan.working_dir))
+            .map_err(|e| fail("enter workingDir", e, Some(plan.working_dir.clone())))
+    })?;
     exec(plan, sync)
 }
 
 /// The new root: the rootfs as a mount point (a bind of itself, or an image's
 /// overlay), the host's binds, spec.mounts, /proc, /sys, /dev.
 fn build_root(plan: &Plan) -> Step {
+    use crate::trace::step;
     let rootfs = &plan.rootfs;
+    let mounting_rootfs = crate::trace::start();
     match (&plan.overlay_mount, &plan.overlay) {
         (Some(detached), _) => crate::layers::attach_overlay(detached, rootfs)?,
         (None, Some(overlay)) => crate::layers::mount_overlay(overlay, rootfs)?,
@@ -143,6 +158,12 @@ fn build_root(plan: &Plan) -> Step {
     for shared in &plan.shared_binds {
         bind(&shared.source, rootfs, &shared.target, true)?;
     }
+    crate::trace::record(
+        "mount: the rootfs and the host's binds",
+        mounting_rootfs,
+        Some(crate::trace::now()),
+    );
+    let mounting_proc = crate::trace::start();
     let at = |p: &str| rootfs.join(p);
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     ensure_dir(&at("proc"))?;
@@ -174,17 +195,24 @@ fn build_root(plan: &Plan) -> Step {
         .and_then(|()| remount_read_only(&at("sys"), nosuid_noexec_nodev))
     })
     .map_err(|e| fail("mount /sys", e, shown(&at("sys"))))?;
-    build_dev(&at("dev"))?;
-    for (file, target) in &plan.etc_files {
-        bind(file, rootfs, target, true)?;
-    }
-    // The manifest's mounts last, so that one under /dev or /proc is not hidden.
-    for (i, m) in plan.mounts.iter().enumerate() {
-        let source = reopen_source(&m.source, plan.mount_ids.get(i))?;
-        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
-        bind(&by_fd, rootfs, &m.target, m.read_only)?;
-    }
-    Ok(())
+    crate::trace::record(
+        "mount: /proc and /sys",
+        mounting_proc,
+        Some(crate::trace::now()),
+    );
+    step("mount: /dev", || build_dev(&at("dev")))?;
+    step("mount: /etc files and spec.mounts", || {
+        for (file, target) in &plan.etc_files {
+            bind(file, rootfs, target, true)?;
+        }
+        // The manifest's mounts last, so that one under /dev or /proc is not hidden.
+        for (i, m) in plan.mounts.iter().enumerate() {
+            let source = reopen_source(&m.source, plan.mount_ids.get(i))?;
+            let by_fd = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
+            bind(&by_fd, rootfs, &m.target, m.read_only)?;
+        }
+        Ok(())
+    })
 }
 
 /// The mount source opened again in this mount namespace (an fd from the
@@ -574,11 +602,16 @@ pub(crate) fn confine_and_exec(
         Ok(args) => args,
         Err(e) => return e,
     };
-    if let Err(e) = above_stdio(FdsAbove::CloseOnExec) {
+    use crate::trace::step;
+    if let Err(e) = step("close-on-exec every fd above stderr", || {
+        above_stdio(FdsAbove::CloseOnExec)
+    }) {
         return e;
     }
     // Looked up now, in the container's root, before privileges go.
-    let ids = match crate::user::resolve(plan.user.as_ref(), &plan.supplemental_groups) {
+    let ids = match step("resolve the user", || {
+        crate::user::resolve(plan.user.as_ref(), &plan.supplemental_groups)
+    }) {
         Ok(ids) => ids,
         Err(e) => return e,
     };
@@ -606,17 +639,25 @@ pub(crate) fn confine_and_exec(
             .map(|dir| dir.join(program))
             .collect()
     };
-    if let Err(e) = crate::security::drop_privileges(&plan.capabilities, &ids) {
+    if let Err(e) = step("drop capabilities, set ids, no_new_privs", || {
+        crate::security::drop_privileges(&plan.capabilities, &ids)
+    }) {
         return e;
     }
-    if let Err(e) = crate::seccomp::install(&plan.seccomp) {
+    if let Err(e) = step("load the seccomp filter", || {
+        crate::seccomp::install(&plan.seccomp)
+    }) {
         return SetupError {
             step: format!("install the seccomp filter: {e}"),
             errno: 0,
             path: None,
         };
     }
-    announce();
+    step("tell the monitor: exec", announce);
+    // The command must never see the trace file: closed here, not only on exec.
+    // The step lasts until the monitor sees the exec (its next record).
+    crate::trace::record("exec", crate::trace::start(), None);
+    crate::trace::close();
     let mut last = Errno::ENOENT;
     for candidate in candidates {
         let Ok(path) = CString::new(candidate.as_os_str().as_bytes()) else {

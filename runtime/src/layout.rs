@@ -17,6 +17,8 @@ pub const CONSOLE_LOG: &str = "console.log";
 /// A bridged container's /etc/hosts and /etc/resolv.conf, bound by its init.
 pub const HOSTS: &str = "hosts";
 pub const RESOLV_CONF: &str = "resolv.conf";
+/// The steps of a traced start (`berth start --trace`), while it runs.
+pub const TRACE: &str = "trace";
 
 #[derive(Debug, Clone)]
 pub struct ContainerDir {
@@ -77,5 +79,9 @@ impl ContainerDir {
 
     pub fn resolv_conf(&self) -> PathBuf {
         self.path.join(RESOLV_CONF)
+    }
+
+    pub fn trace(&self) -> PathBuf {
+        self.path.join(TRACE)
     }
 }

@@ -28,6 +28,7 @@ mod spawn;
 mod status;
 mod sync;
 mod templates;
+mod trace;
 mod user;
 mod userns;
 
@@ -42,6 +43,7 @@ pub use lifecycle::StagedConfig;
 pub use sealed::reexec_from_sealed_copy;
 pub use socket::SocketPath;
 pub use status::{ExitReason, LastExit, Phase, Status};
+pub use trace::{StartTrace, TracedStep};
 
 use partial::{PartialLock, Probe};
 

@@ -2,6 +2,7 @@
 //! its report; the others talk to the monitor over `monitor.sock`.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::monitor::{CGROUP_PARENT_ENV, REPORT_FD_ENV, TITLE};
 use crate::status::{Phase, Status};
 use crate::sync::{self, Report, Request};
+use crate::trace::{self, StartTrace};
 
 /// The fd number the report pipe gets in the monitor.
 const REPORT_FD: i32 = 3;
@@ -20,7 +22,107 @@ impl Runtime {
     /// Start a created container: launch its monitor and wait until the command
     /// was exec'd (returns init's host pid) or the container's own setup error.
     pub fn start(&self, name: &str) -> Result<i32> {
+        self.start_with(name, None)
+    }
+
+    /// Start as `start` does, timing each step of the starter, the monitor and
+    /// the container's init (`berth start --trace`).
+    pub fn start_traced(&self, name: &str) -> Result<(i32, StartTrace)> {
         let dir = self.dir(name)?;
+        // Made afresh by the starter, so the monitor (which only appends to an
+        // existing file) never writes where it should not, nor to an old trace.
+        let path = dir.trace();
+        if dir.path.is_dir() {
+            let _ = std::fs::remove_file(&path);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(crate::error::io("create", &path))?;
+        }
+        let mut starter = trace::Starter::default();
+        let started = self.start_with(name, Some(&mut starter));
+        let file = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_file(&path);
+        let pid = started?;
+        let file = file.map_err(crate::error::io("read", &path))?;
+        Ok((pid, starter.finish(&file)))
+    }
+
+    fn start_with(&self, name: &str, mut trace: Option<&mut trace::Starter>) -> Result<i32> {
+        let dir = self.dir(name)?;
+        let mut step = |what: &str, f: &mut dyn FnMut() -> Result<()>| match trace.as_deref_mut() {
+            Some(starter) => starter.step(what, f),
+            None => f(),
+        };
+        step("check that it is created and not running", &mut || {
+            self.check_startable(name, &dir)
+        })?;
+        let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(crate::error::errno("create a pipe for", dir.path.clone()))?;
+        let write_fd = report_write.as_raw_fd();
+        // The monitor is this binary re-executed (never a fork of a possibly
+        // multi-threaded caller), from a sealed copy: the container's init is
+        // cloned from it and must give the container no handle on the host's file.
+        let mut binary = None;
+        step("copy berth into a sealed memfd", &mut || {
+            binary = Some(crate::sealed::SealedBinary::new()?);
+            Ok(())
+        })?;
+        let binary = binary.ok_or_else(|| Error::Start("no sealed copy of berth".to_owned()))?;
+        let mut command = Command::new(binary.path());
+        command
+            .arg0(format!("{TITLE}{} {name}", self.state_dir.display()))
+            .env_clear()
+            .env(REPORT_FD_ENV, REPORT_FD.to_string())
+            .env(CGROUP_PARENT_ENV, &self.cgroup_parent)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on fd 3.
+        unsafe {
+            command.pre_exec(move || {
+                if nix::libc::dup2(write_fd, REPORT_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        if trace.is_some() {
+            // The monitor's first step, its re-exec, runs from here to its main().
+            command.env(trace::ENV, trace::now().to_string());
+        }
+        let mut first = command
+            .spawn()
+            .map_err(crate::error::io("run the monitor", binary.path()))?;
+        drop(binary);
+        drop(report_write);
+        // Read to EOF: the monitor holds its end until it has reported and, after a
+        // failed start, until it has cleaned up and exited.
+        let mut bytes = Vec::new();
+        let read = std::io::Read::read_to_end(&mut std::fs::File::from(report_read), &mut bytes);
+        let report = read.and_then(|_| sync::receive::<Report>(bytes.as_slice()));
+        let _ = match trace {
+            Some(starter) => starter.step("reap the first monitor process", || first.wait()),
+            None => first.wait(),
+        };
+        match report {
+            Ok(Some(Report::Started { init_pid })) => Ok(init_pid),
+            Ok(Some(Report::Failed {
+                message,
+                reason: Some(sync::FailReason::PortInUse),
+            })) => Err(Error::PortInUse(message)),
+            Ok(Some(Report::Failed { message, .. })) => Err(Error::Start(message)),
+            Ok(None) | Err(_) => Err(Error::Start(format!(
+                "cannot start {name}: its monitor exited before reporting"
+            ))),
+        }
+    }
+
+    /// Created, and not running (what a killed monitor left is killed first).
+    fn check_startable(&self, name: &str, dir: &crate::layout::ContainerDir) -> Result<()> {
         if !dir.config().is_file() {
             return Err(Error::NotFound(name.to_owned()));
         }
@@ -47,53 +149,7 @@ impl Runtime {
         if let Some(orphan) = self.orphan(name)? {
             self.kill_orphan(name, orphan)?;
         }
-        let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(crate::error::errno("create a pipe for", dir.path.clone()))?;
-        let write_fd = report_write.as_raw_fd();
-        // The monitor is this binary re-executed (never a fork of a possibly
-        // multi-threaded caller), from a sealed copy: the container's init is
-        // cloned from it and must give the container no handle on the host's file.
-        let binary = crate::sealed::SealedBinary::new()?;
-        let mut command = Command::new(binary.path());
-        command
-            .arg0(format!("{TITLE}{} {name}", self.state_dir.display()))
-            .env_clear()
-            .env(REPORT_FD_ENV, REPORT_FD.to_string())
-            .env(CGROUP_PARENT_ENV, &self.cgroup_parent)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on fd 3.
-        unsafe {
-            command.pre_exec(move || {
-                if nix::libc::dup2(write_fd, REPORT_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut first = command
-            .spawn()
-            .map_err(crate::error::io("run the monitor", binary.path()))?;
-        drop(binary);
-        drop(report_write);
-        // Read to EOF: the monitor holds its end until it has reported and, after a
-        // failed start, until it has cleaned up and exited.
-        let mut bytes = Vec::new();
-        let read = std::io::Read::read_to_end(&mut std::fs::File::from(report_read), &mut bytes);
-        let report = read.and_then(|_| sync::receive::<Report>(bytes.as_slice()));
-        let _ = first.wait();
-        match report {
-            Ok(Some(Report::Started { init_pid })) => Ok(init_pid),
-            Ok(Some(Report::Failed {
-                message,
-                reason: Some(sync::FailReason::PortInUse),
-            })) => Err(Error::PortInUse(message)),
-            Ok(Some(Report::Failed { message, .. })) => Err(Error::Start(message)),
-            Ok(None) | Err(_) => Err(Error::Start(format!(
-                "cannot start {name}: its monitor exited before reporting"
-            ))),
-        }
+        Ok(())
     }
 
     /// Stop a running container: its stop signal, then SIGKILL after `timeout`

@@ -49,6 +49,11 @@ pub fn main(argv0: &str) -> i32 {
         // SAFETY: `berth start` put the pipe at this fd for us alone.
         .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let cgroup_parent = std::env::var(CGROUP_PARENT_ENV).unwrap_or_else(|_| "berth".to_owned());
+    // A traced start: when the starter spawned us, and when we got here.
+    let traced = std::env::var(crate::trace::ENV)
+        .ok()
+        .and_then(|at| at.parse::<u64>().ok())
+        .map(|spawned| (spawned, crate::trace::now()));
     if let Some(report) = &report {
         // The container must never inherit it, or `berth start` would wait forever.
         let _ = nix::fcntl::fcntl(
@@ -84,9 +89,34 @@ pub fn main(argv0: &str) -> i32 {
     detach_stdio();
     close_inherited_fds(report.as_ref().map(AsRawFd::as_raw_fd));
     let _ = nix::sys::prctl::set_name(c"berth-monitor");
+    if let Some((spawned, entered)) = traced {
+        start_tracing(Path::new(state_dir), name, spawned, entered);
+    }
     let code = Monitor::run(Path::new(state_dir), name, &cgroup_parent, report);
     // SAFETY: _exit is always safe.
     unsafe { nix::libc::_exit(code) }
+}
+
+/// Append this monitor's steps, and its init's, to the file the starter made
+/// (opened before anything else, so init inherits it close-on-exec).
+fn start_tracing(state_dir: &Path, name: &str, spawned: u64, entered: u64) {
+    let Ok(dir) = ContainerDir::new(&state_dir.join("containers"), name) else {
+        return;
+    };
+    if crate::trace::open(&dir.trace()).is_err() {
+        return;
+    }
+    crate::trace::set_process(crate::trace::Process::Monitor);
+    crate::trace::record(
+        "re-exec the monitor (fork, exec, Rust start-up)",
+        Some(spawned),
+        Some(entered),
+    );
+    crate::trace::record(
+        "daemonize (fork, setsid, fork, close fds)",
+        Some(entered),
+        Some(crate::trace::now()),
+    );
 }
 
 fn detach_stdio() {
@@ -166,6 +196,9 @@ impl Monitor {
         // After a failure the pipe is left for _exit to close, so that `berth start`
         // returns only once this monitor is gone; after a start it closes at once.
         let report_to = |report: Option<OwnedFd>, message: &Report| {
+            // Lasts until the starter's next step: its wake-up on the report.
+            crate::trace::record("report to berth start", crate::trace::start(), None);
+            crate::trace::close();
             if let Some(fd) = report {
                 let file = std::fs::File::from(fd);
                 let _ = sync::send(&file, message);
@@ -211,50 +244,70 @@ impl Monitor {
     fn prepare(state_dir: &Path, name: &str, cgroup_parent: &str) -> Result<Monitor, String> {
         let dir =
             ContainerDir::new(&state_dir.join("containers"), name).map_err(|e| e.to_string())?;
-        let config = SavedConfig::load(&dir.config()).map_err(|e| e.to_string())?;
+        let config = crate::trace::step("read config.json", || SavedConfig::load(&dir.config()))
+            .map_err(|e| e.to_string())?;
         // What can fail cheaply fails before anything is made.
         let mut plan = plan(&config)?;
-        crate::sources::refuse_host_root(&config.rootfs)?;
         let spec = &config.container.spec;
-        let allowed = spec
-            .security
-            .allow_host_paths
-            .as_deref()
-            .unwrap_or_default();
-        let sources = crate::sources::check(&spec.mounts, state_dir, allowed)?;
+        let sources = crate::trace::step("check the rootfs and mount sources", || {
+            crate::sources::refuse_host_root(&config.rootfs)?;
+            let allowed = spec
+                .security
+                .allow_host_paths
+                .as_deref()
+                .unwrap_or_default();
+            let sources = crate::sources::check(&spec.mounts, state_dir, allowed)?;
+            if let Some(uid) = config.id_maps.as_ref().and_then(|m| m.root_uid()) {
+                crate::userns::check_reachable(&config.rootfs, uid)?;
+            }
+            Ok::<_, String>(sources)
+        })?;
         plan.mount_ids = sources.iter().map(|s| s.id).collect();
-        if let Some(uid) = config.id_maps.as_ref().and_then(|m| m.root_uid()) {
-            crate::userns::check_reachable(&config.rootfs, uid)?;
-        }
         let wiring = match spec.network {
             NetworkMode::Bridge => {
-                let joined = crate::network::join(state_dir, &dir, spec.address)
-                    .map_err(|e| format!("cannot start {name}: {e}"))?;
+                let joined = crate::trace::step("network: join the bridge", || {
+                    crate::network::join(state_dir, &dir, spec.address)
+                })
+                .map_err(|e| format!("cannot start {name}: {e}"))?;
                 plan.etc_files = joined.etc_files;
                 Some(joined.wiring)
             }
             NetworkMode::None | NetworkMode::Host => None,
         };
-        let listener = bind_socket(&dir.monitor_socket())?;
-        let (console_in, console_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("console pipe: {e}"))?;
-        // Our end only: the container's stdout stays blocking, as programs expect.
-        nix::fcntl::fcntl(
-            &console_in,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .map_err(|e| format!("console pipe: {e}"))?;
-        let console = Console::open(dir.console_log())?;
+        let listener = crate::trace::step("listen on monitor.sock", || {
+            bind_socket(&dir.monitor_socket())
+        })?;
+        let (console_in, console_out, console) =
+            crate::trace::step("open the console pipe and console.log", || {
+                let (console_in, console_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| format!("console pipe: {e}"))?;
+                // Our end only: the container's stdout stays blocking, as programs expect.
+                nix::fcntl::fcntl(
+                    &console_in,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                )
+                .map_err(|e| format!("console pipe: {e}"))?;
+                Ok::<_, String>((console_in, console_out, Console::open(dir.console_log())?))
+            })?;
         let resources = &config.container.spec.resources;
-        let cgroups = Cgroups::new(cgroup_parent, name, resources).map_err(|e| e.to_string())?;
-        refuse_a_second_init(&cgroups, name)?;
+        let cgroups = crate::trace::step("cgroups: find the hierarchies (mountinfo)", || {
+            Cgroups::new(cgroup_parent, name, resources)
+        })
+        .map_err(|e| e.to_string())?;
+        crate::trace::step("cgroups: check payload is empty", || {
+            refuse_a_second_init(&cgroups, name)
+        })?;
         if !cgroups.restricts_devices() {
             refuse_device_mounts(&config, &sources)?;
         }
         let made = cgroups
             .create()
             .and_then(|()| cgroups.enter_monitor(std::process::id() as i32))
-            .and_then(|()| cgroups.apply_limits(resources));
+            .and_then(|()| {
+                crate::trace::step("cgroups: write the limits", || {
+                    cgroups.apply_limits(resources)
+                })
+            });
         if let Err(e) = made {
             let _ = cgroups.remove();
             let _ = std::fs::remove_file(dir.monitor_socket());
@@ -296,12 +349,14 @@ impl Monitor {
 
     fn start_payload(&mut self) -> Result<Payload, Failure> {
         self.status.phase = Phase::Starting;
-        self.save();
+        crate::trace::step("write status (Starting)", || self.save());
         // An idmapped overlay is made here, in the initial user namespace, and
         // inherited by init; the monitor's copy closes once init is cloned.
         if let (Some(overlay), Some(maps)) = (&self.plan.overlay, &self.plan.id_maps) {
-            let made = crate::layers::detached_overlay(overlay, maps)
-                .map_err(|e| format!("cannot start {}: the overlay rootfs: {e}", self.dir.name))?;
+            let made = crate::trace::step("make the idmapped overlay", || {
+                crate::layers::detached_overlay(overlay, maps)
+            })
+            .map_err(|e| format!("cannot start {}: the overlay rootfs: {e}", self.dir.name))?;
             self.plan.overlay_mount = Some(made);
         }
         // The bridge's NAT and published ports first: the address is this
@@ -309,7 +364,10 @@ impl Monitor {
         // before anything runs.
         if let Some(wiring) = &self.wiring {
             let ports = &self.config.container.spec.ports;
-            crate::network::publish(wiring, &self.dir.name, ports).map_err(|e| Failure {
+            crate::trace::step("network: publish ports", || {
+                crate::network::publish(wiring, &self.dir.name, ports)
+            })
+            .map_err(|e| Failure {
                 message: format!("cannot start {}: spec.network.ports: {e}", self.dir.name),
                 reason: e.port_in_use.then_some(FailReason::PortInUse),
             })?;
@@ -327,7 +385,7 @@ impl Monitor {
         self.status.init_start_time = payload.start_time;
         self.status.started_at = Some(now());
         self.status.error = None;
-        self.save();
+        crate::trace::step("write status (Running)", || self.save());
         Ok(payload)
     }
 
@@ -634,11 +692,11 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
     let security = &spec.security;
     let capabilities = crate::security::capability_set(&security.cap_add, &security.cap_drop);
     // The profile's capability-gated rules follow the container's capabilities.
-    let seccomp = match &security.seccomp {
+    let seccomp = crate::trace::step("compile the seccomp filter", || match &security.seccomp {
         SeccompPolicy::Default => crate::seccomp::default_filters(&capabilities),
         SeccompPolicy::Unconfined => Ok(Vec::new()),
         SeccompPolicy::Profile(path) => crate::seccomp::profile_filters(path, &capabilities),
-    }
+    })
     .map_err(|e| e.to_string())?;
     let overlay = match (&config.layers, config.rootfs.parent()) {
         (Some(layers), Some(dir)) => layers.overlay(dir),

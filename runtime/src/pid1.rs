@@ -39,11 +39,17 @@ pub(crate) fn run(plan: &Plan, sync: &UnixStream) -> SetupError {
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), None) {
         return fail("block signals in init", e);
     }
+    let forking = crate::trace::start();
     // SAFETY: this process is single-threaded (a clone of the single-threaded
     // monitor), so the child may go on running Rust code.
     match unsafe { fork() } {
         Err(e) => fail("fork the command from init", e),
         Ok(ForkResult::Child) => {
+            crate::trace::record(
+                "fork the command from PID 1",
+                forking,
+                Some(crate::trace::now()),
+            );
             let error = match sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None) {
                 Err(e) => fail("unblock signals", e),
                 Ok(()) => crate::init::confine_and_exec(plan, &plan.command, || {
@@ -60,6 +66,8 @@ pub(crate) fn run(plan: &Plan, sync: &UnixStream) -> SetupError {
 
 /// PID 1's life: confined like the command, then signals in, statuses out.
 fn wait_loop(plan: &Plan, command: Pid) -> ! {
+    // The command writes the rest of the trace; PID 1 keeps no host file.
+    crate::trace::close();
     // The monitor hears from the command (its exec, or why it failed): our copy
     // of the socket, and everything else the monitor's fork left us, goes.
     // Without /proc (its listing is the fallback) some may stay; nothing here

@@ -72,6 +72,7 @@ pub fn spawn(
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
+    let cloning = crate::trace::start();
     // SAFETY: clone3 without CLONE_VM or a stack behaves like fork(). The monitor is
     // single-threaded, so the child may go on running Rust code (and allocate).
     let pid = unsafe {
@@ -88,9 +89,11 @@ pub fn spawn(
         ));
     }
     if pid == 0 {
+        crate::trace::set_process(crate::trace::Process::Init);
         drop(parent_end);
         init::run(plan, child_end, console);
     }
+    crate::trace::record("clone3 of init", cloning, Some(crate::trace::now()));
     drop(child_end);
     drop(console);
     let pid = i32::try_from(pid).map_err(|_| "clone3 returned an impossible pid".to_owned())?;
@@ -107,16 +110,20 @@ pub fn spawn(
         return Err(abort(format!("cgroups: {e}")));
     }
     if let Some(maps) = &plan.id_maps
-        && let Err(e) = crate::userns::write_maps(pid, maps)
+        && let Err(e) = crate::trace::step("user namespace: write the id maps", || {
+            crate::userns::write_maps(pid, maps)
+        })
     {
         return Err(abort(format!("user namespace: {e}")));
     }
     // Its eth0 is there before its command runs.
     if let Some(wiring) = wiring
-        && let Err(e) = wiring.plug(pid)
+        && let Err(e) = crate::trace::step("network: plug the veth", || wiring.plug(pid))
     {
         return Err(abort(format!("network: {e}")));
     }
+    // Until init's first step: the barrier, and init waking up on it.
+    crate::trace::record("go-ahead to init", crate::trace::start(), None);
     if let Err(e) = sync::send(&parent_end, &ToInit::Configure) {
         return Err(abort(format!(
             "the container's init did not take its go-ahead: {e}"
@@ -127,6 +134,8 @@ pub fn spawn(
     if let Err(e) = (&mut parent_end).take(1 << 20).read_to_end(&mut replies) {
         return Err(abort(format!("reading from the container's init: {e}")));
     }
+    // Ends init's last step, its execve, which closed the socket.
+    let exec_seen = crate::trace::start();
     let mut exec_sent = false;
     for line in replies.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         match serde_json::from_slice::<FromInit>(line) {
@@ -142,9 +151,15 @@ pub fn spawn(
     if !exec_sent {
         return Err(abort("the container's init died during setup".to_owned()));
     }
+    let start_time = crate::status::process_start_time(pid);
+    crate::trace::record(
+        "read init's replies and its start time",
+        exec_seen,
+        Some(crate::trace::now()),
+    );
     Ok(Payload {
         pid,
         pidfd,
-        start_time: crate::status::process_start_time(pid),
+        start_time,
     })
 }

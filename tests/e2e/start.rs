@@ -554,3 +554,161 @@ fn stopping_a_container_that_ends_by_itself_meanwhile_is_not_an_error() {
     }
     assert_eq!(status(&state, &name)["phase"], "Stopped");
 }
+
+/// `berth start --trace`'s rows: (offset ms, took ms, process, step), and its total.
+fn trace_rows(out: &str) -> (Vec<(f64, f64, String, String)>, f64) {
+    let mut rows = Vec::new();
+    let mut total = None;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("total ") {
+            total = rest.split(" ms").next().and_then(|t| t.parse().ok());
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(Ok(offset)), Some(Ok(took))) = (
+            fields.next().map(str::parse::<f64>),
+            fields.next().map(str::parse::<f64>),
+        ) else {
+            continue;
+        };
+        let rest = fields.collect::<Vec<_>>().join(" ");
+        let (process, step) = ["berth start", "monitor", "init"]
+            .iter()
+            .find_map(|p| Some((*p, rest.strip_prefix(p)?.trim())))
+            .unwrap_or_else(|| panic!("a row of no known process: {line}"));
+        rows.push((offset, took, process.to_owned(), step.to_owned()));
+    }
+    (
+        rows,
+        total.unwrap_or_else(|| panic!("no total line in:\n{out}")),
+    )
+}
+
+/// The fds a process holds, and where they lead.
+fn open_fds(pid: i32) -> Vec<(i32, PathBuf)> {
+    let mut fds: Vec<(i32, PathBuf)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let fd = e.file_name().to_str().unwrap().parse().unwrap();
+            (fd, std::fs::read_link(e.path()).unwrap_or_default())
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+#[test]
+fn start_trace_prints_each_step_of_the_start_and_the_command_sees_only_stdio() {
+    let state = StateDir::new();
+    let name = unique("traced");
+    create(
+        &state,
+        &name,
+        "  rootfs: {template: busybox}\n  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n",
+    );
+    let began = Instant::now();
+    let out = state.run(&["start", "--trace", &name]);
+    let wall = began.elapsed().as_secs_f64() * 1000.0;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let printed = stdout(&out);
+    let (rows, total) = trace_rows(&printed);
+    let has = |process: &str, step: &str| {
+        rows.iter()
+            .any(|(_, _, p, s)| p == process && s.starts_with(step))
+    };
+    for (process, step) in [
+        ("berth start", "copy berth into a sealed memfd"),
+        ("monitor", "re-exec the monitor"),
+        ("monitor", "daemonize"),
+        ("monitor", "compile the seccomp filter"),
+        ("monitor", "cgroups: mkdir in /sys/fs/cgroup"),
+        ("monitor", "cgroups: monitor into /sys/fs/cgroup"),
+        ("monitor", "clone3 of init"),
+        ("monitor", "cgroups: init into /sys/fs/cgroup"),
+        ("init", "mount: /proc and /sys"),
+        ("init", "pivot_root"),
+        ("init", "drop capabilities"),
+        ("init", "load the seccomp filter"),
+        ("init", "exec"),
+        ("monitor", "write status (Running)"),
+        ("berth start", "reap the first monitor process"),
+    ] {
+        assert!(
+            has(process, step),
+            "no {process:?} step {step:?} in:\n{printed}"
+        );
+    }
+    // One timeline: in order, and the steps never overlap, so they add up to at
+    // most the time it all took (rows are rounded to 1 µs).
+    assert!(
+        rows.windows(2).all(|w| w[0].0 <= w[1].0),
+        "not in order:\n{printed}"
+    );
+    let sum: f64 = rows.iter().map(|r| r.1).sum();
+    let rounding = 0.001 * rows.len() as f64;
+    assert!(
+        sum <= total + rounding,
+        "the steps ({sum} ms) overlap: more than their total {total} ms:\n{printed}"
+    );
+    assert!(
+        total <= wall,
+        "a total of {total} ms, more than the {wall} ms berth start ran:\n{printed}"
+    );
+    // init's execve is its last step.
+    let last_init = rows.iter().rposition(|r| r.2 == "init").unwrap();
+    assert_eq!(rows[last_init].3, "exec", "{printed}");
+    assert!(
+        !state.container_dir(&name).join("trace").exists(),
+        "the trace file was left in the container's directory"
+    );
+    // The command holds stdin, stdout and stderr, and nothing of the host's.
+    let pid = status(&state, &name)["initPid"].as_i64().unwrap() as i32;
+    let fds = open_fds(pid);
+    assert_eq!(
+        fds.iter().map(|f| f.0).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "the traced container's command holds {fds:?}"
+    );
+}
+
+#[test]
+fn a_traced_start_with_spec_init_leaves_pid_1_and_the_command_only_stdio() {
+    let state = StateDir::new();
+    let name = unique("traced-init");
+    create(
+        &state,
+        &name,
+        "  rootfs: {template: busybox}\n  command: [/bin/sleep, '1000']\n  init: true\n  stopTimeout: 0s\n",
+    );
+    let out = state.run(&["start", "--trace", &name]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let (rows, _) = trace_rows(&stdout(&out));
+    assert!(
+        rows.iter()
+            .any(|r| r.2 == "init" && r.3 == "fork the command from PID 1"),
+        "{}",
+        stdout(&out)
+    );
+    let pid1 = status(&state, &name)["initPid"].as_i64().unwrap() as i32;
+    let command = wait_for("the command forked by PID 1", || {
+        std::fs::read_to_string(format!("/proc/{pid1}/task/{pid1}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse::<i32>()
+            .ok()
+    });
+    // PID 1 closes what it inherited once the command is forked.
+    let fds = wait_for("PID 1 to close its inherited fds", || {
+        let fds = open_fds(pid1);
+        (fds.len() == 3).then_some(fds)
+    });
+    assert_eq!(fds.iter().map(|f| f.0).collect::<Vec<_>>(), [0, 1, 2]);
+    let fds = open_fds(command);
+    assert_eq!(
+        fds.iter().map(|f| f.0).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "the command holds {fds:?}"
+    );
+}

@@ -134,7 +134,10 @@ impl Cgroups {
     /// controllers along the way); idempotent.
     pub fn create(&self) -> Result<()> {
         for h in &self.hierarchies {
-            self.make_leaves(h, &[h.monitor(), h.payload()])?;
+            crate::trace::step(
+                format_args!("cgroups: mkdir in {}", h.mount.display()),
+                || self.make_leaves(h, &[h.monitor(), h.payload()]),
+            )?;
         }
         Ok(())
     }
@@ -170,7 +173,11 @@ impl Cgroups {
     /// Write pid to cgroup.procs of monitor in every hierarchy.
     pub fn enter_monitor(&self, pid: i32) -> Result<()> {
         for h in &self.hierarchies {
-            write_value(&h.monitor().join("cgroup.procs"), &pid.to_string())?;
+            let procs = h.monitor().join("cgroup.procs");
+            crate::trace::step(
+                format_args!("cgroups: monitor into {}", procs.display()),
+                || write_value(&procs, &pid.to_string()),
+            )?;
         }
         Ok(())
     }
@@ -178,7 +185,11 @@ impl Cgroups {
     /// Write pid to cgroup.procs of payload in every hierarchy.
     pub fn enter_payload(&self, pid: i32) -> Result<()> {
         for h in &self.hierarchies {
-            write_value(&h.payload().join("cgroup.procs"), &pid.to_string())?;
+            let procs = h.payload().join("cgroup.procs");
+            crate::trace::step(
+                format_args!("cgroups: init into {}", procs.display()),
+                || write_value(&procs, &pid.to_string()),
+            )?;
         }
         Ok(())
     }
