@@ -167,7 +167,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             command,
         } => {
             // Before anything else: the container must never see the host's binary.
-            berth_runtime::reexec_from_sealed_copy()?;
+            berth_runtime::reexec_from_sealed_copy(runtime.state_dir())?;
             let options = berth_runtime::ExecOptions {
                 command,
                 env,
@@ -187,7 +187,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             log_format: _,
         } => {
             // One sealed copy of berth, shared by every monitor the daemon starts.
-            berth_runtime::reexec_from_sealed_copy()?;
+            berth_runtime::reexec_from_sealed_copy(runtime.state_dir())?;
             let concurrency = concurrency
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             daemon::run(

@@ -140,9 +140,9 @@ fn attach(
     // Until the command is exec'd, the container must not open this process's
     // /proc/PID/{exe,fd,mem,environ}; the grandchild inherits this.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("make berth non-dumpable: {e}"))?;
-    let me = std::process::id() as i32;
+    // A forked child: single-threaded.
     if let Some(cgroups) = cgroups {
-        cgroups.enter_payload(me).map_err(|e| e.to_string())?;
+        cgroups.enter_payload_self().map_err(|e| e.to_string())?;
     }
     let mut flags = nix::libc::CLONE_NEWNS
         | nix::libc::CLONE_NEWUTS

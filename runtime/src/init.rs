@@ -70,9 +70,22 @@ fn shown(path: &Path) -> Option<String> {
 }
 
 /// The child's whole life: wait for the go-ahead, set up, exec. Never returns.
-pub fn run(plan: &Plan, mut sync: UnixStream, console: OwnedFd) -> ! {
+/// `attached`: how init's own move into its cgroups went (`Ok` when the monitor
+/// moves it); a failure is reported once the monitor listens.
+pub fn run(
+    plan: &Plan,
+    mut sync: UnixStream,
+    console: OwnedFd,
+    attached: std::result::Result<(), String>,
+) -> ! {
     let result = match sync::receive::<ToInit>(&mut sync) {
-        Ok(Some(ToInit::Configure)) => setup_and_exec(plan, &sync, console),
+        Ok(Some(ToInit::Configure)) => attached
+            .map_err(|message| SetupError {
+                step: message,
+                errno: 0,
+                path: None,
+            })
+            .and_then(|()| setup_and_exec(plan, &sync, console)),
         _ => Err(fail("wait for the monitor", Errno::EPIPE, None)),
     };
     if let Err(error) = result {

@@ -67,10 +67,13 @@ impl Runtime {
         // multi-threaded caller), from a sealed copy: the container's init is
         // cloned from it and must give the container no handle on the host's file.
         let mut binary = None;
-        step("copy berth into a sealed memfd", &mut || {
-            binary = Some(crate::sealed::SealedBinary::new()?);
-            Ok(())
-        })?;
+        step(
+            "seal berth's binary (read-only overlay, else memfd copy)",
+            &mut || {
+                binary = Some(crate::sealed::SealedBinary::new(&self.state_dir)?);
+                Ok(())
+            },
+        )?;
         let binary = binary.ok_or_else(|| Error::Start("no sealed copy of berth".to_owned()))?;
         let mut command = Command::new(binary.path());
         command

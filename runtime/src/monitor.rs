@@ -302,7 +302,7 @@ impl Monitor {
         }
         let made = cgroups
             .create()
-            .and_then(|()| cgroups.enter_monitor(std::process::id() as i32))
+            .and_then(|()| cgroups.enter_monitor())
             .and_then(|()| {
                 crate::trace::step("cgroups: write the limits", || {
                     cgroups.apply_limits(resources)

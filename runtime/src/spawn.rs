@@ -88,10 +88,19 @@ pub fn spawn(
             std::io::Error::last_os_error()
         ));
     }
+    // Init moves itself into its cgroups, cheaply (see `enter_payload_self`),
+    // before it waits for its go-ahead; in a new user namespace it may not write
+    // the host's cgroup files, and the monitor moves it.
+    let init_attaches_itself = plan.id_maps.is_none();
     if pid == 0 {
         crate::trace::set_process(crate::trace::Process::Init);
         drop(parent_end);
-        init::run(plan, child_end, console);
+        let attached = if init_attaches_itself {
+            cgroups.enter_payload_self().map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        init::run(plan, child_end, console, attached);
     }
     crate::trace::record("clone3 of init", cloning, Some(crate::trace::now()));
     drop(child_end);
@@ -106,7 +115,7 @@ pub fn spawn(
         message
     };
     // Into its cgroups before it may do anything.
-    if let Err(e) = cgroups.enter_payload(pid) {
+    if !init_attaches_itself && let Err(e) = cgroups.enter_payload(pid) {
         return Err(abort(format!("cgroups: {e}")));
     }
     if let Some(maps) = &plan.id_maps

@@ -286,10 +286,6 @@ fn a_containers_init_is_cloned_from_a_sealed_copy_of_berth() {
         (host_binary.dev(), host_binary.ino()),
         "the monitor runs the host's berth binary"
     );
-    let seals = nix::fcntl::fcntl(&monitor_binary, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
-    let wanted = nix::libc::F_SEAL_SEAL
-        | nix::libc::F_SEAL_SHRINK
-        | nix::libc::F_SEAL_GROW
-        | nix::libc::F_SEAL_WRITE;
-    assert_eq!(seals & wanted, wanted, "the monitor's binary is not sealed");
+    drop(monitor_binary);
+    crate::pid1::assert_unwritable(&format!("/proc/{monitor}/exe"));
 }

@@ -1,7 +1,5 @@
 //! `spec.init` (berth's minimal PID 1) and `spec.user`, against real containers (as root).
 
-use std::os::fd::AsFd;
-
 use crate::start::{console, create, start, status, wait_for};
 use crate::{StateDir, stderr, stdout, unique};
 
@@ -96,13 +94,8 @@ fn pid_1_is_a_sealed_copy_of_berth_that_the_container_can_neither_write_nor_read
         "  rootfs: {template: busybox}\n  init: true\n  command: [/bin/sleep, '1000']\n",
     );
     let init = start(&state, &name);
-    // From the host: init's binary is a memfd sealed against writes (CVE-2019-5736).
-    let exe = std::fs::File::open(format!("/proc/{init}/exe")).unwrap();
-    let seals = rustix::fs::fcntl_get_seals(exe.as_fd()).unwrap();
-    assert!(
-        seals.contains(rustix::fs::SealFlags::WRITE),
-        "init runs from a writable binary: {seals:?}"
-    );
+    // From the host: init's binary cannot be written, even by root (CVE-2019-5736).
+    assert_unwritable(&format!("/proc/{init}/exe"));
     // From inside: its title and arguments name nothing of the host, and its
     // binary and memory are out of reach.
     let out = state.run(&[
@@ -179,5 +172,29 @@ fn a_user_missing_from_the_containers_passwd_fails_the_start_naming_it() {
         stderr(&out).contains("user \"ghost\" (spec.user) is not in the container's /etc/passwd"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// `exe` (a /proc/PID/exe) is not the host's berth, and even root cannot write
+/// it: a memfd sealed against writes, or a file on a read-only overlay that is
+/// mounted nowhere. The host's binary is unchanged.
+pub(crate) fn assert_unwritable(exe: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let host = std::fs::metadata(env!("CARGO_BIN_EXE_berth")).unwrap();
+    let meta = std::fs::metadata(exe).unwrap();
+    assert_ne!(
+        (meta.dev(), meta.ino()),
+        (host.dev(), host.ino()),
+        "{exe} is the host's berth binary"
+    );
+    let before = std::fs::read(env!("CARGO_BIN_EXE_berth")).unwrap();
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(exe)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\x7fELF-overwritten"));
+    assert!(written.is_err(), "{exe} could be written");
+    assert!(
+        std::fs::read(env!("CARGO_BIN_EXE_berth")).unwrap() == before,
+        "the host's binary changed"
     );
 }

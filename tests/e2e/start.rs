@@ -618,14 +618,17 @@ fn start_trace_prints_each_step_of_the_start_and_the_command_sees_only_stdio() {
             .any(|(_, _, p, s)| p == process && s.starts_with(step))
     };
     for (process, step) in [
-        ("berth start", "copy berth into a sealed memfd"),
+        (
+            "berth start",
+            "seal berth's binary (read-only overlay, else memfd copy)",
+        ),
         ("monitor", "re-exec the monitor"),
         ("monitor", "daemonize"),
         ("monitor", "compile the seccomp filter"),
         ("monitor", "cgroups: mkdir in /sys/fs/cgroup"),
         ("monitor", "cgroups: monitor into /sys/fs/cgroup"),
         ("monitor", "clone3 of init"),
-        ("monitor", "cgroups: init into /sys/fs/cgroup"),
+        ("init", "cgroups: init into /sys/fs/cgroup"),
         ("init", "mount: /proc and /sys"),
         ("init", "pivot_root"),
         ("init", "drop capabilities"),

@@ -498,10 +498,34 @@ fn real_cgroups_limit_track_kill_and_remove_a_process() {
     }
     assert_eq!(read("pids", "pids.max"), "32");
 
-    // A stand-in monitor: into monitor everywhere, then gone.
-    cleanup.children.push(spawn_sleep());
+    // A stand-in monitor moves itself into monitor everywhere (as `enter_monitor`
+    // does, by writing 0: here between fork and exec, with async-signal-safe calls
+    // only, this test process having threads), then is gone.
+    let files: Vec<std::ffi::CString> = cgroups
+        .hierarchies
+        .iter()
+        .map(|h| {
+            let path = h.monitor().join(cgroups.self_attach_file());
+            std::ffi::CString::new(path.into_os_string().into_encoded_bytes()).unwrap()
+        })
+        .collect();
+    let mut command = std::process::Command::new("sleep");
+    command.arg("1000");
+    // SAFETY: open, write and close are async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            for file in &files {
+                let fd = nix::libc::open(file.as_ptr(), nix::libc::O_WRONLY | nix::libc::O_CLOEXEC);
+                if fd < 0 || nix::libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                nix::libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    cleanup.children.push(command.spawn().unwrap());
     let monitor_pid = child_pid(&cleanup.children[0]);
-    cgroups.enter_monitor(monitor_pid).unwrap();
     for h in &cgroups.hierarchies {
         assert!(
             read_pids(&h.monitor().join("cgroup.procs"))
