@@ -114,6 +114,35 @@ fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
     })
 }
 
+/// Replace `path` with `bytes` by a rename, without waiting for the disk: a
+/// reader never sees a mix, and a crash of berth leaves the old or the new
+/// content; a power cut may leave the old one, or on a filesystem that does not
+/// flush a replacing rename's data first (ext4 and btrfs do) an empty file. For
+/// what a power cut makes moot anyway: a monitor's status (every monitor is gone
+/// after one) — two fsyncs a start saved, 1.5 to 20 ms here.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_beside(path);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(io("write", &tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io("rename", path)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn temp_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
 /// Write `bytes` to `path` so that a crash leaves the old or the new content,
 /// never a mix: a temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

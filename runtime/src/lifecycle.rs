@@ -267,7 +267,16 @@ impl Runtime {
         if let Some(orphan) = self.orphan(name)? {
             return Ok(Some(self.orphan_status(name, &orphan)));
         }
-        let mut status = Status::load(&dir.status())?;
+        let mut status = match Status::load(&dir.status()) {
+            Ok(status) => status,
+            // What a power cut may leave of a status written without fsync: as if
+            // none had been written.
+            Err(Error::Config { path, message }) => {
+                tracing::warn!(container = name, "ignoring {}: {message}", path.display());
+                None
+            }
+            Err(e) => return Err(e),
+        };
         // Written by a monitor that is gone without finishing (killed, power cut).
         if let Some(s) = &mut status
             && s.monitor_pid.is_some()

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{read_json, write_json};
+use crate::config::read_json;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,8 +90,13 @@ impl Status {
         read_json(path)
     }
 
+    /// Atomic, not synced (see `write_replace`).
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_json(path, self)
+        let json = serde_json::to_vec_pretty(self).map_err(|e| crate::error::Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        crate::config::write_replace(path, &json)
     }
 }
 

@@ -715,3 +715,30 @@ fn a_traced_start_with_spec_init_leaves_pid_1_and_the_command_only_stdio() {
         "the command holds {fds:?}"
     );
 }
+
+#[test]
+fn an_empty_status_file_left_by_a_power_cut_reads_as_no_status_and_the_container_starts() {
+    let state = StateDir::new();
+    let name = unique("torn");
+    let manifest = state.manifest(
+        &name,
+        "  rootfs: {template: busybox}\n  command: [/bin/true]\n  restartPolicy: Never\n",
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // Status is written without fsync: a power cut may leave it empty.
+    std::fs::write(state.container_dir(&name).join("status.json"), "").unwrap();
+    let out = state.run(&["status", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["get", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["start", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the job to complete", || {
+        (status(&state, &name)["phase"] == "Stopped").then_some(())
+    });
+}
