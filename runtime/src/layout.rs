@@ -81,6 +81,11 @@ impl ContainerDir {
         self.path.join(RESOLV_CONF)
     }
 
+    /// The compiled seccomp filters of the last start (a cache, see seccomp.rs).
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.path.join("seccomp.bpf")
+    }
+
     pub fn trace(&self) -> PathBuf {
         self.path.join(TRACE)
     }

@@ -228,6 +228,7 @@ impl Monitor {
                         init_pid: payload.pid,
                     },
                 );
+                monitor.save();
                 monitor.watch(payload);
                 0
             }
@@ -247,7 +248,7 @@ impl Monitor {
         let config = crate::trace::step("read config.json", || SavedConfig::load(&dir.config()))
             .map_err(|e| e.to_string())?;
         // What can fail cheaply fails before anything is made.
-        let mut plan = plan(&config)?;
+        let mut plan = plan(&config, Some(&dir.seccomp_cache()))?;
         let spec = &config.container.spec;
         let sources = crate::trace::step("check the rootfs and mount sources", || {
             crate::sources::refuse_host_root(&config.rootfs)?;
@@ -385,7 +386,8 @@ impl Monitor {
         self.status.init_start_time = payload.start_time;
         self.status.started_at = Some(now());
         self.status.error = None;
-        crate::trace::step("write status (Running)", || self.save());
+        // Saved by the caller: after telling `berth start`, which need not wait for
+        // the disk (anyone asking meanwhile gets the status from this monitor).
         Ok(payload)
     }
 
@@ -484,7 +486,10 @@ impl Monitor {
         if reason == ExitReason::Reboot {
             self.status.reboots += 1;
             match self.start_payload() {
-                Ok(payload) => return Some(payload),
+                Ok(payload) => {
+                    self.save();
+                    return Some(payload);
+                }
                 Err(Failure { message, .. }) => {
                     self.status.phase = Phase::Failed;
                     self.status.error = Some(message);
@@ -655,7 +660,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
 }
 
 /// What the child will do, from the saved config (image defaults filled in).
-pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
+/// `seccomp_cache`: where compiled filters are kept between starts (the
+/// container's directory), if anywhere.
+pub(crate) fn plan(config: &SavedConfig, seccomp_cache: Option<&Path>) -> Result<Plan, String> {
     let spec = &config.container.spec;
     let image = config.image.clone().unwrap_or_default();
     let command = if spec.command.is_empty() {
@@ -692,10 +699,27 @@ pub(crate) fn plan(config: &SavedConfig) -> Result<Plan, String> {
     let security = &spec.security;
     let capabilities = crate::security::capability_set(&security.cap_add, &security.cap_drop);
     // The profile's capability-gated rules follow the container's capabilities.
-    let seccomp = crate::trace::step("compile the seccomp filter", || match &security.seccomp {
-        SeccompPolicy::Default => crate::seccomp::default_filters(&capabilities),
-        SeccompPolicy::Unconfined => Ok(Vec::new()),
-        SeccompPolicy::Profile(path) => crate::seccomp::profile_filters(path, &capabilities),
+    let seccomp = crate::trace::step("compile the seccomp filter (or read it)", || {
+        match (&security.seccomp, seccomp_cache) {
+            (SeccompPolicy::Unconfined, _) => Ok(Vec::new()),
+            (SeccompPolicy::Default, Some(cache)) => crate::seccomp::cached(
+                cache,
+                crate::seccomp::default_profile(),
+                &capabilities,
+                || crate::seccomp::default_filters(&capabilities),
+            ),
+            (SeccompPolicy::Default, None) => crate::seccomp::default_filters(&capabilities),
+            // A profile file is read anyway: its text is the key.
+            (SeccompPolicy::Profile(path), Some(cache)) => match std::fs::read(path) {
+                Ok(text) => crate::seccomp::cached(cache, &text, &capabilities, || {
+                    crate::seccomp::profile_filters(path, &capabilities)
+                }),
+                Err(_) => crate::seccomp::profile_filters(path, &capabilities),
+            },
+            (SeccompPolicy::Profile(path), None) => {
+                crate::seccomp::profile_filters(path, &capabilities)
+            }
+        }
     })
     .map_err(|e| e.to_string())?;
     let overlay = match (&config.layers, config.rootfs.parent()) {

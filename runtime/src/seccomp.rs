@@ -49,6 +49,120 @@ pub fn profile_filters(path: &Path, caps: &HashSet<Capability>) -> Result<Vec<Bp
     compile_profile(&text, path, &Host::this(caps)?)
 }
 
+/// `compile`'s filters, from `cache` when it holds those of the same inputs:
+/// the profile's text, the capabilities, the architecture, the running kernel and
+/// berth's binary (its size and change time), all hashed into the cache's key.
+/// Compiling the default profile costs about 0.7 ms a start; reading the cache
+/// a few µs. A cache that does not check out (another key, a torn or altered
+/// file: its contents are hashed too) is compiled afresh and rewritten, so a
+/// filter is never other than a fresh compile's.
+pub fn cached(
+    cache: &Path,
+    profile: &[u8],
+    caps: &HashSet<Capability>,
+    compile: impl FnOnce() -> Result<Vec<BpfProgram>>,
+) -> Result<Vec<BpfProgram>> {
+    let key = cache_key(profile, caps);
+    if let Some(programs) = std::fs::read(cache)
+        .ok()
+        .and_then(|bytes| decode_cache(&bytes, &key))
+    {
+        return Ok(programs);
+    }
+    let programs = compile()?;
+    // Only a cache: a failed write costs the next start a compile.
+    let _ = crate::config::write_replace(cache, &encode_cache(&key, &programs));
+    Ok(programs)
+}
+
+/// The default profile's text, for `cached`.
+pub fn default_profile() -> &'static [u8] {
+    DEFAULT_PROFILE.as_bytes()
+}
+
+/// Bumped when the cache's layout or the compiler's output changes meaning.
+const CACHE_FORMAT: &[u8] = b"berth seccomp cache 1";
+
+fn cache_key(profile: &[u8], caps: &HashSet<Capability>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(CACHE_FORMAT);
+    hasher.update(std::env::consts::ARCH);
+    let mut caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+    caps.sort();
+    for cap in &caps {
+        hasher.update(cap.as_bytes());
+        hasher.update(b"\0");
+    }
+    if let Ok(kernel) = std::fs::read("/proc/sys/kernel/osrelease") {
+        hasher.update(kernel);
+    }
+    hasher.update(b"\0");
+    if let Ok(exe) = std::fs::metadata("/proc/self/exe") {
+        use std::os::unix::fs::MetadataExt;
+        hasher.update(exe.size().to_le_bytes());
+        hasher.update(exe.ctime().to_le_bytes());
+        hasher.update(exe.ctime_nsec().to_le_bytes());
+    }
+    hasher.update(Sha256::digest(profile));
+    hasher.finalize().into()
+}
+
+/// `key`, the sha256 of the rest, then per program its length and its
+/// instructions (code, jt, jf, k; little-endian).
+fn encode_cache(key: &[u8; 32], programs: &[BpfProgram]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut body = Vec::new();
+    body.extend((programs.len() as u32).to_le_bytes());
+    for program in programs {
+        body.extend((program.len() as u32).to_le_bytes());
+        for insn in program {
+            body.extend(insn.code.to_le_bytes());
+            body.push(insn.jt);
+            body.push(insn.jf);
+            body.extend(insn.k.to_le_bytes());
+        }
+    }
+    let mut bytes = key.to_vec();
+    bytes.extend(Sha256::digest(&body));
+    bytes.extend(body);
+    bytes
+}
+
+fn decode_cache(bytes: &[u8], key: &[u8; 32]) -> Option<Vec<BpfProgram>> {
+    use sha2::{Digest, Sha256};
+    let (stored_key, rest) = bytes.split_at_checked(32)?;
+    let (digest, body) = rest.split_at_checked(32)?;
+    if stored_key != key || Sha256::digest(body).as_slice() != digest {
+        return None;
+    }
+    let mut at = 0;
+    let u32_at = |at: &mut usize| -> Option<u32> {
+        let value = u32::from_le_bytes(body.get(*at..*at + 4)?.try_into().ok()?);
+        *at += 4;
+        Some(value)
+    };
+    let count = u32_at(&mut at)?;
+    let mut programs = Vec::new();
+    for _ in 0..count {
+        let len = u32_at(&mut at)? as usize;
+        let insns = body.get(at..at.checked_add(len.checked_mul(8)?)?)?;
+        at += insns.len();
+        programs.push(
+            insns
+                .chunks_exact(8)
+                .map(|i| seccompiler::sock_filter {
+                    code: u16::from_le_bytes([i[0], i[1]]),
+                    jt: i[2],
+                    jf: i[3],
+                    k: u32::from_le_bytes([i[4], i[5], i[6], i[7]]),
+                })
+                .collect(),
+        );
+    }
+    (at == body.len()).then_some(programs)
+}
+
 /// What a rule's `includes` and `excludes` are checked against.
 #[derive(Debug)]
 struct Host<'a> {
@@ -413,6 +527,48 @@ mod tests {
         } else {
             0
         }
+    }
+
+    #[test]
+    fn the_cache_gives_back_what_was_compiled_and_refuses_what_does_not_check_out() {
+        let caps = crate::security::capability_set(&[], &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("seccomp.bpf");
+        let fresh = default_filters(&caps).unwrap();
+        let first = cached(&cache, default_profile(), &caps, || default_filters(&caps)).unwrap();
+        assert_eq!(first, fresh);
+        // A hit: the compiler is not called.
+        let hit = cached(&cache, default_profile(), &caps, || {
+            panic!("compiled again")
+        })
+        .unwrap();
+        assert_eq!(hit, fresh);
+        // Other capabilities: another key, compiled.
+        let mut more = caps.clone();
+        more.insert(Capability::CAP_SYS_ADMIN);
+        let mut compiled = false;
+        cached(&cache, default_profile(), &more, || {
+            compiled = true;
+            default_filters(&more)
+        })
+        .unwrap();
+        assert!(compiled);
+        // One flipped bit in the instructions: refused, compiled afresh.
+        cached(&cache, default_profile(), &caps, || default_filters(&caps)).unwrap();
+        let mut bytes = std::fs::read(&cache).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&cache, &bytes).unwrap();
+        let mut compiled = false;
+        let again = cached(&cache, default_profile(), &caps, || {
+            compiled = true;
+            default_filters(&caps)
+        })
+        .unwrap();
+        assert!(compiled && again == fresh);
+        // Torn: refused.
+        std::fs::write(&cache, &bytes[..40]).unwrap();
+        assert!(decode_cache(&bytes[..40], &cache_key(default_profile(), &caps)).is_none());
     }
 
     #[test]

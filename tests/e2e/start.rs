@@ -634,7 +634,6 @@ fn start_trace_prints_each_step_of_the_start_and_the_command_sees_only_stdio() {
         ("init", "drop capabilities"),
         ("init", "load the seccomp filter"),
         ("init", "exec"),
-        ("monitor", "write status (Running)"),
         ("berth start", "reap the first monitor process"),
     ] {
         assert!(
