@@ -81,6 +81,12 @@ impl SavedConfig {
         write_json(path, self)
     }
 
+    /// Put it in place atomically but unsynced (see `write_replace`): for the
+    /// saves of a create under way, which a crash undoes anyway (its `partial`).
+    pub fn save_unsynced(&self, path: &Path) -> Result<()> {
+        write_replace(path, &to_json(path, self)?)
+    }
+
     /// Write it beside `path`, synced, without putting it in place yet.
     pub fn stage(&self, path: &Path) -> Result<Staged> {
         stage(path, &to_json(path, self)?)
@@ -157,6 +163,11 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Rename it into place, leaving the directory's sync to the caller.
+    pub fn rename(self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.path).map_err(io("rename", &self.path))
+    }
+
     /// Rename it into place and sync the directory.
     pub fn commit(self) -> Result<()> {
         std::fs::rename(&self.tmp, &self.path).map_err(io("rename", &self.path))?;

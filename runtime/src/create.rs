@@ -72,8 +72,15 @@ impl Runtime {
         let partial = self.make_dir_and_lock(&dir)?;
         match self.fill(&dir, container, &template, origin) {
             Ok(config) => {
-                // 7. Done: the marker goes, then the lock.
+                // 7. Done: the config in place and the marker gone, both made
+                // durable by one sync of the directory; then the lock goes.
+                config
+                    .stage(&dir.config())
+                    .and_then(crate::config::Staged::rename)?;
                 partial.finish()?;
+                std::fs::File::open(&dir.path)
+                    .and_then(|d| d.sync_all())
+                    .map_err(crate::error::io("fsync", dir.path.clone()))?;
                 tracing::info!(container = %container.name, template = %config.header.as_ref().map_or("", |h| h.template.as_str()), "created");
                 Ok(config)
             }
@@ -155,7 +162,7 @@ impl Runtime {
             .collect();
         let maps = crate::userns::resolve(spec, &used)?;
         config.id_maps = Some(maps.clone());
-        config.save(&dir.config())?;
+        config.save_unsynced(&dir.config())?;
         Ok(maps)
     }
 
@@ -192,7 +199,7 @@ impl Runtime {
                 .create(&rootfs)
                 .map_err(io("create", &rootfs))?;
         }
-        config.save(&dir.config())?;
+        config.save_unsynced(&dir.config())?;
         // 5. The template.
         let built = template.run(&Context {
             name: &container.name,
@@ -227,7 +234,7 @@ impl Runtime {
         config.shared_binds = built.shared_binds;
         config.image = built.image;
         config.layers = built.layers;
-        config.save(&dir.config())?;
+        // Put in place, synced, by the caller once this returns.
         Ok(config)
     }
 }

@@ -393,6 +393,13 @@ impl Monitor {
 
     /// The poll loop: init's pidfd, the command socket, the console pipe.
     fn watch(&mut self, mut payload: Payload) {
+        // What the start allocated and freed (the seccomp compile's JSON, above
+        // all) goes back to the kernel: a monitor lives as long as its container.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory of this process's heap.
+        unsafe {
+            nix::libc::malloc_trim(0);
+        }
         loop {
             let timeout = match self.stopping {
                 Some(s) if !s.killed => {
