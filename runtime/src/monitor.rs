@@ -716,13 +716,14 @@ pub(crate) fn plan(config: &SavedConfig, seccomp_cache: Option<&Path>) -> Result
                 || crate::seccomp::default_filters(&capabilities),
             ),
             (SeccompPolicy::Default, None) => crate::seccomp::default_filters(&capabilities),
-            // A profile file is read anyway: its text is the key.
-            (SeccompPolicy::Profile(path), Some(cache)) => match std::fs::read(path) {
-                Ok(text) => crate::seccomp::cached(cache, &text, &capabilities, || {
-                    crate::seccomp::profile_filters(path, &capabilities)
+            // A profile file is read once: its text is both the key and what is
+            // compiled, so an edit meanwhile cannot file one under the other.
+            (SeccompPolicy::Profile(path), Some(cache)) => crate::seccomp::read_profile(path)
+                .and_then(|text| {
+                    crate::seccomp::cached(cache, &text, &capabilities, || {
+                        crate::seccomp::profile_text_filters(&text, path, &capabilities)
+                    })
                 }),
-                Err(_) => crate::seccomp::profile_filters(path, &capabilities),
-            },
             (SeccompPolicy::Profile(path), None) => {
                 crate::seccomp::profile_filters(path, &capabilities)
             }

@@ -42,11 +42,25 @@ pub fn default_filters(caps: &HashSet<Capability>) -> Result<Vec<BpfProgram>> {
 
 /// A profile file, for a container holding `caps`.
 pub fn profile_filters(path: &Path, caps: &HashSet<Capability>) -> Result<Vec<BpfProgram>> {
-    let text = std::fs::read(path).map_err(|e| Error::Config {
+    let text = read_profile(path)?;
+    profile_text_filters(&text, path, caps)
+}
+
+/// The profile file's text.
+pub fn read_profile(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Config {
         path: path.to_owned(),
         message: format!("cannot read the seccomp profile: {e}"),
-    })?;
-    compile_profile(&text, path, &Host::this(caps)?)
+    })
+}
+
+/// A profile's `text`, read from `path`, for a container holding `caps`.
+pub fn profile_text_filters(
+    text: &[u8],
+    path: &Path,
+    caps: &HashSet<Capability>,
+) -> Result<Vec<BpfProgram>> {
+    compile_profile(text, path, &Host::this(caps)?)
 }
 
 /// `compile`'s filters, from `cache` when it holds those of the same inputs:
