@@ -89,7 +89,8 @@ pub struct Network {
 impl Network {
     /// The container's, if it is bridged (a netlink query and an `nft` run).
     pub fn of(runtime: &berth_runtime::Runtime, name: &str) -> Option<Network> {
-        let info = runtime.network(name, true).ok()??;
+        let config = runtime.config(name).ok()?;
+        let info = runtime.network(&config, true).ok()??;
         Some(Network {
             bridge: info.bridge,
             address: info.address.map(|a| a.to_string()),
@@ -193,17 +194,11 @@ impl Item {
         let Ok(config) = runtime.config(&self.name) else {
             return;
         };
-        self.image = config.layers.map(|l| l.image);
-        let spec = &config.container.spec;
-        if spec.network == berth_manifests::NetworkMode::Bridge {
-            self.address = runtime
-                .network(&self.name, false)
-                .ok()
-                .flatten()
-                .and_then(|n| n.address)
-                .map(|a| a.to_string());
-            self.ports = spec.ports.iter().map(port_text).collect();
+        if let Ok(Some(network)) = runtime.network(&config, false) {
+            self.address = network.address.map(|a| a.to_string());
+            self.ports = config.container.spec.ports.iter().map(port_text).collect();
         }
+        self.image = config.layers.map(|l| l.image);
     }
 }
 

@@ -84,7 +84,7 @@ impl SavedConfig {
     /// Put it in place atomically but unsynced (see `write_replace`): for the
     /// saves of a create under way, which a crash undoes anyway (its `partial`).
     pub fn save_unsynced(&self, path: &Path) -> Result<()> {
-        write_replace(path, &to_json(path, self)?)
+        write_json_replace(path, self)
     }
 
     /// Write it beside `path`, synced, without putting it in place yet.
@@ -127,26 +127,16 @@ fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
 /// what a power cut makes moot anyway: a monitor's status (every monitor is gone
 /// after one) — two fsyncs a start saved, 1.5 to 20 ms here.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_beside(path);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(bytes))
-        .map_err(io("write", &tmp))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(io("rename", path)));
-    if written.is_err() {
+    let tmp = write_temp(path, bytes, false)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-    }
-    written
+        io("rename", path)(e)
+    })
 }
 
-fn temp_beside(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".tmp");
-    path.with_file_name(name)
+/// `value` as pretty JSON, by `write_replace`.
+pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_replace(path, &to_json(path, value)?)
 }
 
 /// Write `bytes` to `path` so that a crash leaves the old or the new content,
@@ -179,28 +169,36 @@ impl Staged {
 }
 
 fn stage(path: &Path, bytes: &[u8]) -> Result<Staged> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let mut file = std::fs::OpenOptions::new()
+    let tmp = write_temp(path, bytes, true)?;
+    Ok(Staged {
+        tmp,
+        path: path.to_owned(),
+    })
+}
+
+/// `bytes` in `<path>.tmp` (0600), synced if asked; on failure (a full disk)
+/// no partial temp file is left taking the space.
+fn write_temp(path: &Path, bytes: &[u8], sync: bool) -> Result<PathBuf> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    let written = file
-        .write_all(bytes)
-        .map_err(io("write", &tmp))
-        .and_then(|()| file.sync_all().map_err(io("fsync", &tmp)));
+        .map_err(io("create", &tmp))
+        .and_then(|mut file| {
+            file.write_all(bytes).map_err(io("write", &tmp))?;
+            if sync {
+                file.sync_all().map_err(io("fsync", &tmp))?;
+            }
+            Ok(())
+        });
     if let Err(e) = written {
-        // A full disk: leave no partial temp file taking the space.
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok(Staged {
-        tmp,
-        path: path.to_owned(),
-    })
+    Ok(tmp)
 }

@@ -169,15 +169,18 @@ impl Runtime {
         Ok(true)
     }
 
-    /// A bridged container's network (`None` in another mode): its bridge and
-    /// address; with `live` also whether its veth exists and its nftables rules
+    /// The network of the container `config` describes (`None` unless bridged):
+    /// its bridge and address; with `live` also whether its veth exists and its nftables rules
     /// (a netlink query and an `nft` run).
-    pub fn network(&self, name: &str, live: bool) -> Result<Option<network::NetworkInfo>> {
-        let config = self.config(name)?;
+    pub fn network(
+        &self,
+        config: &SavedConfig,
+        live: bool,
+    ) -> Result<Option<network::NetworkInfo>> {
         if config.container.spec.network != berth_manifests::NetworkMode::Bridge {
             return Ok(None);
         }
-        network::info(&self.state_dir, name, live)
+        network::info(&self.state_dir, &config.container.name, live)
             .map(Some)
             .map_err(Error::Network)
     }

@@ -40,6 +40,13 @@ const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 /// Whether this process runs from a sealed binary: a memfd sealed against
 /// writes, or a file on a read-only overlayfs that is mounted nowhere.
 pub(crate) fn running_from_sealed_copy() -> bool {
+    // What a process runs from never changes: asked once (the daemon asks at
+    // every start of a container, where it would read mountinfo each time).
+    static SEALED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SEALED.get_or_init(exe_is_sealed)
+}
+
+fn exe_is_sealed() -> bool {
     let Ok(exe) = File::open(SELF_EXE) else {
         return false;
     };

@@ -157,6 +157,10 @@ fn decode_cache(bytes: &[u8], key: &[u8; 32]) -> Option<Vec<BpfProgram>> {
         Some(value)
     };
     let count = u32_at(&mut at)?;
+    // Each program takes at least its length field: no loop past the body.
+    if count as usize > body.len() / 4 {
+        return None;
+    }
     let mut programs = Vec::new();
     for _ in 0..count {
         let len = u32_at(&mut at)? as usize;

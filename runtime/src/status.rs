@@ -92,11 +92,7 @@ impl Status {
 
     /// Atomic, not synced (see `write_replace`).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| crate::error::Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        crate::config::write_replace(path, &json)
+        crate::config::write_json_replace(path, self)
     }
 }
 

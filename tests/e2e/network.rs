@@ -120,6 +120,23 @@ impl Net {
         json["containers"][name].as_str()?.parse().ok()
     }
 
+    /// A busybox httpd answering `hello-from-NAME` on its port 80, published as
+    /// the host's `port`, created and started.
+    fn start_httpd(&self, name: &str, port: u16) {
+        let manifest = self.state.manifest(
+            name,
+            &format!(
+                "  rootfs: {{template: busybox}}\n  \
+                 command: [/bin/sh, -c, 'mkdir -p /www && echo hello-from-{name} > /www/index.html && exec httpd -f -p 80 -h /www']\n  \
+                 stopTimeout: 1s\n  network: {{mode: bridge, ports: [{{host: {port}, container: 80}}]}}\n"
+            ),
+        );
+        let out = self.run(&["create", "-f", manifest.to_str().unwrap()]);
+        assert!(out.status.success(), "create: {}", stderr(&out));
+        let out = self.start(name);
+        assert!(out.status.success(), "start: {}", stderr(&out));
+    }
+
     /// eth0's IPv4 address as the container sees it.
     fn eth0(&self, name: &str) -> String {
         let out = self.exec(name, &["ip", "-4", "-o", "addr", "show", "eth0"]);
@@ -423,18 +440,7 @@ fn a_published_port_answers_on_the_hosts_loopback_and_gateway_until_the_containe
         .local_addr()
         .unwrap()
         .port();
-    let manifest = net.state.manifest(
-        &name,
-        &format!(
-            "  rootfs: {{template: busybox}}\n  \
-             command: [/bin/sh, -c, 'mkdir -p /www && echo hello-from-{name} > /www/index.html && exec httpd -f -p 80 -h /www']\n  \
-             stopTimeout: 1s\n  network: {{mode: bridge, ports: [{{host: {port}, container: 80}}]}}\n"
-        ),
-    );
-    let out = net.run(&["create", "-f", manifest.to_str().unwrap()]);
-    assert!(out.status.success(), "create: {}", stderr(&out));
-    let out = net.start(&name);
-    assert!(out.status.success(), "start: {}", stderr(&out));
+    net.start_httpd(&name, port);
     let gateway = format!("{}.1", net.prefix);
     for host in ["127.0.0.1", gateway.as_str()] {
         let answer = wait_for(&format!("an answer on {host}:{port}"), || {
@@ -824,18 +830,7 @@ fn a_published_port_answers_on_the_bridges_ipv6_address() {
         .local_addr()
         .unwrap()
         .port();
-    let manifest = net.state.manifest(
-        &name,
-        &format!(
-            "  rootfs: {{template: busybox}}\n  \
-             command: [/bin/sh, -c, 'mkdir -p /www && echo hello-from-{name} > /www/index.html && exec httpd -f -p 80 -h /www']\n  \
-             stopTimeout: 1s\n  network: {{mode: bridge, ports: [{{host: {port}, container: 80}}]}}\n"
-        ),
-    );
-    let out = net.run(&["create", "-f", manifest.to_str().unwrap()]);
-    assert!(out.status.success(), "create: {}", stderr(&out));
-    let out = net.start(&name);
-    assert!(out.status.success(), "start: {}", stderr(&out));
+    net.start_httpd(&name, port);
     // An address of the host's own, as a client elsewhere would use one of the
     // host's IPv6 addresses.
     let gateway = format!("{}1", net.prefix6.as_ref().unwrap());
