@@ -518,11 +518,11 @@ impl Monitor {
 
     /// Remove cgroups and the socket, record the final status, answer the waiters.
     fn finish(&mut self) {
-        if let Err(e) = self
+        let cleaned = self
             .cgroups
             .kill_payload()
-            .and_then(|()| self.cgroups.remove())
-        {
+            .and_then(|()| self.cgroups.remove());
+        if let Err(e) = &cleaned {
             tracing::error!(container = %self.dir.name, "{e}");
         }
         if let Some(wiring) = &self.wiring {
@@ -537,7 +537,12 @@ impl Monitor {
         }
         let _ = std::fs::remove_file(self.dir.monitor_socket());
         self.status.monitor_pid = None;
-        self.status.cgroups = None;
+        // Recorded only once they are gone: a status without cgroups says nothing
+        // of this run can be left (see `Runtime::orphan`), so one whose processes
+        // outlived their SIGKILL (stuck in the kernel) keeps naming where they are.
+        if cleaned.is_ok() {
+            self.status.cgroups = None;
+        }
         self.save();
         for client in std::mem::take(&mut self.waiting) {
             let _ = sync::send(&client, &self.status);

@@ -130,3 +130,98 @@ fn destroy_refuses_an_orphan_and_keeps_its_rootfs_until_it_is_stopped() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!rootfs.exists());
 }
+
+/// A `sleep` of this test's own, frozen in a v1 freezer cgroup of its own so
+/// that SIGKILL cannot end it until it is thawed; thawed, killed and its freezer
+/// cgroup removed when dropped.
+struct Frozen {
+    child: std::process::Child,
+    freezer: PathBuf,
+}
+
+impl Frozen {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.freezer.join("freezer.state"), "THAWED");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.freezer);
+    }
+}
+
+#[test]
+fn a_process_of_the_last_run_that_outlives_its_kill_keeps_a_second_init_from_starting() {
+    let freezers = std::path::Path::new("/sys/fs/cgroup/freezer");
+    if !freezers.join("cgroup.procs").is_file() {
+        eprintln!(
+            "skipped: needs a cgroup v1 freezer hierarchy at {}",
+            freezers.display()
+        );
+        return;
+    }
+    let state = StateDir::new();
+    let name = unique("orphan-stuck");
+    let manifest = state.manifest(
+        &name,
+        "  rootfs: {template: busybox}\n  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n",
+    );
+    assert!(
+        state
+            .run(&["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = state.run(&["start", &name]);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+    let dirs = cgroup_dirs(&status(&state, &name));
+
+    // A process in the container's payload cgroups that SIGKILL cannot end for
+    // now (as one stuck on a dead NFS server would be).
+    let freezer = freezers.join(&name);
+    std::fs::create_dir(&freezer).unwrap();
+    let stray = Frozen {
+        child: std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap(),
+        freezer,
+    };
+    let pid = stray.pid().to_string();
+    for dir in &dirs {
+        std::fs::write(dir.join("payload/cgroup.procs"), &pid).unwrap();
+    }
+    std::fs::write(stray.freezer.join("cgroup.procs"), &pid).unwrap();
+    std::fs::write(stray.freezer.join("freezer.state"), "FROZEN").unwrap();
+
+    // The stop ends init; the monitor's clean-up cannot empty the payload.
+    let out = state.run(&["stop", &name]);
+    assert!(out.status.success(), "stop: {}", stderr(&out));
+    assert!(!process_gone_now(stray.pid()), "the frozen stray died");
+    // What is left of the last run is seen, and no second init joins it.
+    let left = status(&state, &name);
+    assert_eq!(left["phase"], "Orphaned", "{left}");
+    let out = state.run(&["start", &name]);
+    assert!(
+        !out.status.success(),
+        "a second init started beside a process of the last run:\n{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("processes [{pid}]")),
+        "{}",
+        stderr(&out)
+    );
+
+    // Thawed, it dies; then the container stops and starts as usual.
+    drop(stray);
+    let out = state.run(&["stop", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["start", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(state.run(&["stop", &name]).status.success());
+}
