@@ -8,6 +8,10 @@ fn main() {
     let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=BERTH_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=build.rs");
+    // Linked at a fixed address (the objects stay position-independent): a PIE
+    // binary's half MiB of relocated read-only data would be a private copy in
+    // every monitor. The README's Security section says what that trades.
+    println!("cargo:rustc-link-arg-bins=-no-pie");
     // Build again when HEAD moves: a checkout changes HEAD, a commit the branch's ref.
     let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
     watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));

@@ -72,6 +72,15 @@ impl Runtime {
         let partial = self.make_dir_and_lock(&dir)?;
         match self.fill(&dir, container, &template, origin) {
             Ok(config) => {
+                // The seccomp filter compiled now, not on the first start (and
+                // not in the monitor's heap). Only a cache: a profile that does
+                // not compile fails that start, with its error, as before.
+                if let Err(e) = crate::seccomp::for_container(
+                    &container.spec.security,
+                    Some(&dir.seccomp_cache()),
+                ) {
+                    tracing::debug!(container = %container.name, "seccomp filter not cached: {e}");
+                }
                 // 7. Done: the config in place and the marker gone, both made
                 // durable by one sync of the directory; then the lock goes.
                 config

@@ -23,7 +23,7 @@ use crate::network::Wiring;
 use crate::spawn::{self, DEFAULT_PATH, Payload};
 use crate::status::{ExitReason, LastExit, Phase, Status, now};
 use crate::sync::{self, FailReason, Report, Request};
-use berth_manifests::{NetworkMode, SeccompPolicy};
+use berth_manifests::NetworkMode;
 
 /// argv[0] of a monitor: `ps` shows `[berth monitor] <state-dir> <name>`.
 pub const TITLE: &str = "[berth monitor] ";
@@ -400,6 +400,7 @@ impl Monitor {
         unsafe {
             nix::libc::malloc_trim(0);
         }
+        release_start_up_code();
         loop {
             let timeout = match self.stopping {
                 Some(s) if !s.killed => {
@@ -710,29 +711,8 @@ pub(crate) fn plan(config: &SavedConfig, seccomp_cache: Option<&Path>) -> Result
     set("TERM", "xterm", false);
     let security = &spec.security;
     let capabilities = crate::security::capability_set(&security.cap_add, &security.cap_drop);
-    // The profile's capability-gated rules follow the container's capabilities.
     let seccomp = crate::trace::step("compile the seccomp filter (or read it)", || {
-        match (&security.seccomp, seccomp_cache) {
-            (SeccompPolicy::Unconfined, _) => Ok(Vec::new()),
-            (SeccompPolicy::Default, Some(cache)) => crate::seccomp::cached(
-                cache,
-                crate::seccomp::default_profile(),
-                &capabilities,
-                || crate::seccomp::default_filters(&capabilities),
-            ),
-            (SeccompPolicy::Default, None) => crate::seccomp::default_filters(&capabilities),
-            // A profile file is read once: its text is both the key and what is
-            // compiled, so an edit meanwhile cannot file one under the other.
-            (SeccompPolicy::Profile(path), Some(cache)) => crate::seccomp::read_profile(path)
-                .and_then(|text| {
-                    crate::seccomp::cached(cache, &text, &capabilities, || {
-                        crate::seccomp::profile_text_filters(&text, path, &capabilities)
-                    })
-                }),
-            (SeccompPolicy::Profile(path), None) => {
-                crate::seccomp::profile_filters(path, &capabilities)
-            }
-        }
+        crate::seccomp::for_container(security, seccomp_cache)
     })
     .map_err(|e| e.to_string())?;
     let overlay = match (&config.layers, config.rootfs.parent()) {
@@ -809,4 +789,70 @@ impl Console {
             self.size += bytes.len() as u64;
         }
     }
+}
+
+/// Unmap from this process the pages of code and read-only data the start
+/// touched: what a monitor runs at rest is a poll loop. Only private file
+/// mappings with no page of their own (none written, so none differs from the
+/// file) are dropped: their pages stay in the page cache, shared with the daemon
+/// and the other monitors, and come back on a fault when a stop or a reboot
+/// needs them. The monitor's RSS becomes its working set.
+fn release_start_up_code() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut lines = smaps.lines().peekable();
+    while let Some(header) = lines.next() {
+        let mut fields = header.split_ascii_whitespace();
+        let (Some(range), Some(perms), _, _, Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let mut anonymous = None;
+        // The mapping's fields, up to the next header (which has a '-' range).
+        while let Some(line) = lines.next_if(|l| !is_smaps_header(l)) {
+            if let Some(kib) = line.strip_prefix("Anonymous:") {
+                anonymous = kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok();
+            }
+        }
+        let droppable = perms.len() == 4
+            && !perms.contains('w')
+            && perms.ends_with('p')
+            && inode != "0"
+            && anonymous == Some(0);
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        if droppable && end > start {
+            // SAFETY: the range is a whole mapping of this process, private,
+            // read-only and file-backed with no anonymous page: MADV_DONTNEED
+            // only drops page-table entries the next access maps again from the
+            // same file, so no content changes.
+            unsafe {
+                nix::libc::madvise(
+                    start as *mut nix::libc::c_void,
+                    end - start,
+                    nix::libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
+}
+
+/// A smaps mapping header starts with `start-end perms`; a field line with `Name:`.
+fn is_smaps_header(line: &str) -> bool {
+    line.split_ascii_whitespace()
+        .next()
+        .is_some_and(|first| first.contains('-') && !first.ends_with(':'))
 }

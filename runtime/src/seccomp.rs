@@ -18,6 +18,8 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod tree;
+
 /// An allow list derived from Docker's default profile: EPERM for everything else.
 const DEFAULT_PROFILE: &str = include_str!("seccomp/default.json");
 
@@ -89,13 +91,38 @@ pub fn cached(
     Ok(programs)
 }
 
+/// The filters of a container's `security`, through `cache` when there is one.
+/// The profile's capability-gated rules follow the container's capabilities.
+pub fn for_container(
+    security: &berth_manifests::Security,
+    cache: Option<&Path>,
+) -> Result<Vec<BpfProgram>> {
+    use berth_manifests::SeccompPolicy;
+    let caps = crate::security::capability_set(&security.cap_add, &security.cap_drop);
+    match (&security.seccomp, cache) {
+        (SeccompPolicy::Unconfined, _) => Ok(Vec::new()),
+        (SeccompPolicy::Default, Some(cache)) => {
+            cached(cache, default_profile(), &caps, || default_filters(&caps))
+        }
+        (SeccompPolicy::Default, None) => default_filters(&caps),
+        // A profile file is read once: its text is both the key and what is
+        // compiled, so an edit meanwhile cannot file one under the other.
+        (SeccompPolicy::Profile(path), Some(cache)) => read_profile(path).and_then(|text| {
+            cached(cache, &text, &caps, || {
+                profile_text_filters(&text, path, &caps)
+            })
+        }),
+        (SeccompPolicy::Profile(path), None) => profile_filters(path, &caps),
+    }
+}
+
 /// The default profile's text, for `cached`.
 pub fn default_profile() -> &'static [u8] {
     DEFAULT_PROFILE.as_bytes()
 }
 
 /// Bumped when the cache's layout or the compiler's output changes meaning.
-const CACHE_FORMAT: &[u8] = b"berth seccomp cache 1";
+const CACHE_FORMAT: &[u8] = b"berth seccomp cache 2";
 
 fn cache_key(profile: &[u8], caps: &HashSet<Capability>) -> [u8; 32] {
     use sha2::{Digest, Sha256};
@@ -357,6 +384,18 @@ type Calls = BTreeMap<String, Option<Vec<Vec<serde_json::Value>>>>;
 /// filter installed last, so the allow list goes first and the explicit rules
 /// after it); names this architecture does not have are skipped, as runc does.
 fn compile_profile(text: &[u8], origin: &Path, host: &Host) -> Result<Vec<BpfProgram>> {
+    compile_profile_with(text, origin, host, compile_group)
+}
+
+type Group =
+    fn(&Calls, serde_json::Value, serde_json::Value, TargetArch, &Path) -> Result<BpfProgram>;
+
+fn compile_profile_with(
+    text: &[u8],
+    origin: &Path,
+    host: &Host,
+    compile_group: Group,
+) -> Result<Vec<BpfProgram>> {
     let profile: Profile = serde_json::from_slice(text).map_err(|e| Error::Config {
         path: origin.to_owned(),
         message: format!("not an OCI seccomp profile: {e}"),
@@ -438,9 +477,34 @@ fn rules_of(calls: &Calls, keep: impl Fn(&str) -> bool) -> Vec<serde_json::Value
     rules
 }
 
-/// Compile one action's calls, leaving out the names unknown to this architecture
-/// (or to seccompiler's table). The common case, where all are known, compiles once.
+/// Compile one action's calls: those matched by number alone as a search tree
+/// (tree.rs), the ones with argument rules by seccompiler after it.
 fn compile_group(
+    calls: &Calls,
+    mismatch: serde_json::Value,
+    matched: serde_json::Value,
+    arch: TargetArch,
+    origin: &Path,
+) -> Result<BpfProgram> {
+    let (plain, with_args): (Calls, Calls) = calls
+        .iter()
+        .map(|(name, alternatives)| (name.clone(), alternatives.clone()))
+        .partition(|(_, alternatives)| alternatives.is_none());
+    let linear = compile_linear(&plain, mismatch.clone(), matched.clone(), arch, origin)?;
+    let Some(plain) = tree::plain_calls(&linear) else {
+        return compile_linear(calls, mismatch, matched, arch, origin);
+    };
+    let rest = match with_args.is_empty() {
+        true => None,
+        false => Some(compile_linear(&with_args, mismatch, matched, arch, origin)?),
+    };
+    Ok(tree::with_rest(&plain, rest))
+}
+
+/// Compile one action's calls as seccompiler does, leaving out the names unknown
+/// to this architecture (or to seccompiler's table). The common case, where all
+/// are known, compiles once.
+fn compile_linear(
     calls: &Calls,
     mismatch: serde_json::Value,
     matched: serde_json::Value,
@@ -544,6 +608,50 @@ mod tests {
             -i64::from(nix::errno::Errno::last_raw())
         } else {
             0
+        }
+    }
+
+    #[test]
+    fn the_default_profile_as_a_tree_decides_every_call_as_seccompiler_s_program_does() {
+        let caps = crate::security::capability_set(&[], &[]);
+        let host = Host::this(&caps).unwrap();
+        let origin = Path::new("default");
+        let tree = compile_profile(DEFAULT_PROFILE.as_bytes(), origin, &host).unwrap();
+        let linear =
+            compile_profile_with(DEFAULT_PROFILE.as_bytes(), origin, &host, compile_linear)
+                .unwrap();
+        assert_eq!(tree.len(), linear.len());
+        let (tree_len, linear_len): (usize, usize) = (
+            tree.iter().map(Vec::len).sum(),
+            linear.iter().map(Vec::len).sum(),
+        );
+        assert!(tree_len * 2 < linear_len, "{tree_len} vs {linear_len}");
+        let audit = match std::env::consts::ARCH {
+            "x86_64" => 0xc000_003e,
+            _ => 0xc000_00b7,
+        };
+        // Arguments that the profile's rules look at (personality, clone's
+        // namespace flags, socket families) and some they do not.
+        let args: [[u64; 6]; 6] = [
+            [0; 6],
+            [0x8; 6],
+            [0xffff_ffff; 6],
+            [0x1000_0000, 0, 0, 0, 0, 0],
+            [0x7e02_0000, 1, 2, 3, 4, 5],
+            [u64::MAX, 16, 0x20008, 0x0040_0000, 0, 0],
+        ];
+        for (tree, linear) in tree.iter().zip(&linear) {
+            for nr in (0..1000).chain([u32::MAX, 0x4000_0000 + 59]) {
+                for args in args {
+                    for arch in [audit, 0x4000_0003] {
+                        assert_eq!(
+                            tree::tests::run(tree, nr, arch, args),
+                            tree::tests::run(linear, nr, arch, args),
+                            "nr {nr} args {args:?}"
+                        );
+                    }
+                }
+            }
         }
     }
 
