@@ -107,6 +107,15 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         registries: options.registries.clone(),
         image_checks: Arc::default(),
         desired_changed: Arc::default(),
+        health: Arc::new(crate::health::Health::new(crate::health::Source {
+            kind: crate::health::SourceKind::Directory,
+            location: options.manifests.display().to_string(),
+            reference: None,
+            path: None,
+            revision: None,
+            last_sync: None,
+            last_error: None,
+        })),
     };
     for (name, link) in &stale_links {
         ctx.event(
@@ -307,6 +316,13 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
         let mut next = options.resync;
         match scan {
             Ok(Ok((changed, again))) => {
+                ctx.health.update_source(|source| {
+                    source.last_sync = Some(crate::health::Sync {
+                        at: crate::health::unix_now(),
+                        ok: true,
+                        message: None,
+                    });
+                });
                 for name in &changed {
                     ctx.scheduler.schedule(name);
                 }
@@ -340,6 +356,15 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
             Ok(Err(e)) => {
                 // Missing, unreadable or unsafe: report and retry; never prune on it.
                 tracing::error!("{}", e.0);
+                ctx.health.update_source(|source| {
+                    let failed = crate::health::Sync {
+                        at: crate::health::unix_now(),
+                        ok: false,
+                        message: Some(e.0.clone()),
+                    };
+                    source.last_sync = Some(failed.clone());
+                    source.last_error = Some(failed);
+                });
                 next = RETRY;
             }
             Err(_) => return,

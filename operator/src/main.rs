@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod daemon;
 mod desired;
+mod health;
 mod images;
 mod lifecycle;
 mod reconcile;

@@ -43,6 +43,8 @@ pub struct Context {
     pub image_checks: Arc<Mutex<std::collections::HashMap<String, String>>>,
     /// Told when the desired set changed (the auto-updater looks anew).
     pub desired_changed: Arc<tokio::sync::Notify>,
+    /// The daemon's own state and its source's (health.rs).
+    pub health: Arc<crate::health::Health>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -393,14 +393,7 @@ impl Monitor {
 
     /// The poll loop: init's pidfd, the command socket, the console pipe.
     fn watch(&mut self, mut payload: Payload) {
-        // What the start allocated and freed (the seccomp compile's JSON, above
-        // all) goes back to the kernel: a monitor lives as long as its container.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only releases free memory of this process's heap.
-        unsafe {
-            nix::libc::malloc_trim(0);
-        }
-        release_start_up_code();
+        settle();
         loop {
             let timeout = match self.stopping {
                 Some(s) if !s.killed => {
@@ -429,6 +422,8 @@ impl Monitor {
             }
             if client && let Ok((stream, _)) = self.listener.accept() {
                 self.serve(stream, &payload);
+                // A request (an adoption's state query, a stop) touched code too.
+                settle();
             }
             if let Some(s) = self.stopping
                 && !s.killed
@@ -788,6 +783,19 @@ impl Console {
         {
             self.size += bytes.len() as u64;
         }
+    }
+}
+
+/// Before a monitor sleeps: what the start (or a request) touched and no longer
+/// needs goes back. A monitor lives as long as its container.
+fn settle() {
+    release_start_up_code();
+    // What was allocated and freed (the smaps text just read, a request's JSON)
+    // goes back to the kernel.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of this process's heap.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 
