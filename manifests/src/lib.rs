@@ -7,6 +7,7 @@ mod image_ref;
 mod locate;
 mod parse;
 mod schema;
+mod selector;
 mod spec;
 mod units;
 mod unknown;
@@ -21,7 +22,10 @@ pub use discover::{is_manifest_name, manifest_files};
 pub use image_ref::ImageRef;
 pub use locate::Position;
 pub use parse::{MAX_FILE_BYTES, ParsedFile, parse_bytes, parse_file, parse_str};
-pub use schema::{API_VERSION, KIND, Manifest};
+pub use schema::{
+    API_VERSION, KIND, LabelSelector, Manifest, SelectorOperator, SelectorRequirement,
+};
+pub use selector::{check_label_key, check_label_value};
 pub use spec::{
     Container, ContainerSpec, Mount, NetworkMode, PortMapping, Protocol, PullPolicy, Resources,
     RestartPolicy, RootfsSource, RunState, SeccompPolicy, Security, Source,

@@ -103,6 +103,60 @@ pub struct Metadata {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("additionalProperties" = {"type": ["string", "number", "boolean"]}))]
     pub labels: BTreeMap<String, String>,
+    /// Which devices run this container, by their labels (`berth daemon --label`,
+    /// /etc/berth/labels, `berth.dev/hostname`, `berth.dev/arch`, `berth.dev/os`),
+    /// with Kubernetes' label-selector semantics. Default: every device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Kubernetes' `LabelSelector`: every `matchLabels` pair and every
+/// `matchExpressions` requirement must hold. An empty selector selects every device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+pub struct LabelSelector {
+    /// `KEY: VALUE` pairs the device's labels must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "propertyNames" = {"pattern": LABEL_KEY_PATTERN, "maxLength": 317},
+        "additionalProperties" = {"type": ["string", "number", "boolean"], "pattern": LABEL_VALUE_PATTERN}
+    ))]
+    pub match_labels: BTreeMap<String, String>,
+    /// Requirements on the device's labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+/// One requirement: `In` and `NotIn` need `values`; `Exists` and
+/// `DoesNotExist` take none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend(
+    "if" = {"properties": {"operator": {"enum": ["In", "NotIn"]}}},
+    "then" = {"required": ["values"], "properties": {"values": {"minItems": 1}}},
+    "else" = {"properties": {"values": {"maxItems": 0}}}
+))]
+pub struct SelectorRequirement {
+    /// The label key, e.g. `berth.dev/arch` or `fleet.example/group`.
+    #[schemars(extend("pattern" = LABEL_KEY_PATTERN, "maxLength" = 317))]
+    pub key: String,
+    pub operator: SelectorOperator,
+    /// The label values `In` and `NotIn` compare with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": ["string", "number", "boolean"], "pattern": LABEL_VALUE_PATTERN}))]
+    pub values: Vec<String>,
+}
+
+/// `In`: the label is one of `values`; `NotIn`: it is none of them, or absent;
+/// `Exists`: the device has the label; `DoesNotExist`: it has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -569,6 +623,11 @@ name_or_map!(
 const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// `check_hostname`'s rule: dot-separated labels of letters, digits and '-'.
 const HOSTNAME_PATTERN: &str = "^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$";
+/// Kubernetes' qualified name: an optional DNS-subdomain prefix and `/`, then a
+/// name of at most 63 characters (checked fully by `selector::check_key`).
+pub(crate) const LABEL_KEY_PATTERN: &str = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+/// Kubernetes' label value: empty, or at most 63 characters of the name's kind.
+pub(crate) const LABEL_VALUE_PATTERN: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
 const ENV_NAME_PATTERN: &str = "^[^=\\x00]+$";
 const TARBALL_PATTERN: &str = "^/[^\\x00]*(\\.tar|\\.tar\\.gz|\\.tgz|\\.tar\\.zst)$";
 /// `ImageRef`'s grammar: a registry (with a '.' or ':', or `localhost`), lower-case

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::image_ref::ImageRef;
-pub use crate::schema::{NetworkMode, Protocol, PullPolicy, RestartPolicy, RunState};
+pub use crate::schema::{LabelSelector, NetworkMode, Protocol, PullPolicy, RestartPolicy, RunState};
 
 /// A valid container document, with where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +18,10 @@ pub use crate::schema::{NetworkMode, Protocol, PullPolicy, RestartPolicy, RunSta
 pub struct Container {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// Which devices run it. Not part of the spec hash: a selector edit that still
+    /// selects this device changes nothing that runs. Absent for every device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
     /// The desired run state. Not part of the spec hash: stopping a container is
     /// not a change of what it is.
     pub state: RunState,

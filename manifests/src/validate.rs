@@ -107,6 +107,11 @@ pub fn container(
         }
         c.no_nul(&format!("metadata.labels.{key}"), value);
     }
+    if let Some(selector) = &manifest.metadata.selector {
+        for (path, message) in crate::selector::problems(selector) {
+            c.value(&path, message);
+        }
+    }
     let spec = manifest.spec;
     let state = spec.state.unwrap_or(RunState::Running);
     // Asked before the rootfs is checked: a malformed image reference is one
@@ -197,6 +202,7 @@ pub fn container(
     Ok(Container {
         name,
         labels: manifest.metadata.labels,
+        selector: manifest.metadata.selector,
         state,
         hash: spec.hash(),
         spec,

@@ -766,3 +766,37 @@ fn an_address_pinned_by_two_files_names_both() {
     );
     assert!(files[1].containers.is_empty());
 }
+
+#[test]
+fn selector_errors_name_the_field_at_its_value() {
+    let text = format!(
+        "{HEAD}metadata:\n  name: web\n  selector:\n    matchLabels: {{\"-group\": cameras}}\n    matchExpressions:\n      - key: gpu\n        operator: Exists\n        values: [nvidia]\n      - {{key: arch, operator: In}}\n      - {{key: arch, operator: Equals}}\nspec:\n  command: [/bin/true]\n"
+    );
+    let first = errors(&text);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // An unknown operator is serde's to report, alone: the document does not read.
+    assert!(
+        first[0].starts_with("m.yaml:12:") && first[0].contains("unknown variant `Equals`"),
+        "{first:?}"
+    );
+    let text = text.replace("Equals", "NotIn, values: [arm]");
+    assert_eq!(
+        errors(&text),
+        [
+            "m.yaml:6:19: metadata.selector.matchLabels.-group: \"-group\": the name must be letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+            "m.yaml:11:17: metadata.selector.matchExpressions[0].values: Exists takes no values; leave values out",
+            "m.yaml:12:9: metadata.selector.matchExpressions[1].values: In needs at least one value",
+        ]
+    );
+}
+
+#[test]
+fn the_selector_is_not_part_of_the_spec_hash() {
+    let plain = check(&with_spec("web", ""));
+    let selected = check(&format!(
+        "{HEAD}metadata:\n  name: web\n  selector: {{matchLabels: {{group: cameras}}}}\nspec:\n  command: [/bin/true]\n"
+    ));
+    assert!(selected.diagnostics.is_empty(), "{:?}", selected.diagnostics);
+    assert_eq!(plain.containers[0].hash, selected.containers[0].hash);
+    assert!(selected.containers[0].selector.is_some());
+}

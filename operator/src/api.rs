@@ -360,6 +360,9 @@ fn openapi_document() -> serde_json::Value {
     let selector = json!({ "name": "labelSelector", "in": "query",
         "description": "only containers whose labels match, e.g. app=web,tier!=db",
         "schema": { "type": "string" } });
+    let all = json!({ "name": "all", "in": "query",
+        "description": "also the manifests whose metadata.selector does not select this device (phase NotSelected)",
+        "schema": { "type": "boolean" } });
     let follow = json!({ "name": "follow", "in": "query", "schema": { "type": "boolean" } });
     let tail = json!({ "name": "tail", "in": "query",
         "schema": { "type": "integer", "minimum": 0 } });
@@ -377,7 +380,7 @@ fn openapi_document() -> serde_json::Value {
         "info": { "title": "berth daemon API", "version": env!("CARGO_PKG_VERSION") },
         "paths": {
             "/v1/containers": { "get": { "summary": "every container",
-                "parameters": [selector],
+                "parameters": [selector, all],
                 "responses": with_errors(json_answer("the containers", &items)) } },
             "/v1/containers/{name}": { "get": { "summary": "one container in detail",
                 "parameters": [name], "responses": with_errors(json_answer("the container", &detail)) } },
@@ -515,6 +518,40 @@ fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
 struct ListQuery {
     /// Kubernetes' equality-based syntax: `app=web,tier!=db`.
     label_selector: Option<String>,
+    /// Also the manifests whose `metadata.selector` does not select this device.
+    #[serde(default)]
+    all: bool,
+}
+
+/// `NotSelected` items: what this device's manifests define for other devices,
+/// unless a container of that name is still here (being removed).
+fn not_selected_items(ctx: &Context, items: &mut Vec<Item>) {
+    let Ok(set) = ctx.desired.lock() else { return };
+    for (name, desired) in set.not_selected() {
+        if items.iter().any(|item| &item.name == name) {
+            continue;
+        }
+        let c = &desired.container;
+        items.push(Item {
+            name: name.clone(),
+            phase: "NotSelected".to_owned(),
+            pid: None,
+            restarts: 0,
+            reboots: 0,
+            message: Some(desired.problems.first().cloned().unwrap_or_else(|| {
+                "metadata.selector does not select this device's labels".to_owned()
+            })),
+            source: Some(format!("{}#{}", c.source.file.display(), c.source.document)),
+            spec_hash: Some(c.hash.clone()),
+            created_at: 0,
+            conditions: Vec::new(),
+            last_exit: None,
+            image: None,
+            address: None,
+            ports: Vec::new(),
+        });
+    }
+    items.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 async fn list(
@@ -528,7 +565,10 @@ async fn list(
         .map(crate::selector::Selector::parse)
         .transpose()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    let items = all_items(&ctx)?;
+    let mut items = all_items(&ctx)?;
+    if q.all {
+        not_selected_items(&ctx, &mut items);
+    }
     let Some(selector) = selector else {
         return Ok(Json(items));
     };
@@ -536,6 +576,12 @@ async fn list(
     let labels = |name: &str| {
         crate::reconcile::desired_container(&ctx, name)
             .map(|c| c.labels)
+            .or_else(|| {
+                let set = ctx.desired.lock().ok()?;
+                set.not_selected()
+                    .get(name)
+                    .map(|d| d.container.labels.clone())
+            })
             .or_else(|| ctx.runtime.config(name).ok().map(|c| c.container.labels))
             .unwrap_or_default()
     };

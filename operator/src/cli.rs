@@ -200,6 +200,14 @@ pub enum Command {
         /// Log format: text (human-readable) or json (JSON lines).
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// A label of this device, KEY=VALUE (repeatable), for manifests'
+        /// `metadata.selector`; overrides the labels file and the built-ins
+        /// (berth.dev/hostname, berth.dev/arch, berth.dev/os).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// This device's labels: KEY=VALUE lines, # comments; a missing file is no labels.
+        #[arg(long, default_value = "/etc/berth/labels")]
+        labels_file: PathBuf,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     #[command(visible_aliases = ["ps", "ls"])]
@@ -216,6 +224,10 @@ pub enum Command {
         /// A LABELS column.
         #[arg(long)]
         show_labels: bool,
+        /// Also the manifests whose metadata.selector does not select this device
+        /// (phase NotSelected).
+        #[arg(long)]
+        all: bool,
     },
     /// Show a container's spec, conditions, recent events and cgroup usage.
     Describe { name: String },

@@ -108,6 +108,11 @@ impl Client {
         self.get_json("/v1/containers").await
     }
 
+    /// With the manifests that select other devices (`NotSelected`).
+    pub async fn all_items(&self) -> anyhow::Result<Vec<Item>> {
+        self.get_json("/v1/containers?all=true").await
+    }
+
     pub async fn detail(&self, name: &str) -> anyhow::Result<Detail> {
         self.get_json(&format!("/v1/containers/{name}")).await
     }
@@ -183,10 +188,15 @@ fn created_at(runtime: &Runtime, name: &str) -> u64 {
 }
 
 /// Every container: from the daemon if it answers, else from the state dir.
-fn items(runtime: &Runtime) -> anyhow::Result<Vec<Item>> {
+fn items(runtime: &Runtime, all: bool) -> anyhow::Result<Vec<Item>> {
     let client = Client::new(runtime.state_dir());
     let mut items: Vec<Item> = if client.answers()? {
-        tokio()?.block_on(client.items())?
+        let tokio = tokio()?;
+        if all {
+            tokio.block_on(client.all_items())?
+        } else {
+            tokio.block_on(client.items())?
+        }
     } else {
         say_offline(runtime);
         let now = crate::reconcile::now();
@@ -217,6 +227,8 @@ pub struct GetOptions<'a> {
     /// A label selector (`-l`).
     pub selector: Option<&'a str>,
     pub show_labels: bool,
+    /// Also what selects other devices (`--all`).
+    pub all: bool,
 }
 
 /// What `-o json` prints: one item, or a `ContainerList` of them.
@@ -279,7 +291,7 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
         .map(Selector::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let items = items(runtime)?;
+    let items = items(runtime, options.all)?;
     let items: Vec<Item> = match name {
         Some(name) => {
             let one: Vec<Item> = items.into_iter().filter(|i| i.name == name).collect();

@@ -27,6 +27,8 @@ pub struct Options {
     pub backoff_base: Duration,
     pub prune_grace: Duration,
     pub registries: crate::images::RegistrySettings,
+    /// This device's labels (device.rs), for manifests' `metadata.selector`.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -88,6 +90,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     );
     let mut desired = DesiredSet::new(&options.manifests, options.prune_grace);
     desired.seed(last_applied(&runtime, &store)?);
+    desired.select_for(options.labels.clone());
     let ctx = Context {
         runtime: runtime.clone(),
         store: store.clone(),
@@ -148,6 +151,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         gave_up
     });
     tracing::info!(manifests = %options.manifests.display(), socket = %socket.display(), "berth daemon started");
+    tracing::info!(labels = ?options.labels, "device labels");
 
     let reconcile_ctx = ctx.clone();
     let mut stop = stop_rx.clone();

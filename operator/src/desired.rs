@@ -50,6 +50,11 @@ pub struct DesiredSet {
     grace: Duration,
     /// Names whose definition went away, and when they stop being desired.
     leaving: BTreeMap<String, Instant>,
+    /// This device's labels (device.rs), which `metadata.selector` must match.
+    device: BTreeMap<String, String>,
+    /// Valid definitions whose selector does not match this device: not desired
+    /// here, listed by `berth get --all` as `NotSelected`.
+    not_selected: BTreeMap<String, Desired>,
 }
 
 /// Why a rescan could not look at the directory; nothing desired changes then.
@@ -65,7 +70,21 @@ impl DesiredSet {
             resolved: BTreeMap::new(),
             grace,
             leaving: BTreeMap::new(),
+            device: BTreeMap::new(),
+            not_selected: BTreeMap::new(),
         }
+    }
+
+    /// Desire only what selects a device with `labels` (without this, a device
+    /// with no labels: only manifests without a selector, or with one that an
+    /// empty label set meets).
+    pub fn select_for(&mut self, labels: BTreeMap<String, String>) {
+        self.device = labels;
+    }
+
+    /// Valid definitions this device does not run, by name.
+    pub fn not_selected(&self) -> &BTreeMap<String, Desired> {
+        &self.not_selected
     }
 
     /// Start from the last good specs a previous daemon applied (kept in the state
@@ -236,6 +255,22 @@ impl DesiredSet {
                     .map(|(d, _)| d.to_string()),
             );
         }
+        // Names are unique across every file, selected here or not; then what
+        // selects another device is set aside. Its problems are reported all the same.
+        let mut not_selected = BTreeMap::new();
+        for (name, desired) in &resolved {
+            let selects = desired
+                .container
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.matches(&self.device));
+            if !selects {
+                orphans.extend(desired.problems.iter().cloned());
+                not_selected.insert(name.clone(), desired.clone());
+            }
+        }
+        resolved.retain(|name, _| !not_selected.contains_key(name));
+        self.not_selected = not_selected;
         self.keep_leaving(&mut resolved);
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for (name, desired) in &resolved {
@@ -254,12 +289,16 @@ impl DesiredSet {
     }
 
     /// Names desired before and defined nowhere now stay desired until their
-    /// grace period ends; a name defined again is no longer leaving.
+    /// grace period ends; a name defined again is no longer leaving. A name whose
+    /// selector no longer matches this device is not leaving but gone at once: its
+    /// manifest is there and says so, no swap of files in progress.
     fn keep_leaving(&mut self, resolved: &mut BTreeMap<String, Desired>) {
         let now = Instant::now();
-        self.leaving.retain(|name, _| !resolved.contains_key(name));
+        let not_selected = &self.not_selected;
+        self.leaving
+            .retain(|name, _| !resolved.contains_key(name) && !not_selected.contains_key(name));
         for (name, before) in &self.resolved {
-            if resolved.contains_key(name) {
+            if resolved.contains_key(name) || not_selected.contains_key(name) {
                 continue;
             }
             let until = *self.leaving.entry(name.clone()).or_insert(now + self.grace);
@@ -468,6 +507,64 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         dir
+    }
+
+    fn selected_doc(name: &str, group: &str) -> String {
+        format!(
+            "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: {name}\n  selector:\n    matchLabels: {{group: {group}}}\nspec:\n  command: [/bin/true]\n"
+        )
+    }
+
+    #[test]
+    fn a_manifest_for_other_devices_is_not_desired_and_leaves_at_once() {
+        let dir = dir();
+        std::fs::write(dir.path().join("cam.yaml"), selected_doc("cam", "cameras")).unwrap();
+        std::fs::write(dir.path().join("all.yaml"), doc("all", "/bin/true")).unwrap();
+        let mut set = DesiredSet::new(dir.path(), Duration::from_secs(3600));
+        set.select_for(BTreeMap::from([("group".to_owned(), "cameras".to_owned())]));
+        set.rescan().unwrap();
+        assert_eq!(set.names(), BTreeSet::from(["all".to_owned(), "cam".to_owned()]));
+        assert!(set.not_selected().is_empty());
+
+        // The selector now names another group: gone without the prune grace.
+        std::fs::write(dir.path().join("cam.yaml"), selected_doc("cam", "gates")).unwrap();
+        let (changed, _) = set.rescan().unwrap();
+        assert_eq!(changed, BTreeSet::from(["cam".to_owned()]));
+        assert_eq!(set.names(), BTreeSet::from(["all".to_owned()]));
+        assert_eq!(set.not_selected().keys().collect::<Vec<_>>(), ["cam"]);
+        assert!(set.next_prune().is_none());
+
+        // A selector edit that still selects this device changes no spec hash.
+        std::fs::write(dir.path().join("cam.yaml"), selected_doc("cam", "cameras")).unwrap();
+        set.rescan().unwrap();
+        let before = set.get("cam").unwrap().container.hash.clone();
+        let text = selected_doc("cam", "cameras").replace(
+            "matchLabels: {group: cameras}",
+            "matchExpressions: [{key: group, operator: In, values: [cameras, gates]}]",
+        );
+        std::fs::write(dir.path().join("cam.yaml"), text).unwrap();
+        set.rescan().unwrap();
+        assert_eq!(set.get("cam").unwrap().container.hash, before);
+    }
+
+    #[test]
+    fn a_name_is_defined_once_even_where_one_definition_selects_another_device() {
+        let dir = dir();
+        std::fs::write(dir.path().join("a.yaml"), selected_doc("web", "gates")).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), selected_doc("web", "cameras")).unwrap();
+        let mut set = DesiredSet::new(dir.path(), Duration::ZERO);
+        set.select_for(BTreeMap::from([("group".to_owned(), "cameras".to_owned())]));
+        set.rescan().unwrap();
+        assert!(set.names().is_empty());
+        let web = &set.not_selected()["web"];
+        assert!(web.problems[0].contains("also defined here"), "{:?}", web.problems);
+        assert!(
+            set.orphan_problems()
+                .iter()
+                .any(|p| p.contains("also defined here")),
+            "{:?}",
+            set.orphan_problems()
+        );
     }
 
     #[test]

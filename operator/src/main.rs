@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod daemon;
 mod desired;
+mod device;
 mod health;
 mod images;
 mod lifecycle;
@@ -186,7 +187,11 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             crash_backoff,
             prune_grace,
             log_format: _,
+            labels,
+            labels_file,
         } => {
+            // Before anything starts: a bad labels file is the operator's to fix.
+            let labels = device::labels(&labels, &labels_file).map_err(anyhow::Error::msg)?;
             // One sealed copy of berth, shared by every monitor the daemon starts.
             berth_runtime::reexec_from_sealed_copy(runtime.state_dir())?;
             let concurrency = concurrency
@@ -203,6 +208,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
                         conf: cli.registries_conf.clone(),
                         authfile: cli.authfile.clone(),
                     },
+                    labels,
                 },
             )?;
             Ok(ExitCode::SUCCESS)
@@ -212,11 +218,13 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             output,
             selector,
             show_labels,
+            all,
         } => {
             let options = client::GetOptions {
                 name: name.as_deref(),
                 selector: selector.as_deref(),
                 show_labels,
+                all,
             };
             client::get(&runtime, &options, &output).map(|()| ExitCode::SUCCESS)
         }

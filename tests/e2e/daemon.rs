@@ -36,11 +36,20 @@ impl Daemon {
         let log = state.path().join(format!("daemon-{stamp}.log"));
         let socket = state.path().join("berth.sock");
         let _ = std::fs::remove_file(&socket);
+        // Never the host's /etc/berth/labels: a file of the test's own (absent
+        // unless it writes one), unless it names another.
+        let labels = state.path().join("labels");
+        let labels_file: Vec<&std::ffi::OsStr> = if extra.contains(&"--labels-file") {
+            Vec::new()
+        } else {
+            vec!["--labels-file".as_ref(), labels.as_os_str()]
+        };
         let child = state
             .berth(&["daemon", "--manifests"])
             .arg(&manifests)
             .args(["--crash-backoff", "1s"])
             .args(args)
+            .args(labels_file)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

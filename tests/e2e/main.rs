@@ -7,6 +7,7 @@ mod create;
 mod daemon;
 mod exec;
 mod exec_isolation;
+mod fleet;
 mod images;
 mod layers;
 mod network;
