@@ -88,38 +88,47 @@ fn check_name_part(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Every problem of a selector, as (field path under `metadata.selector`, message).
-pub(crate) fn problems(selector: &LabelSelector) -> Vec<(String, String)> {
+/// Where a problem stands: a field's value, or (for a bad `matchLabels` key) its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum At {
+    Value,
+    Key,
+}
+
+/// Every problem of a selector, as (field path, where in it, message).
+pub(crate) fn problems(selector: &LabelSelector) -> Vec<(String, At, String)> {
     let mut out = Vec::new();
     for (key, value) in &selector.match_labels {
         let at = format!("metadata.selector.matchLabels.{key}");
         if let Err(message) = check_label_key(key) {
-            out.push((at.clone(), message));
+            out.push((at.clone(), At::Key, message));
         }
         if let Err(message) = check_label_value(value) {
-            out.push((at, message));
+            out.push((at, At::Value, message));
         }
     }
     for (i, requirement) in selector.match_expressions.iter().enumerate() {
         let at = format!("metadata.selector.matchExpressions[{i}]");
         if let Err(message) = check_label_key(&requirement.key) {
-            out.push((format!("{at}.key"), message));
+            out.push((format!("{at}.key"), At::Value, message));
         }
         let operator = requirement.operator;
         match (operator, requirement.values.is_empty()) {
             (SelectorOperator::In | SelectorOperator::NotIn, true) => out.push((
                 format!("{at}.values"),
+                At::Value,
                 format!("{operator:?} needs at least one value"),
             )),
             (SelectorOperator::Exists | SelectorOperator::DoesNotExist, false) => out.push((
                 format!("{at}.values"),
+                At::Value,
                 format!("{operator:?} takes no values; leave values out"),
             )),
             _ => {}
         }
         for (j, value) in requirement.values.iter().enumerate() {
             if let Err(message) = check_label_value(value) {
-                out.push((format!("{at}.values[{j}]"), message));
+                out.push((format!("{at}.values[{j}]"), At::Value, message));
             }
         }
     }
@@ -270,7 +279,7 @@ mod tests {
             requirement("d", DoesNotExist, &["x"]),
             requirement("e", In, &["ok", "not ok"]),
         ]);
-        let fields: Vec<String> = problems(&selector).into_iter().map(|(f, _)| f).collect();
+        let fields: Vec<String> = problems(&selector).into_iter().map(|(f, ..)| f).collect();
         assert_eq!(
             fields,
             [

@@ -108,8 +108,11 @@ pub fn container(
         c.no_nul(&format!("metadata.labels.{key}"), value);
     }
     if let Some(selector) = &manifest.metadata.selector {
-        for (path, message) in crate::selector::problems(selector) {
-            c.value(&path, message);
+        for (path, at, message) in crate::selector::problems(selector) {
+            match at {
+                crate::selector::At::Value => c.value(&path, message),
+                crate::selector::At::Key => c.key(&path, message),
+            }
         }
     }
     let spec = manifest.spec;

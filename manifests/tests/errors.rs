@@ -784,8 +784,8 @@ fn selector_errors_name_the_field_at_its_value() {
         errors(&text),
         [
             "m.yaml:6:19: metadata.selector.matchLabels.-group: \"-group\": the name must be letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
-            "m.yaml:11:17: metadata.selector.matchExpressions[0].values: Exists takes no values; leave values out",
-            "m.yaml:12:9: metadata.selector.matchExpressions[1].values: In needs at least one value",
+            "m.yaml:10:17: metadata.selector.matchExpressions[0].values: Exists takes no values; leave values out",
+            "m.yaml:11:9: metadata.selector.matchExpressions[1].values: In needs at least one value",
         ]
     );
 }
