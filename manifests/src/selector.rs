@@ -179,7 +179,10 @@ mod tests {
             ("site", "x")
         ])));
         assert!(!selector.matches(&labels(&[("group", "cameras")])));
-        assert!(!selector.matches(&labels(&[("group", "cameras"), ("berth.dev/arch", "amd64")])));
+        assert!(!selector.matches(&labels(&[
+            ("group", "cameras"),
+            ("berth.dev/arch", "amd64")
+        ])));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::image_ref::ImageRef;
-pub use crate::schema::{LabelSelector, NetworkMode, Protocol, PullPolicy, RestartPolicy, RunState};
+pub use crate::schema::{
+    LabelSelector, NetworkMode, Protocol, PullPolicy, RestartPolicy, RunState,
+};
 
 /// A valid container document, with where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -796,7 +796,11 @@ fn the_selector_is_not_part_of_the_spec_hash() {
     let selected = check(&format!(
         "{HEAD}metadata:\n  name: web\n  selector: {{matchLabels: {{group: cameras}}}}\nspec:\n  command: [/bin/true]\n"
     ));
-    assert!(selected.diagnostics.is_empty(), "{:?}", selected.diagnostics);
+    assert!(
+        selected.diagnostics.is_empty(),
+        "{:?}",
+        selected.diagnostics
+    );
     assert_eq!(plain.containers[0].hash, selected.containers[0].hash);
     assert!(selected.containers[0].selector.is_some());
 }

@@ -523,7 +523,10 @@ mod tests {
         let mut set = DesiredSet::new(dir.path(), Duration::from_secs(3600));
         set.select_for(BTreeMap::from([("group".to_owned(), "cameras".to_owned())]));
         set.rescan().unwrap();
-        assert_eq!(set.names(), BTreeSet::from(["all".to_owned(), "cam".to_owned()]));
+        assert_eq!(
+            set.names(),
+            BTreeSet::from(["all".to_owned(), "cam".to_owned()])
+        );
         assert!(set.not_selected().is_empty());
 
         // The selector now names another group: gone without the prune grace.
@@ -557,7 +560,11 @@ mod tests {
         set.rescan().unwrap();
         assert!(set.names().is_empty());
         let web = &set.not_selected()["web"];
-        assert!(web.problems[0].contains("also defined here"), "{:?}", web.problems);
+        assert!(
+            web.problems[0].contains("also defined here"),
+            "{:?}",
+            web.problems
+        );
         assert!(
             set.orphan_problems()
                 .iter()

@@ -117,10 +117,22 @@ mod tests {
     fn a_bad_line_is_reported_at_its_file_and_line() {
         let path = Path::new("/etc/berth/labels");
         for (text, expected) in [
-            ("a=b\njust-a-word\n", "/etc/berth/labels:2: \"just-a-word\" is not KEY=VALUE"),
-            ("# ok\n\nBad.Prefix/x=y\n", "/etc/berth/labels:3: \"Bad.Prefix/x\""),
-            ("a=b\n\n\na=c\n", "/etc/berth/labels:4: \"a\" is given twice"),
-            ("a=two words\n", "/etc/berth/labels:1: \"two words\": a label value"),
+            (
+                "a=b\njust-a-word\n",
+                "/etc/berth/labels:2: \"just-a-word\" is not KEY=VALUE",
+            ),
+            (
+                "# ok\n\nBad.Prefix/x=y\n",
+                "/etc/berth/labels:3: \"Bad.Prefix/x\"",
+            ),
+            (
+                "a=b\n\n\na=c\n",
+                "/etc/berth/labels:4: \"a\" is given twice",
+            ),
+            (
+                "a=two words\n",
+                "/etc/berth/labels:1: \"two words\": a label value",
+            ),
             ("=x\n", "/etc/berth/labels:1: \"\": the key has no name"),
         ] {
             let error = parse_file(path, text).unwrap_err();

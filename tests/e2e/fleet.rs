@@ -198,7 +198,11 @@ fn two_devices_with_different_labels_run_different_parts_of_one_fleet_tree() {
 fn a_bad_labels_file_stops_the_daemon_at_start_naming_its_line() {
     let state = StateDir::new();
     let labels = state.path().join("labels");
-    std::fs::write(&labels, "# ok\nfleet.example/group=cameras\ngroup cameras\n").unwrap();
+    std::fs::write(
+        &labels,
+        "# ok\nfleet.example/group=cameras\ngroup cameras\n",
+    )
+    .unwrap();
     let out = state
         .berth(&["daemon", "--manifests"])
         .arg(manifests_dir(&state))
@@ -207,10 +211,7 @@ fn a_bad_labels_file_stops_the_daemon_at_start_naming_its_line() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let expected = format!(
-        "{}:3: \"group cameras\" is not KEY=VALUE",
-        labels.display()
-    );
+    let expected = format!("{}:3: \"group cameras\" is not KEY=VALUE", labels.display());
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
     assert!(!state.path().join("berth.sock").exists());
 }
