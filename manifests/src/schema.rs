@@ -142,6 +142,7 @@ pub struct SelectorRequirement {
     /// The label key, e.g. `berth.dev/arch` or `fleet.example/group`.
     #[schemars(extend("pattern" = LABEL_KEY_PATTERN, "maxLength" = 317))]
     pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
     pub operator: SelectorOperator,
     /// The label values `In` and `NotIn` compare with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
