@@ -47,6 +47,9 @@ pub struct Item {
     /// For a bridged container: its published ports, `[HOSTIP:]HOST->PORT/PROTO`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// Git source: the commit its spec came from (Flux's lastAppliedRevision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<berth_state::Revision>,
 }
 
 /// `berth describe`: the item, its spec, recent events and cgroup usage.
@@ -185,6 +188,7 @@ impl Item {
             image: None,
             address: None,
             ports: Vec::new(),
+            revision: record.and_then(|r| r.revision.clone()),
         }
     }
 

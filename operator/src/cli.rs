@@ -200,6 +200,27 @@ pub enum Command {
         /// Log format: text (human-readable) or json (JSON lines).
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// Follow a Git repository instead of a directory: a local path, file://,
+        /// https:// or ssh:// URL. Kept as a clone under <state-dir>/git/; each new
+        /// commit is validated whole before it is applied. Needs the `git` program.
+        #[arg(long, conflicts_with = "manifests")]
+        git: Option<String>,
+        /// The branch, tag or commit to follow (default: the remote's HEAD).
+        #[arg(long, requires = "git")]
+        git_ref: Option<String>,
+        /// The directory of the repository that holds the manifests (default: its top).
+        #[arg(long, requires = "git")]
+        git_path: Option<PathBuf>,
+        /// How often to fetch (e.g. 30s, 5m); failures retry with back-off.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "git")]
+        git_interval: std::time::Duration,
+        /// The SSH private key for ssh:// URLs.
+        #[arg(long, requires = "git")]
+        git_ssh_key: Option<PathBuf>,
+        /// Apply only commits signed by these keys: an SSH allowed_signers file, or
+        /// an OpenPGP keyring (armored or binary). Unsigned commits are refused.
+        #[arg(long, requires = "git")]
+        git_verify: Option<PathBuf>,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     #[command(visible_aliases = ["ps", "ls"])]

@@ -333,7 +333,10 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
             ];
             if wide {
                 rows[0].extend(
-                    ["REBOOTS", "SOURCE", "HASH", "IMAGE", "ADDRESS", "PORTS"].map(String::from),
+                    [
+                        "REBOOTS", "SOURCE", "HASH", "IMAGE", "ADDRESS", "PORTS", "REVISION",
+                    ]
+                    .map(String::from),
                 );
             }
             if options.show_labels {
@@ -367,6 +370,12 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
                     } else {
                         item.ports.join(",")
                     });
+                    // A short SHA, as `git log --oneline` shows it.
+                    row.push(
+                        item.revision
+                            .as_ref()
+                            .map_or("-".to_owned(), |r| r.commit.chars().take(7).collect()),
+                    );
                 }
                 if options.show_labels {
                     // Before MESSAGE, the one column that may hold spaces.
@@ -513,6 +522,13 @@ pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
         item.source.as_deref().unwrap_or("- (created by hand)")
     );
     println!("Spec hash: {}", item.spec_hash.as_deref().unwrap_or("-"));
+    if let Some(revision) = &item.revision {
+        println!(
+            "Revision:  {} ({})",
+            revision.commit,
+            rfc3339(u64::try_from(revision.time).unwrap_or(0))
+        );
+    }
     if let Some(spec) = &detail.spec {
         println!("Spec:");
         println!("  Command:        {:?}", spec.command);

@@ -27,6 +27,9 @@ pub struct Options {
     pub backoff_base: Duration,
     pub prune_grace: Duration,
     pub registries: crate::images::RegistrySettings,
+    /// `--git`: the manifests come from a Git repository (`manifests` is then
+    /// the served directory of its checkout).
+    pub git: Option<crate::git::Options>,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -107,14 +110,17 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         registries: options.registries.clone(),
         image_checks: Arc::default(),
         desired_changed: Arc::default(),
-        health: Arc::new(crate::health::Health::new(crate::health::Source {
-            kind: crate::health::SourceKind::Directory,
-            location: options.manifests.display().to_string(),
-            reference: None,
-            path: None,
-            revision: None,
-            last_sync: None,
-            last_error: None,
+        health: Arc::new(crate::health::Health::new(match &options.git {
+            Some(git) => git.source(),
+            None => crate::health::Source {
+                kind: crate::health::SourceKind::Directory,
+                location: options.manifests.display().to_string(),
+                reference: None,
+                path: None,
+                revision: None,
+                last_sync: None,
+                last_error: None,
+            },
         })),
     };
     for (name, link) in &stale_links {
@@ -131,7 +137,22 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     let router = crate::api::router(ctx.clone());
     let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
-    let watch_task = tokio::spawn(watch_loop(ctx.clone(), options.clone(), stop_rx.clone()));
+    // A Git source tells the watch loop of each swap; the first scan waits for
+    // its first fetch when there is no checkout yet.
+    let rescan = Arc::new(tokio::sync::Notify::new());
+    let first_fetch = match options.git.clone() {
+        Some(git) => crate::git::start(&ctx, git, rescan.clone(), stop_rx.clone()).await?,
+        None => None,
+    };
+    let watch_task = tokio::spawn({
+        let (ctx, options, stop_rx) = (ctx.clone(), options.clone(), stop_rx.clone());
+        async move {
+            if let Some(first) = first_fetch {
+                let _ = first.await;
+            }
+            watch_loop(ctx, options, stop_rx, rescan).await
+        }
+    });
     let update_task = tokio::spawn(crate::updates::run(ctx.clone(), stop_rx.clone()));
     let health = StoreHealth::default();
     let store_gave_up = {
@@ -286,7 +307,14 @@ async fn shutdown_signal() {
 
 /// Rescan on every burst of events, every `resync`, and after errors. Nothing is
 /// reconciled before the first full listing.
-async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bool>) {
+async fn watch_loop(
+    ctx: Context,
+    options: Options,
+    mut stop: watch::Receiver<bool>,
+    rescan: Arc<tokio::sync::Notify>,
+) {
+    // A Git source reports its own syncs (fetches, refused commits).
+    let directory = options.git.is_none();
     let (tx, mut rx) = mpsc::unbounded_channel::<Rescan>();
     let mut watcher: Option<watcher::Watcher> = None;
     let mut listed_once = false;
@@ -317,6 +345,9 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
         match scan {
             Ok(Ok((changed, again))) => {
                 ctx.health.update_source(|source| {
+                    if !directory {
+                        return;
+                    }
                     source.last_sync = Some(crate::health::Sync {
                         at: crate::health::unix_now(),
                         ok: true,
@@ -357,6 +388,9 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
                 // Missing, unreadable or unsafe: report and retry; never prune on it.
                 tracing::error!("{}", e.0);
                 ctx.health.update_source(|source| {
+                    if !directory {
+                        return;
+                    }
                     let failed = crate::health::Sync {
                         at: crate::health::unix_now(),
                         ok: false,
@@ -387,6 +421,7 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
             _ = wait_for_events => {}
             _ = tokio::time::sleep(next) => {}
             _ = resync.tick() => {}
+            _ = rescan.notified() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         // The rescan about to run reads whatever these announce: a hundred files

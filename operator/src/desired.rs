@@ -50,6 +50,11 @@ pub struct DesiredSet {
     grace: Duration,
     /// Names whose definition went away, and when they stop being desired.
     leaving: BTreeMap<String, Instant>,
+    /// Git: the commit the directory holds since its last swap, and the one the
+    /// last good rescan read (what `resolved` came from). Both change under the
+    /// set's lock, so a reconcile never pairs a spec with the wrong commit.
+    swapped_in: Option<berth_state::Revision>,
+    revision: Option<berth_state::Revision>,
 }
 
 /// Why a rescan could not look at the directory; nothing desired changes then.
@@ -65,7 +70,19 @@ impl DesiredSet {
             resolved: BTreeMap::new(),
             grace,
             leaving: BTreeMap::new(),
+            swapped_in: None,
+            revision: None,
         }
+    }
+
+    /// The Git source swapped the directory to `revision` (with this set locked).
+    pub fn swapped(&mut self, revision: berth_state::Revision) {
+        self.swapped_in = Some(revision);
+    }
+
+    /// The commit the desired specs were read from, for a Git source.
+    pub fn revision(&self) -> Option<&berth_state::Revision> {
+        self.revision.as_ref()
     }
 
     /// Start from the last good specs a previous daemon applied (kept in the state
@@ -174,6 +191,7 @@ impl DesiredSet {
             }
         }
         self.files = files;
+        self.revision.clone_from(&self.swapped_in);
         Ok((self.resolve(), again))
     }
 

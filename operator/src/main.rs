@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod daemon;
 mod desired;
+mod git;
 mod health;
 mod images;
 mod lifecycle;
@@ -186,7 +187,29 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             crash_backoff,
             prune_grace,
             log_format: _,
+            git,
+            git_ref,
+            git_path,
+            git_interval,
+            git_ssh_key,
+            git_verify,
         } => {
+            let git = git
+                .map(|url| {
+                    git::Options::new(
+                        url,
+                        git_ref,
+                        git_path,
+                        git_interval,
+                        git_ssh_key,
+                        git_verify,
+                    )
+                })
+                .transpose()?;
+            let manifests = match &git {
+                Some(git) => git.manifest_dir(&cli.state_dir),
+                None => manifests,
+            };
             // One sealed copy of berth, shared by every monitor the daemon starts.
             berth_runtime::reexec_from_sealed_copy(runtime.state_dir())?;
             let concurrency = concurrency
@@ -203,6 +226,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
                         conf: cli.registries_conf.clone(),
                         authfile: cli.authfile.clone(),
                     },
+                    git,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

@@ -36,9 +36,12 @@ impl Daemon {
         let log = state.path().join(format!("daemon-{stamp}.log"));
         let socket = state.path().join("berth.sock");
         let _ = std::fs::remove_file(&socket);
-        let child = state
-            .berth(&["daemon", "--manifests"])
-            .arg(&manifests)
+        let mut command = state.berth(&["daemon"]);
+        // A Git source replaces the directory (tests/e2e/git.rs).
+        if !extra.contains(&"--git") {
+            command.arg("--manifests").arg(&manifests);
+        }
+        let child = command
             .args(["--crash-backoff", "1s"])
             .args(args)
             .args(extra)

@@ -7,6 +7,7 @@ mod create;
 mod daemon;
 mod exec;
 mod exec_isolation;
+mod git;
 mod images;
 mod layers;
 mod network;
