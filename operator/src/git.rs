@@ -247,11 +247,12 @@ impl Git {
     /// Run `git ARGS`; its stdout, or its stderr (credentials taken out) as the error.
     fn git(&self, args: &[&str]) -> Result<String, String> {
         run(self.command("git").args(args)).map_err(|e| {
+            // The subcommand: the first word that is no option nor a `-c` value.
             let what = args
                 .iter()
-                .find(|a| !a.starts_with('-'))
-                .copied()
-                .unwrap_or("git");
+                .zip(std::iter::once(&"").chain(args))
+                .find(|(a, before)| !a.starts_with('-') && **before != "-c")
+                .map_or("git", |(a, _)| *a);
             format!(
                 "git {what}: {}",
                 e.replace(&self.options.url, &redact(&self.options.url))
@@ -324,13 +325,19 @@ impl Git {
         if !openpgp {
             return Ok(Verify::Ssh(file.to_owned()));
         }
+        // Anew at each start: a key taken out of the file is no longer trusted.
         let home = self.dir.join("gnupg");
+        if let Err(e) = std::fs::remove_dir_all(&home)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            bail!("cannot remove the old keyring {}: {e}", home.display());
+        }
         DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&home)
             .with_context(|| format!("cannot create {}", home.display()))?;
         run(self
             .command("gpg")
-            .args(["--batch", "--quiet", "--import"])
+            .args(["--batch", "--quiet", "--no-autostart", "--import"])
             .arg(file))
         .map_err(|e| anyhow::anyhow!("--git-verify {}: gpg --import: {e}", file.display()))?;
         Ok(Verify::OpenPgp)
