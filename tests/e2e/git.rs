@@ -1,6 +1,7 @@
 //! `berth daemon --git`: a local bare repository the test makes, a work clone
 //! that commits and pushes, and a daemon following it (as root).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -14,6 +15,16 @@ struct Repo {
     work: PathBuf,
     /// The SSH key commits are signed with, when they are.
     key: PathBuf,
+    /// The OpenPGP home commits are signed from, when they are.
+    gnupg: PathBuf,
+}
+
+/// How a commit is signed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sign {
+    No,
+    Ssh,
+    OpenPgp,
 }
 
 impl Repo {
@@ -26,6 +37,7 @@ impl Repo {
             origin,
             work,
             key: top.join("signing-key"),
+            gnupg: top.join("gnupg"),
         };
         repo.git(
             &top,
@@ -43,6 +55,7 @@ impl Repo {
             .current_dir(dir)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GNUPGHOME", &self.gnupg)
             .args([
                 "-c",
                 "user.name=berth test",
@@ -67,12 +80,19 @@ impl Repo {
     }
 
     /// Commit everything and push; the new commit's SHA.
-    fn commit(&self, message: &str, signed: bool) -> String {
+    fn commit(&self, message: &str, sign: Sign) -> String {
         self.git(&self.work, &["add", "--all"]);
-        let key = self.key.with_extension("pub").display().to_string();
+        let key = match sign {
+            Sign::OpenPgp => "test@berth.invalid".to_owned(),
+            _ => self.key.with_extension("pub").display().to_string(),
+        };
         let signing = format!("user.signingkey={key}");
-        let mut args = vec!["-c", "gpg.format=ssh", "-c", &signing, "commit", "--quiet"];
-        if signed {
+        let format = match sign {
+            Sign::OpenPgp => "gpg.format=openpgp",
+            _ => "gpg.format=ssh",
+        };
+        let mut args = vec!["-c", format, "-c", &signing, "commit", "--quiet"];
+        if sign != Sign::No {
             args.push("-S");
         }
         args.extend(["-m", message]);
@@ -136,7 +156,7 @@ fn commits_add_change_and_remove_containers_and_a_bad_commit_or_a_lost_remote_ch
     let (a, b, c) = (unique("git-a"), unique("git-b"), unique("git-c"));
     repo.write("README.md", "not a manifest: outside --git-path\n");
     repo.write(&format!("apps/{a}.yaml"), &sleeper(&a));
-    let first = repo.commit("a", false);
+    let first = repo.commit("a", Sign::No);
     let url = format!("file://{}", repo.origin.display());
     let daemon = Daemon::start_with(
         &state,
@@ -157,7 +177,7 @@ fn commits_add_change_and_remove_containers_and_a_bad_commit_or_a_lost_remote_ch
 
     // A commit adding a manifest starts its container; the other keeps its commit.
     repo.write(&format!("apps/{b}.yaml"), &sleeper(&b));
-    let second = repo.commit("b", false);
+    let second = repo.commit("b", Sign::No);
     let item = wait_phase(&state, &daemon, &b, "Running");
     assert_eq!(item["revision"]["commit"], second.as_str(), "{item}");
     let item = get(&state, &a).unwrap();
@@ -185,7 +205,7 @@ fn commits_add_change_and_remove_containers_and_a_bad_commit_or_a_lost_remote_ch
         "apps/zz-bad.yaml",
         &manifest("bad", "  command: [/bin/true]\n  restartPolcy: Always\n"),
     );
-    let third = repo.commit("c and a typo", false);
+    let third = repo.commit("c and a typo", Sign::No);
     let event = wait_event(&state, &daemon, "InvalidRevision", &third);
     let message = event["message"].as_str().unwrap();
     assert!(message.contains("apps/zz-bad.yaml:7:3"), "{message}");
@@ -197,7 +217,7 @@ fn commits_add_change_and_remove_containers_and_a_bad_commit_or_a_lost_remote_ch
     // The next good commit applies: c starts, b (removed) goes, a runs on.
     repo.remove("apps/zz-bad.yaml");
     repo.remove(&format!("apps/{b}.yaml"));
-    let fourth = repo.commit("fixed, b removed", false);
+    let fourth = repo.commit("fixed, b removed", Sign::No);
     let item = wait_phase(&state, &daemon, &c, "Running");
     assert_eq!(item["revision"]["commit"], fourth.as_str(), "{item}");
     wait_for(&format!("{b} to be removed"), || {
@@ -225,7 +245,7 @@ fn commits_add_change_and_remove_containers_and_a_bad_commit_or_a_lost_remote_ch
     assert_eq!(get(&state, &c).unwrap()["phase"], "Running");
     std::fs::rename(&moved, &repo.origin).unwrap();
     repo.remove(&format!("apps/{c}.yaml"));
-    repo.commit("c removed", false);
+    repo.commit("c removed", Sign::No);
     wait_for(
         &format!("{c} to be removed once the repository is back"),
         || get(&state, &c).is_none().then_some(()),
@@ -240,7 +260,7 @@ fn only_commits_signed_by_an_allowed_key_are_applied_and_revisions_survive_a_res
     let allowed = repo.signing_key();
     let (a, b) = (unique("sig-a"), unique("sig-b"));
     repo.write(&format!("{a}.yaml"), &sleeper(&a));
-    let first = repo.commit("a", true);
+    let first = repo.commit("a", Sign::Ssh);
     // A plain path, and the remote's HEAD (no --git-ref).
     let origin = repo.origin.display().to_string();
     let allowed = allowed.display().to_string();
@@ -257,7 +277,7 @@ fn only_commits_signed_by_an_allowed_key_are_applied_and_revisions_survive_a_res
     assert_eq!(item["revision"]["commit"], first.as_str());
 
     repo.write(&format!("{b}.yaml"), &sleeper(&b));
-    let unsigned = repo.commit("b, unsigned", false);
+    let unsigned = repo.commit("b, unsigned", Sign::No);
     let event = wait_event(&state, &daemon, "InvalidRevision", &unsigned);
     assert!(
         event["message"].as_str().unwrap().contains("not signed"),
@@ -270,7 +290,7 @@ fn only_commits_signed_by_an_allowed_key_are_applied_and_revisions_survive_a_res
         &format!("{b}.yaml"),
         &sleeper(&b).replace("infinity", "'1000'"),
     );
-    let signed = repo.commit("b, signed", true);
+    let signed = repo.commit("b, signed", Sign::Ssh);
     let item = wait_phase(&state, &daemon, &b, "Running");
     assert_eq!(item["revision"]["commit"], signed.as_str());
 
@@ -282,6 +302,98 @@ fn only_commits_signed_by_an_allowed_key_are_applied_and_revisions_survive_a_res
     assert!(item["revision"]["time"].as_i64().unwrap() > 1_600_000_000);
     let item = wait_phase(&state, &daemon, &b, "Running");
     assert_eq!(item["revision"]["commit"], signed.as_str(), "{item}");
+}
+
+/// An OpenPGP key of the test's own (its agent ended on drop), exported armored.
+struct OpenPgpKey<'a>(&'a Repo);
+
+impl OpenPgpKey<'_> {
+    fn new(repo: &Repo) -> (OpenPgpKey<'_>, PathBuf) {
+        std::fs::create_dir_all(&repo.gnupg).unwrap();
+        std::fs::set_permissions(&repo.gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let key = OpenPgpKey(repo);
+        key.gpg(&[
+            "--quick-gen-key",
+            "berth test <test@berth.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let public = repo.gnupg.with_file_name("public.asc");
+        let armored = key.gpg(&["--armor", "--export", "test@berth.invalid"]);
+        assert!(armored.starts_with("-----BEGIN PGP"), "{armored}");
+        std::fs::write(&public, armored).unwrap();
+        (key, public)
+    }
+
+    fn gpg(&self, args: &[&str]) -> String {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &self.0.gnupg)
+            .args(["--batch", "--passphrase", ""])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("gpg {args:?}: {e}"));
+        assert!(out.status.success(), "gpg {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+}
+
+impl Drop for OpenPgpKey<'_> {
+    /// The agent gpg started for this home (and only it).
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &self.0.gnupg)
+            .args(["--kill", "all"])
+            .output();
+    }
+}
+
+#[test]
+fn commits_signed_with_an_openpgp_key_of_the_keyring_pass_and_unsigned_ones_do_not() {
+    let state = StateDir::new();
+    let repo = Repo::new(&state);
+    let (_key, public) = OpenPgpKey::new(&repo);
+    let (a, b) = (unique("pgp-a"), unique("pgp-b"));
+    repo.write(&format!("{a}.yaml"), &sleeper(&a));
+    let first = repo.commit("a", Sign::OpenPgp);
+    let url = format!("file://{}", repo.origin.display());
+    let public = public.display().to_string();
+    let daemon = Daemon::start_with(
+        &state,
+        &[
+            "--git",
+            &url,
+            "--git-interval",
+            "1s",
+            "--git-verify",
+            &public,
+        ],
+    );
+    let item = wait_phase(&state, &daemon, &a, "Running");
+    assert_eq!(item["revision"]["commit"], first.as_str());
+    repo.write(&format!("{b}.yaml"), &sleeper(&b));
+    let unsigned = repo.commit("b, unsigned", Sign::No);
+    let event = wait_event(&state, &daemon, "InvalidRevision", &unsigned);
+    assert!(
+        event["message"].as_str().unwrap().contains("not signed"),
+        "{event}"
+    );
+    // Signed with SSH: not a key of this keyring either.
+    repo.signing_key();
+    repo.write(
+        &format!("{b}.yaml"),
+        &sleeper(&b).replace("infinity", "'1000'"),
+    );
+    let ssh = repo.commit("b, signed with ssh", Sign::Ssh);
+    wait_event(&state, &daemon, "InvalidRevision", &ssh);
+    assert!(
+        get(&state, &b).is_none(),
+        "a commit without a good signature ran"
+    );
+    repo.write(&format!("{b}.yaml"), &sleeper(&b));
+    let signed = repo.commit("b, signed", Sign::OpenPgp);
+    let item = wait_phase(&state, &daemon, &b, "Running");
+    assert_eq!(item["revision"]["commit"], signed.as_str());
 }
 
 #[test]
