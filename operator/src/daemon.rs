@@ -138,7 +138,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let router = crate::api::router(ctx.clone());
     let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
     // A Git source tells the watch loop of each swap; the first scan waits for
-    // its first fetch when there is no checkout yet.
+    // its first good commit when there is no checkout yet.
     let rescan = Arc::new(tokio::sync::Notify::new());
     let first_fetch = match options.git.clone() {
         Some(git) => crate::git::start(&ctx, git, rescan.clone(), stop_rx.clone()).await?,

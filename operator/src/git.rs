@@ -120,7 +120,7 @@ impl Options {
             kind: SourceKind::Git,
             location: redact(&self.url),
             reference: Some(self.reference.clone().unwrap_or_else(|| "HEAD".to_owned())),
-            path: Some(self.path.display().to_string()),
+            path: (!self.path.as_os_str().is_empty()).then(|| self.path.display().to_string()),
             revision: None,
             last_sync: None,
             last_error: None,
@@ -347,6 +347,10 @@ impl Git {
     fn applied(&self) -> Option<berth_state::Revision> {
         let target = std::fs::read_link(self.current()).ok()?;
         let commit = target.file_name()?.to_str()?.to_owned();
+        // A checkout removed by hand is checked out again by the next sync.
+        if !self.checkouts().join(&commit).is_dir() {
+            return None;
+        }
         let time = self.commit_time(&commit).ok()?;
         Some(berth_state::Revision { commit, time })
     }
@@ -640,8 +644,9 @@ fn run(command: &mut Command) -> Result<String, String> {
 }
 
 /// Set the Git source up (a missing `git` is an error here, at start) and start
-/// following the repository. The receiver answers once the first look is done,
-/// when the daemon had no checkout to serve yet; `None` when it has one.
+/// following the repository. When the daemon has no checkout to serve yet, the
+/// receiver answers once the first good commit is in place (or the source
+/// stops): until then nothing is desired, nor is anything to be reconciled.
 pub async fn start(
     ctx: &Context,
     options: Options,
@@ -696,6 +701,7 @@ async fn follow(
         let outcome =
             outcome.unwrap_or_else(|e| Outcome::Failed(format!("the sync task failed: {e}")));
         let now = unix_now();
+        let outcome_applied = matches!(outcome, Outcome::Applied(_));
         match outcome {
             Outcome::Unchanged | Outcome::Applied(_) => {
                 failures = 0;
@@ -749,7 +755,7 @@ async fn follow(
                 last_failure = Some(message);
             }
         }
-        if let Some(first) = first.take() {
+        if outcome_applied && let Some(first) = first.take() {
             let _ = first.send(());
         }
         let wait = match failures {
