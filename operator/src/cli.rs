@@ -200,6 +200,11 @@ pub enum Command {
         /// Log format: text (human-readable) or json (JSON lines).
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464);
+        /// off unless given. Unauthenticated: an address beyond loopback is
+        /// warned about (see README, Metrics).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     #[command(visible_aliases = ["ps", "ls"])]

@@ -27,6 +27,8 @@ pub struct Options {
     pub backoff_base: Duration,
     pub prune_grace: Duration,
     pub registries: crate::images::RegistrySettings,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -116,6 +118,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             last_sync: None,
             last_error: None,
         })),
+        metrics: Arc::default(),
     };
     for (name, link) in &stale_links {
         ctx.event(
@@ -125,12 +128,20 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         );
     }
 
+    let metrics_listener = options.metrics_addr.map(crate::metrics::bind).transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let socket = runtime.state_dir().join("berth.sock");
     let listener = crate::api::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     let router = crate::api::router(ctx.clone());
     let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
+    let metrics = metrics_listener.map(|listener| {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            ctx.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let watch_task = tokio::spawn(watch_loop(ctx.clone(), options.clone(), stop_rx.clone()));
     let update_task = tokio::spawn(crate::updates::run(ctx.clone(), stop_rx.clone()));
     let health = StoreHealth::default();
@@ -156,7 +167,10 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             move |name: String| {
                 let (ctx, health) = (reconcile_ctx.clone(), health.clone());
                 async move {
+                    let started = std::time::Instant::now();
+                    let metrics = ctx.metrics.clone();
                     let result = reconcile::reconcile(ctx, name).await;
+                    metrics.reconciled(started.elapsed(), result.is_ok());
                     health.note(&result);
                     result
                 }
@@ -174,6 +188,9 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let _ = watch_task.await;
     let _ = update_task.await;
     let _ = api.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = std::fs::remove_file(&socket);
     if gave_up.await.unwrap_or(false) {
         anyhow::bail!(
@@ -293,7 +310,9 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
     let mut last_problems: Vec<String> = Vec::new();
     let mut resync = tokio::time::interval(options.resync);
     resync.tick().await;
+    let mut cause = crate::metrics::Cause::start;
     loop {
+        ctx.metrics.rescan(cause);
         if watcher
             .as_ref()
             .is_none_or(|w| !watcher::still_current(w, &options.manifests))
@@ -383,12 +402,12 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
             .await
             {}
         };
-        tokio::select! {
-            _ = wait_for_events => {}
-            _ = tokio::time::sleep(next) => {}
-            _ = resync.tick() => {}
+        cause = tokio::select! {
+            _ = wait_for_events => crate::metrics::Cause::event,
+            _ = tokio::time::sleep(next) => crate::metrics::Cause::after(next, options.resync),
+            _ = resync.tick() => crate::metrics::Cause::resync,
             _ = stop.wait_for(|stop| *stop) => return,
-        }
+        };
         // The rescan about to run reads whatever these announce: a hundred files
         // renamed in at once are one rescan, not a hundred.
         while rx.try_recv().is_ok() {}

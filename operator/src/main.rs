@@ -8,6 +8,7 @@ mod desired;
 mod health;
 mod images;
 mod lifecycle;
+mod metrics;
 mod reconcile;
 mod scheduler;
 mod selector;
@@ -186,6 +187,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             crash_backoff,
             prune_grace,
             log_format: _,
+            metrics_addr,
         } => {
             // One sealed copy of berth, shared by every monitor the daemon starts.
             berth_runtime::reexec_from_sealed_copy(runtime.state_dir())?;
@@ -203,6 +205,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
                         conf: cli.registries_conf.clone(),
                         authfile: cli.authfile.clone(),
                     },
+                    metrics_addr,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

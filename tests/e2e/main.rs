@@ -9,6 +9,7 @@ mod exec;
 mod exec_isolation;
 mod images;
 mod layers;
+mod metrics;
 mod network;
 mod orphan;
 mod pid1;
