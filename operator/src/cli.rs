@@ -221,6 +221,11 @@ pub enum Command {
         /// an OpenPGP keyring (armored or binary). Unsigned commits are refused.
         #[arg(long, requires = "git")]
         git_verify: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464);
+        /// off unless given. Unauthenticated: an address beyond loopback is
+        /// warned about (see README, Metrics).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     #[command(visible_aliases = ["ps", "ls"])]

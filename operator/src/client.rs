@@ -478,20 +478,19 @@ fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
     }
     let item = disk_item(runtime, name, crate::reconcile::now());
     let spec = runtime.config(name).ok().map(|c| c.container.spec);
-    let cgroups = runtime.status(name).ok().flatten().and_then(|s| s.cgroups);
-    let read = |controller: &str, files: &[&str]| {
-        let dir = cgroups.as_ref()?.payload_dir(controller)?;
-        files
-            .iter()
-            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-            .and_then(|v| v.trim().parse().ok())
-    };
+    let usage = runtime
+        .status(name)
+        .ok()
+        .flatten()
+        .and_then(|s| s.cgroups)
+        .map(|c| c.usage())
+        .unwrap_or_default();
     Ok(Detail {
         item,
         spec,
         events: Vec::new(),
-        memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
-        pids: read("pids", &["pids.current"]),
+        memory_bytes: usage.memory_bytes,
+        pids: usage.pids,
         image_rootfs: crate::api::ImageRootfs::of(runtime, name),
         network: crate::api::Network::of(runtime, name),
     })

@@ -30,6 +30,8 @@ pub struct Options {
     /// `--git`: the manifests come from a Git repository (`manifests` is then
     /// the served directory of its checkout).
     pub git: Option<crate::git::Options>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -122,6 +124,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
                 last_error: None,
             },
         })),
+        metrics: Arc::default(),
     };
     for (name, link) in &stale_links {
         ctx.event(
@@ -131,12 +134,20 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         );
     }
 
+    let metrics_listener = options.metrics_addr.map(crate::metrics::bind).transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let socket = runtime.state_dir().join("berth.sock");
     let listener = crate::api::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     let router = crate::api::router(ctx.clone());
     let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
+    let metrics = metrics_listener.map(|listener| {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            ctx.clone(),
+            stop_rx.clone(),
+        ))
+    });
     // A Git source tells the watch loop of each swap; the first scan waits for
     // its first good commit when there is no checkout yet.
     let rescan = Arc::new(tokio::sync::Notify::new());
@@ -177,7 +188,10 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             move |name: String| {
                 let (ctx, health) = (reconcile_ctx.clone(), health.clone());
                 async move {
+                    let started = std::time::Instant::now();
+                    let metrics = ctx.metrics.clone();
                     let result = reconcile::reconcile(ctx, name).await;
+                    metrics.reconciled(started.elapsed(), result.is_ok());
                     health.note(&result);
                     result
                 }
@@ -195,6 +209,9 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let _ = watch_task.await;
     let _ = update_task.await;
     let _ = api.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = std::fs::remove_file(&socket);
     if gave_up.await.unwrap_or(false) {
         anyhow::bail!(
@@ -321,7 +338,9 @@ async fn watch_loop(
     let mut last_problems: Vec<String> = Vec::new();
     let mut resync = tokio::time::interval(options.resync);
     resync.tick().await;
+    let mut cause = crate::metrics::Cause::start;
     loop {
+        ctx.metrics.rescan(cause);
         if watcher
             .as_ref()
             .is_none_or(|w| !watcher::still_current(w, &options.manifests))
@@ -417,13 +436,13 @@ async fn watch_loop(
             .await
             {}
         };
-        tokio::select! {
-            _ = wait_for_events => {}
-            _ = tokio::time::sleep(next) => {}
-            _ = resync.tick() => {}
-            _ = rescan.notified() => {}
+        cause = tokio::select! {
+            _ = wait_for_events => crate::metrics::Cause::event,
+            _ = tokio::time::sleep(next) => crate::metrics::Cause::after(next, options.resync),
+            _ = resync.tick() => crate::metrics::Cause::resync,
+            _ = rescan.notified() => crate::metrics::Cause::event,
             _ = stop.wait_for(|stop| *stop) => return,
-        }
+        };
         // The rescan about to run reads whatever these announce: a hundred files
         // renamed in at once are one rescan, not a hundred.
         while rx.try_recv().is_ok() {}

@@ -9,6 +9,7 @@ mod git;
 mod health;
 mod images;
 mod lifecycle;
+mod metrics;
 mod reconcile;
 mod scheduler;
 mod selector;
@@ -193,6 +194,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             git_interval,
             git_ssh_key,
             git_verify,
+            metrics_addr,
         } => {
             let git = git
                 .map(|url| {
@@ -227,6 +229,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
                         authfile: cli.authfile.clone(),
                     },
                     git,
+                    metrics_addr,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

@@ -45,6 +45,8 @@ pub struct Context {
     pub desired_changed: Arc<tokio::sync::Notify>,
     /// The daemon's own state and its source's (health.rs).
     pub health: Arc<crate::health::Health>,
+    /// The counters `--metrics-addr` serves (metrics.rs).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]

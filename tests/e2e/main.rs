@@ -10,6 +10,7 @@ mod exec_isolation;
 mod git;
 mod images;
 mod layers;
+mod metrics;
 mod network;
 mod orphan;
 mod pid1;
