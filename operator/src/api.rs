@@ -47,6 +47,9 @@ pub struct Item {
     /// For a bridged container: its published ports, `[HOSTIP:]HOST->PORT/PROTO`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// Git source: the commit its spec came from (Flux's lastAppliedRevision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<berth_state::Revision>,
 }
 
 /// `berth describe`: the item, its spec, recent events and cgroup usage.
@@ -185,6 +188,7 @@ impl Item {
             image: None,
             address: None,
             ports: Vec::new(),
+            revision: record.and_then(|r| r.revision.clone()),
         }
     }
 
@@ -219,7 +223,7 @@ fn port_text(port: &berth_manifests::PortMapping) -> String {
 /// Every error the API answers, as `{"error": {"code": "...", "message": "..."}}`
 /// with its HTTP status; the code names the status so that scripts need not
 /// parse messages.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
     fn code(&self) -> &'static str {
@@ -424,7 +428,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// `MAX_CONNECTIONS` at once, each closed if its headers take longer than
 /// `HEADER_READ_TIMEOUT` (axum::serve has neither).
 pub async fn serve(
-    listener: tokio::net::UnixListener,
+    listener: impl Accept,
     router: Router,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -444,7 +448,7 @@ pub async fn serve(
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(e) => {
                     // Out of fds, most likely: let connections finish before retrying.
                     tracing::warn!("cannot accept an API connection: {e}");
@@ -475,6 +479,27 @@ pub async fn serve(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.join_all()).await;
 }
 
+/// A listener [`serve`] takes connections from: the API's Unix socket, the
+/// metrics' TCP port.
+pub trait Accept: Send + 'static {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        tokio::net::UnixListener::accept(self).await.map(|(s, _)| s)
+    }
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        tokio::net::TcpListener::accept(self).await.map(|(s, _)| s)
+    }
+}
+
 /// Bind the socket: mode 0660, group `berth` where that group exists.
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let short = berth_runtime::SocketPath::new(path)?;
@@ -493,7 +518,7 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
+pub(crate) fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
     let records = ctx.store.list()?;
     let mut names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
     // Containers made by hand are shown too, from their status alone.
@@ -549,6 +574,8 @@ fn not_selected_items(ctx: &Context, items: &mut Vec<Item>) {
             image: None,
             address: None,
             ports: Vec::new(),
+            // The commit this definition was read from (Git source).
+            revision: set.revision().cloned(),
         });
     }
     items.sort_by(|a, b| a.name.cmp(&b.name));
@@ -608,20 +635,16 @@ async fn describe(
         .or_else(|| ctx.runtime.config(&name).ok().map(|c| c.container.spec));
     let events = ctx.store.events(Some(&name), 20)?;
     let status = ctx.runtime.status(&name).ok().flatten();
-    let cgroups = status.and_then(|s| s.cgroups);
-    let read = |controller: &str, files: &[&str]| {
-        let dir = cgroups.as_ref()?.payload_dir(controller)?;
-        files
-            .iter()
-            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-            .and_then(|v| v.trim().parse().ok())
-    };
+    let usage = status
+        .and_then(|s| s.cgroups)
+        .map(|c| c.usage())
+        .unwrap_or_default();
     Ok(Json(Detail {
         item,
         spec,
         events,
-        memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
-        pids: read("pids", &["pids.current"]),
+        memory_bytes: usage.memory_bytes,
+        pids: usage.pids,
         image_rootfs: ImageRootfs::of(&ctx.runtime, &name),
         network: Network::of(&ctx.runtime, &name),
     }))

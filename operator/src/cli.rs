@@ -67,6 +67,9 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// The daemon's many flags make its variant large; the enum is parsed once per
+// run, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Check manifest files or directories; print every problem as FILE:LINE:COLUMN.
     ///
@@ -208,6 +211,32 @@ pub enum Command {
         /// This device's labels: KEY=VALUE lines, # comments; a missing file is no labels.
         #[arg(long, default_value = "/etc/berth/labels")]
         labels_file: PathBuf,
+        /// Follow a Git repository instead of a directory: a local path, file://,
+        /// https:// or ssh:// URL. Kept as a clone under <state-dir>/git/; each new
+        /// commit is validated whole before it is applied. Needs the `git` program.
+        #[arg(long, conflicts_with = "manifests")]
+        git: Option<String>,
+        /// The branch, tag or commit to follow (default: the remote's HEAD).
+        #[arg(long, requires = "git")]
+        git_ref: Option<String>,
+        /// The directory of the repository that holds the manifests (default: its top).
+        #[arg(long, requires = "git")]
+        git_path: Option<PathBuf>,
+        /// How often to fetch (e.g. 30s, 5m); failures retry with back-off.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "git")]
+        git_interval: std::time::Duration,
+        /// The SSH private key for ssh:// URLs.
+        #[arg(long, requires = "git")]
+        git_ssh_key: Option<PathBuf>,
+        /// Apply only commits signed by these keys: an SSH allowed_signers file, or
+        /// an OpenPGP keyring (armored or binary). Unsigned commits are refused.
+        #[arg(long, requires = "git")]
+        git_verify: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464);
+        /// off unless given. Unauthenticated: an address beyond loopback is
+        /// warned about (see README, Metrics).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     #[command(visible_aliases = ["ps", "ls"])]

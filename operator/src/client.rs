@@ -345,7 +345,10 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
             ];
             if wide {
                 rows[0].extend(
-                    ["REBOOTS", "SOURCE", "HASH", "IMAGE", "ADDRESS", "PORTS"].map(String::from),
+                    [
+                        "REBOOTS", "SOURCE", "HASH", "IMAGE", "ADDRESS", "PORTS", "REVISION",
+                    ]
+                    .map(String::from),
                 );
             }
             if options.show_labels {
@@ -379,6 +382,12 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
                     } else {
                         item.ports.join(",")
                     });
+                    // A short SHA, as `git log --oneline` shows it.
+                    row.push(
+                        item.revision
+                            .as_ref()
+                            .map_or("-".to_owned(), |r| r.commit.chars().take(7).collect()),
+                    );
                 }
                 if options.show_labels {
                     // Before MESSAGE, the one column that may hold spaces.
@@ -481,20 +490,19 @@ fn disk_detail(runtime: &Runtime, name: &str) -> anyhow::Result<Detail> {
     }
     let item = disk_item(runtime, name, crate::reconcile::now());
     let spec = runtime.config(name).ok().map(|c| c.container.spec);
-    let cgroups = runtime.status(name).ok().flatten().and_then(|s| s.cgroups);
-    let read = |controller: &str, files: &[&str]| {
-        let dir = cgroups.as_ref()?.payload_dir(controller)?;
-        files
-            .iter()
-            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-            .and_then(|v| v.trim().parse().ok())
-    };
+    let usage = runtime
+        .status(name)
+        .ok()
+        .flatten()
+        .and_then(|s| s.cgroups)
+        .map(|c| c.usage())
+        .unwrap_or_default();
     Ok(Detail {
         item,
         spec,
         events: Vec::new(),
-        memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
-        pids: read("pids", &["pids.current"]),
+        memory_bytes: usage.memory_bytes,
+        pids: usage.pids,
         image_rootfs: crate::api::ImageRootfs::of(runtime, name),
         network: crate::api::Network::of(runtime, name),
     })
@@ -525,6 +533,13 @@ pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
         item.source.as_deref().unwrap_or("- (created by hand)")
     );
     println!("Spec hash: {}", item.spec_hash.as_deref().unwrap_or("-"));
+    if let Some(revision) = &item.revision {
+        println!(
+            "Revision:  {} ({})",
+            revision.commit,
+            rfc3339(u64::try_from(revision.time).unwrap_or(0))
+        );
+    }
     if let Some(spec) = &detail.spec {
         println!("Spec:");
         println!("  Command:        {:?}", spec.command);

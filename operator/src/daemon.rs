@@ -29,6 +29,11 @@ pub struct Options {
     pub registries: crate::images::RegistrySettings,
     /// This device's labels (device.rs), for manifests' `metadata.selector`.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--git`: the manifests come from a Git repository (`manifests` is then
+    /// the served directory of its checkout).
+    pub git: Option<crate::git::Options>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -110,15 +115,19 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         registries: options.registries.clone(),
         image_checks: Arc::default(),
         desired_changed: Arc::default(),
-        health: Arc::new(crate::health::Health::new(crate::health::Source {
-            kind: crate::health::SourceKind::Directory,
-            location: options.manifests.display().to_string(),
-            reference: None,
-            path: None,
-            revision: None,
-            last_sync: None,
-            last_error: None,
+        health: Arc::new(crate::health::Health::new(match &options.git {
+            Some(git) => git.source(),
+            None => crate::health::Source {
+                kind: crate::health::SourceKind::Directory,
+                location: options.manifests.display().to_string(),
+                reference: None,
+                path: None,
+                revision: None,
+                last_sync: None,
+                last_error: None,
+            },
         })),
+        metrics: Arc::default(),
     };
     for (name, link) in &stale_links {
         ctx.event(
@@ -128,13 +137,36 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         );
     }
 
+    let metrics_listener = options.metrics_addr.map(crate::metrics::bind).transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let socket = runtime.state_dir().join("berth.sock");
     let listener = crate::api::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     let router = crate::api::router(ctx.clone());
     let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
-    let watch_task = tokio::spawn(watch_loop(ctx.clone(), options.clone(), stop_rx.clone()));
+    let metrics = metrics_listener.map(|listener| {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            ctx.clone(),
+            stop_rx.clone(),
+        ))
+    });
+    // A Git source tells the watch loop of each swap; the first scan waits for
+    // its first good commit when there is no checkout yet.
+    let rescan = Arc::new(tokio::sync::Notify::new());
+    let first_fetch = match options.git.clone() {
+        Some(git) => crate::git::start(&ctx, git, rescan.clone(), stop_rx.clone()).await?,
+        None => None,
+    };
+    let watch_task = tokio::spawn({
+        let (ctx, options, stop_rx) = (ctx.clone(), options.clone(), stop_rx.clone());
+        async move {
+            if let Some(first) = first_fetch {
+                let _ = first.await;
+            }
+            watch_loop(ctx, options, stop_rx, rescan).await
+        }
+    });
     let update_task = tokio::spawn(crate::updates::run(ctx.clone(), stop_rx.clone()));
     let health = StoreHealth::default();
     let store_gave_up = {
@@ -160,7 +192,10 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             move |name: String| {
                 let (ctx, health) = (reconcile_ctx.clone(), health.clone());
                 async move {
+                    let started = std::time::Instant::now();
+                    let metrics = ctx.metrics.clone();
                     let result = reconcile::reconcile(ctx, name).await;
+                    metrics.reconciled(started.elapsed(), result.is_ok());
                     health.note(&result);
                     result
                 }
@@ -178,6 +213,9 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let _ = watch_task.await;
     let _ = update_task.await;
     let _ = api.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let _ = std::fs::remove_file(&socket);
     if gave_up.await.unwrap_or(false) {
         anyhow::bail!(
@@ -290,14 +328,23 @@ async fn shutdown_signal() {
 
 /// Rescan on every burst of events, every `resync`, and after errors. Nothing is
 /// reconciled before the first full listing.
-async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bool>) {
+async fn watch_loop(
+    ctx: Context,
+    options: Options,
+    mut stop: watch::Receiver<bool>,
+    rescan: Arc<tokio::sync::Notify>,
+) {
+    // A Git source reports its own syncs (fetches, refused commits).
+    let directory = options.git.is_none();
     let (tx, mut rx) = mpsc::unbounded_channel::<Rescan>();
     let mut watcher: Option<watcher::Watcher> = None;
     let mut listed_once = false;
     let mut last_problems: Vec<String> = Vec::new();
     let mut resync = tokio::time::interval(options.resync);
     resync.tick().await;
+    let mut cause = crate::metrics::Cause::start;
     loop {
+        ctx.metrics.rescan(cause);
         if watcher
             .as_ref()
             .is_none_or(|w| !watcher::still_current(w, &options.manifests))
@@ -321,6 +368,9 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
         match scan {
             Ok(Ok((changed, again))) => {
                 ctx.health.update_source(|source| {
+                    if !directory {
+                        return;
+                    }
                     source.last_sync = Some(crate::health::Sync {
                         at: crate::health::unix_now(),
                         ok: true,
@@ -361,6 +411,9 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
                 // Missing, unreadable or unsafe: report and retry; never prune on it.
                 tracing::error!("{}", e.0);
                 ctx.health.update_source(|source| {
+                    if !directory {
+                        return;
+                    }
                     let failed = crate::health::Sync {
                         at: crate::health::unix_now(),
                         ok: false,
@@ -387,12 +440,13 @@ async fn watch_loop(ctx: Context, options: Options, mut stop: watch::Receiver<bo
             .await
             {}
         };
-        tokio::select! {
-            _ = wait_for_events => {}
-            _ = tokio::time::sleep(next) => {}
-            _ = resync.tick() => {}
+        cause = tokio::select! {
+            _ = wait_for_events => crate::metrics::Cause::event,
+            _ = tokio::time::sleep(next) => crate::metrics::Cause::after(next, options.resync),
+            _ = resync.tick() => crate::metrics::Cause::resync,
+            _ = rescan.notified() => crate::metrics::Cause::event,
             _ = stop.wait_for(|stop| *stop) => return,
-        }
+        };
         // The rescan about to run reads whatever these announce: a hundred files
         // renamed in at once are one rescan, not a hundred.
         while rx.try_recv().is_ok() {}

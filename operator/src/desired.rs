@@ -55,6 +55,11 @@ pub struct DesiredSet {
     /// Valid definitions whose selector does not match this device: not desired
     /// here, listed by `berth get --all` as `NotSelected`.
     not_selected: BTreeMap<String, Desired>,
+    /// Git: the commit the directory holds since its last swap, and the one the
+    /// last good rescan read (what `resolved` came from). Both change under the
+    /// set's lock, so a reconcile never pairs a spec with the wrong commit.
+    swapped_in: Option<berth_state::Revision>,
+    revision: Option<berth_state::Revision>,
 }
 
 /// Why a rescan could not look at the directory; nothing desired changes then.
@@ -72,6 +77,8 @@ impl DesiredSet {
             leaving: BTreeMap::new(),
             device: BTreeMap::new(),
             not_selected: BTreeMap::new(),
+            swapped_in: None,
+            revision: None,
         }
     }
 
@@ -85,6 +92,16 @@ impl DesiredSet {
     /// Valid definitions this device does not run, by name.
     pub fn not_selected(&self) -> &BTreeMap<String, Desired> {
         &self.not_selected
+    }
+
+    /// The Git source swapped the directory to `revision` (with this set locked).
+    pub fn swapped(&mut self, revision: berth_state::Revision) {
+        self.swapped_in = Some(revision);
+    }
+
+    /// The commit the desired specs were read from, for a Git source.
+    pub fn revision(&self) -> Option<&berth_state::Revision> {
+        self.revision.as_ref()
     }
 
     /// Start from the last good specs a previous daemon applied (kept in the state
@@ -193,6 +210,7 @@ impl DesiredSet {
             }
         }
         self.files = files;
+        self.revision.clone_from(&self.swapped_in);
         Ok((self.resolve(), again))
     }
 

@@ -6,9 +6,11 @@ mod client;
 mod daemon;
 mod desired;
 mod device;
+mod git;
 mod health;
 mod images;
 mod lifecycle;
+mod metrics;
 mod reconcile;
 mod scheduler;
 mod selector;
@@ -187,11 +189,34 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             crash_backoff,
             prune_grace,
             log_format: _,
+            git,
+            git_ref,
+            git_path,
+            git_interval,
+            git_ssh_key,
+            git_verify,
+            metrics_addr,
             labels,
             labels_file,
         } => {
             // Before anything starts: a bad labels file is the operator's to fix.
             let labels = device::labels(&labels, &labels_file).map_err(anyhow::Error::msg)?;
+            let git = git
+                .map(|url| {
+                    git::Options::new(
+                        url,
+                        git_ref,
+                        git_path,
+                        git_interval,
+                        git_ssh_key,
+                        git_verify,
+                    )
+                })
+                .transpose()?;
+            let manifests = match &git {
+                Some(git) => git.manifest_dir(&cli.state_dir),
+                None => manifests,
+            };
             // One sealed copy of berth, shared by every monitor the daemon starts.
             berth_runtime::reexec_from_sealed_copy(runtime.state_dir())?;
             let concurrency = concurrency
@@ -208,6 +233,8 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
                         conf: cli.registries_conf.clone(),
                         authfile: cli.authfile.clone(),
                     },
+                    git,
+                    metrics_addr,
                     labels,
                 },
             )?;

@@ -45,6 +45,8 @@ pub struct Context {
     pub desired_changed: Arc<tokio::sync::Notify>,
     /// The daemon's own state and its source's (health.rs).
     pub health: Arc<crate::health::Health>,
+    /// The counters `--metrics-addr` serves (metrics.rs).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -354,11 +356,12 @@ async fn wait_for_monitor(socket: &std::path::Path) -> std::io::Result<()> {
 }
 
 pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
-    let desired = ctx
+    let (desired, revision) = ctx
         .desired
         .lock()
         .ok()
-        .and_then(|set| set.get(&name).cloned());
+        .map(|set| (set.get(&name).cloned(), set.revision().cloned()))
+        .unwrap_or_default();
     let mut record = ctx.store.get(&name)?.unwrap_or_else(|| Record::new(&name));
     let image = desired
         .as_ref()
@@ -373,7 +376,7 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
             .lock()
             .ok()
             .and_then(|checks| checks.get(&name).cloned());
-        remember(&mut record, desired, image_check);
+        remember(&mut record, desired, image_check, revision);
     }
     let container = desired.as_ref().map(|d| &d.container);
     let step = decide(container, &observed, &record, now());
@@ -428,8 +431,18 @@ async fn observe(
 
 /// What only the daemon knows of a desired container: its last good spec and the
 /// problems of its manifest.
-fn remember(record: &mut Record, desired: &crate::desired::Desired, image_check: Option<String>) {
+/// The revision is that of the commit where the spec last changed: a later
+/// commit that leaves it as it was does not move it.
+fn remember(
+    record: &mut Record,
+    desired: &crate::desired::Desired,
+    image_check: Option<String>,
+    revision: Option<berth_state::Revision>,
+) {
     record.managed = true;
+    if record.desired.as_ref() != Some(&desired.container) || record.revision.is_none() {
+        record.revision = revision;
+    }
     record.desired = Some(desired.container.clone());
     let mut before = std::mem::take(&mut record.conditions);
     // What a start found stays until a start finds otherwise.

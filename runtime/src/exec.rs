@@ -57,7 +57,10 @@ impl Runtime {
         // SAFETY: the fd was just returned to us and nothing else owns it.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
 
-        let mut plan = crate::monitor::plan(&config, None).map_err(Error::Start)?;
+        // The container's filters, from the cache its create or start wrote
+        // (recompiled if the profile changed since, as they would be without it).
+        let cache = self.dir(name)?.seccomp_cache();
+        let mut plan = crate::monitor::plan(&config, Some(&cache)).map_err(Error::Start)?;
         for pair in &options.env {
             let key = pair.split_once('=').map_or(pair.as_str(), |(k, _)| k);
             plan.env

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 pub use error::Error;
 pub use events::Event;
 pub use open::SCHEMA_VERSION;
-pub use record::{Condition, Phase, Record};
+pub use record::{Condition, Phase, Record, Revision};
 
 use record::unix_now;
 

@@ -30,6 +30,20 @@ pub struct Record {
     pub backoff_delay_secs: Option<u64>,
     pub created_at: u64,
     pub updated_at: u64,
+    /// The Git commit its spec (`desired`) came from, like Flux's
+    /// lastAppliedRevision; None for a directory source or a container made by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+}
+
+/// A commit of a Git source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    /// The full commit id (hex).
+    pub commit: String,
+    /// The committer's time, Unix seconds.
+    pub time: i64,
 }
 
 /// Where a container stands, as the daemon sees it.
@@ -78,6 +92,7 @@ impl Record {
             backoff_delay_secs: None,
             created_at: now,
             updated_at: now,
+            revision: None,
         }
     }
 }

@@ -44,9 +44,12 @@ impl Daemon {
         } else {
             vec!["--labels-file".as_ref(), labels.as_os_str()]
         };
-        let child = state
-            .berth(&["daemon", "--manifests"])
-            .arg(&manifests)
+        let mut command = state.berth(&["daemon"]);
+        // A Git source replaces the directory (tests/e2e/git.rs).
+        if !extra.contains(&"--git") {
+            command.arg("--manifests").arg(&manifests);
+        }
+        let child = command
             .args(["--crash-backoff", "1s"])
             .args(args)
             .args(labels_file)

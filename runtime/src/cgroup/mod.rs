@@ -351,6 +351,40 @@ impl Cgroups {
             .map(Hierarchy::payload)
     }
 
+    /// What the payload uses now, read from its cgroup files (`describe` and the
+    /// daemon's metrics). A figure is `None` where no hierarchy berth uses for
+    /// this container keeps it: memory needs the memory controller (enabled for
+    /// a memory limit only); CPU time is in every v2 cgroup's `cpu.stat`, and on
+    /// v1 only where `cpuacct` shares a hierarchy berth uses (`cpu,cpuacct`).
+    /// Blocking (file reads): not for async threads.
+    pub fn usage(&self) -> Usage {
+        let read = |controller: &str, files: &[&str]| -> Option<u64> {
+            let dir = self.payload_dir(controller)?;
+            files
+                .iter()
+                .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let cpu_seconds = match self.version {
+            CgroupVersion::V2 => self
+                .hierarchies
+                .first()
+                .and_then(|h| std::fs::read_to_string(h.payload().join("cpu.stat")).ok())
+                .and_then(|stat| {
+                    stat.lines()
+                        .find_map(|l| l.strip_prefix("usage_usec "))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .map(|usec| usec as f64 / 1e6),
+            CgroupVersion::V1 => read("cpuacct", &["cpuacct.usage"]).map(|ns| ns as f64 / 1e9),
+        };
+        Usage {
+            cpu_seconds,
+            memory_bytes: read("memory", &["memory.current", "memory.usage_in_bytes"]),
+            pids: read("pids", &["pids.current"]),
+        }
+    }
+
     /// The dirs of PARENT in every hierarchy used.
     pub fn parent_dirs(&self) -> Vec<PathBuf> {
         self.hierarchies.iter().map(|h| h.parent.clone()).collect()
@@ -361,6 +395,15 @@ impl Cgroups {
             .first()
             .ok_or_else(|| Error::Cgroup("no cgroup hierarchy recorded".to_owned()))
     }
+}
+
+/// A container's cgroup usage at one moment; see [`Cgroups::usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// CPU time of all its processes, user and system.
+    pub cpu_seconds: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
 }
 
 /// `PARENT/NAME`, refusing anything that could leave the hierarchy or name

@@ -751,3 +751,60 @@ fn real_template_cgroup_catches_what_a_script_forks() {
         "the script's child outlived kill_create"
     );
 }
+
+#[test]
+fn usage_is_read_from_v2_cpu_stat_and_the_memory_and_pids_files() {
+    let (root, text) = fake_v2("cpu memory pids");
+    let payload = root.path().join("berth/web/payload");
+    std::fs::create_dir_all(&payload).unwrap();
+    std::fs::write(
+        payload.join("cpu.stat"),
+        "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+    )
+    .unwrap();
+    std::fs::write(payload.join("memory.current"), "4096\n").unwrap();
+    std::fs::write(payload.join("pids.current"), "3\n").unwrap();
+    let c = Cgroups::from_mountinfo(&text, "berth", "web", &limits(true, false, false)).unwrap();
+    assert_eq!(
+        c.usage(),
+        Usage {
+            cpu_seconds: Some(2.5),
+            memory_bytes: Some(4096),
+            pids: Some(3)
+        }
+    );
+    // Without a memory limit the memory controller is not enabled: no figure,
+    // rather than a stale file's.
+    let c = Cgroups::from_mountinfo(&text, "berth", "web", &limits(false, false, false)).unwrap();
+    assert_eq!(c.usage().memory_bytes, None);
+    assert_eq!(c.usage().cpu_seconds, Some(2.5));
+}
+
+#[test]
+fn usage_on_v1_reads_cpuacct_where_it_shares_a_hierarchy_used() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let text = v1_comounted(r);
+    for (dir, file, value) in [
+        ("cpu,cpuacct", "cpuacct.usage", "1500000000\n"),
+        ("memory", "memory.usage_in_bytes", "8192\n"),
+        ("pids", "pids.current", "2\n"),
+    ] {
+        let payload = r.join(dir).join("berth/web/payload");
+        std::fs::create_dir_all(&payload).unwrap();
+        std::fs::write(payload.join(file), value).unwrap();
+    }
+    let c = Cgroups::from_mountinfo(&text, "berth", "web", &limits(true, true, true)).unwrap();
+    assert_eq!(
+        c.usage(),
+        Usage {
+            cpu_seconds: Some(1.5),
+            memory_bytes: Some(8192),
+            pids: Some(2)
+        }
+    );
+    // No CPU limit: the cpu,cpuacct hierarchy is not used, so no CPU time.
+    let c = Cgroups::from_mountinfo(&text, "berth", "web", &limits(false, false, false)).unwrap();
+    assert_eq!(c.usage().cpu_seconds, None);
+    assert_eq!(c.usage().pids, Some(2));
+}
