@@ -215,3 +215,99 @@ fn a_bad_labels_file_stops_the_daemon_at_start_naming_its_line() {
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
     assert!(!state.path().join("berth.sock").exists());
 }
+
+/// git in `dir` with no user or system configuration.
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "-c",
+            "user.name=berth test",
+            "-c",
+            "user.email=test@berth.invalid",
+        ])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("git {args:?}: {e}"));
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+}
+
+#[test]
+fn two_devices_following_one_repository_run_what_selects_them_and_a_commit_moves_a_container() {
+    let camera = StateDir::new();
+    let gate = StateDir::new();
+    // The fleet repository: the example tree under fleet/, one commit.
+    let repo = camera.dir.path().join("fleet-repo");
+    copy_tree(&fleet_example(), &repo.join("fleet"));
+    git(&repo, &["init", "--quiet", "-b", "main"]);
+    git(&repo, &["add", "--all"]);
+    git(&repo, &["commit", "--quiet", "-m", "fleet"]);
+    let url = format!("file://{}", repo.display());
+    let source = ["--git", &url, "--git-path", "fleet", "--git-interval", "1s"];
+    let camera_flags = [
+        "--label",
+        "fleet.example/group=cameras",
+        "--label",
+        "berth.dev/hostname=cam-01",
+    ];
+    let gate_flags = ["--label", "fleet.example/group=gates"];
+    let camera_daemon = Daemon::start_with(&camera, &[&source[..], &camera_flags[..]].concat());
+    let gate_daemon = Daemon::start_with(&gate, &[&source[..], &gate_flags[..]].concat());
+    wait_phases(
+        &camera,
+        &camera_daemon,
+        false,
+        &expect(&[
+            ("cam-01-calibration", "Running"),
+            ("heartbeat", "Running"),
+            ("recorder", "Running"),
+        ]),
+    );
+    wait_phases(
+        &gate,
+        &gate_daemon,
+        false,
+        &expect(&[("barrier", "Running"), ("heartbeat", "Running")]),
+    );
+
+    // One commit gives the recorder to the gates: it leaves the camera and
+    // starts on the gate.
+    let recorder = repo.join("fleet/groups/cameras/recorder.yaml");
+    let text = std::fs::read_to_string(&recorder).unwrap();
+    std::fs::write(
+        &recorder,
+        text.replace(
+            "{fleet.example/group: cameras}",
+            "{fleet.example/group: gates}",
+        ),
+    )
+    .unwrap();
+    git(
+        &repo,
+        &["commit", "--quiet", "--all", "-m", "the recorder moves"],
+    );
+    wait_phases(
+        &gate,
+        &gate_daemon,
+        true,
+        &expect(&[
+            ("barrier", "Running"),
+            ("cam-01-calibration", "NotSelected"),
+            ("heartbeat", "Running"),
+            ("recorder", "Running"),
+        ]),
+    );
+    wait_phases(
+        &camera,
+        &camera_daemon,
+        true,
+        &expect(&[
+            ("barrier", "NotSelected"),
+            ("cam-01-calibration", "Running"),
+            ("heartbeat", "Running"),
+            ("recorder", "NotSelected"),
+        ]),
+    );
+}
