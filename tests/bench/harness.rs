@@ -200,6 +200,9 @@ impl Bench {
         command
             .arg(&self.manifests)
             .args(["--resync", "5m"])
+            // Never the host's /etc/berth/labels.
+            .arg("--labels-file")
+            .arg(self.state_dir.join("labels"))
             .args(args);
         command
             .env("NO_COLOR", "1")

@@ -1066,7 +1066,7 @@ impl SmallDiskDaemon {
         let script = format!(
             "mount -t tmpfs -o size=8m,mode=0700 berth-test-tmpfs {small} && exec {berth} \
              --state-dir {small} --cgroup-parent {parent} daemon --manifests {manifests} \
-             --prune-grace 1s --crash-backoff 1s",
+             --prune-grace 1s --crash-backoff 1s --labels-file {small}/labels",
             small = small.display(),
             berth = env!("CARGO_BIN_EXE_berth"),
             parent = state.cgroup_parent,

@@ -373,6 +373,8 @@ fn a_metrics_address_in_use_stops_the_daemon_saying_which_flag() {
         .berth(&["daemon", "--manifests"])
         .arg(&manifests)
         .args(["--metrics-addr", &addr])
+        .arg("--labels-file")
+        .arg(state.path().join("labels"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

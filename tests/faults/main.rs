@@ -317,6 +317,9 @@ impl Daemon {
             .arg(state.manifests())
             .args(["--prune-grace", PRUNE_GRACE])
             .args(["--crash-backoff", "1s", "--resync", "3s"])
+            // Never the host's /etc/berth/labels.
+            .arg("--labels-file")
+            .arg(state.path().join("labels"))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file)
