@@ -116,6 +116,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             last_sync: None,
             last_error: None,
         })),
+        notify: Arc::new(crate::notify::Notifier::from_env()),
     };
     for (name, link) in &stale_links {
         ctx.event(
@@ -133,6 +134,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let api = tokio::spawn(crate::api::serve(listener, router, stop_rx.clone()));
     let watch_task = tokio::spawn(watch_loop(ctx.clone(), options.clone(), stop_rx.clone()));
     let update_task = tokio::spawn(crate::updates::run(ctx.clone(), stop_rx.clone()));
+    let notify_task = tokio::spawn(crate::notify::run(ctx.clone(), stop_rx.clone()));
     let health = StoreHealth::default();
     let store_gave_up = {
         let (health, store) = (health.clone(), store.clone());
@@ -156,8 +158,9 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             move |name: String| {
                 let (ctx, health) = (reconcile_ctx.clone(), health.clone());
                 async move {
-                    let result = reconcile::reconcile(ctx, name).await;
+                    let result = reconcile::reconcile(ctx.clone(), name.clone()).await;
                     health.note(&result);
+                    ctx.notify.reconciled(&name);
                     result
                 }
                 .boxed()
@@ -173,6 +176,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     }
     let _ = watch_task.await;
     let _ = update_task.await;
+    let _ = notify_task.await;
     let _ = api.await;
     let _ = std::fs::remove_file(&socket);
     if gave_up.await.unwrap_or(false) {
@@ -411,6 +415,7 @@ fn schedule_everything(ctx: &Context) {
             .into_iter()
             .map(|r| r.name),
     );
+    ctx.notify.first_listing(&names);
     for name in names {
         ctx.scheduler.schedule(&name);
     }

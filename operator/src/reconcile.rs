@@ -45,6 +45,9 @@ pub struct Context {
     pub desired_changed: Arc<tokio::sync::Notify>,
     /// The daemon's own state and its source's (health.rs).
     pub health: Arc<crate::health::Health>,
+    /// systemd's notify protocol (notify.rs): told of the first listing and of
+    /// each finished reconcile.
+    pub notify: Arc<crate::notify::Notifier>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,15 @@ impl Daemon {
 
     /// A daemon with short crash-loop and prune delays, plus `extra` flags.
     pub(crate) fn start_with(state: &StateDir, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(state, extra, &[])
+    }
+
+    /// Same, with environment variables set (`None`: removed) for the daemon.
+    pub(crate) fn start_with_env(
+        state: &StateDir,
+        extra: &[&str],
+        env: &[(&str, Option<&std::ffi::OsStr>)],
+    ) -> Daemon {
         // Defaults a test's own `extra` may replace (clap takes each flag once).
         let mut args: Vec<&str> = Vec::new();
         for (flag, value) in [("--prune-grace", "1s"), ("--resync", "3s")] {
@@ -36,8 +45,14 @@ impl Daemon {
         let log = state.path().join(format!("daemon-{stamp}.log"));
         let socket = state.path().join("berth.sock");
         let _ = std::fs::remove_file(&socket);
-        let child = state
-            .berth(&["daemon", "--manifests"])
+        let mut command = state.berth(&["daemon", "--manifests"]);
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command
             .arg(&manifests)
             .args(["--crash-backoff", "1s"])
             .args(args)

@@ -15,6 +15,7 @@ mod pid1;
 mod pull;
 mod registry;
 mod security;
+mod service;
 mod start;
 mod validate;
 
