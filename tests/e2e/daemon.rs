@@ -1525,7 +1525,7 @@ fn every_route_the_openapi_document_names_answers() {
     let doc = answer_json(&state, "GET", "/v1/openapi.json", 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 11, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 12, "{:?}", paths.keys());
     for (path, operations) in paths {
         for (method, operation) in operations.as_object().unwrap() {
             assert!(operation["responses"]["200"].is_object(), "{method} {path}");
