@@ -280,6 +280,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/version", get(version))
         .route("/v1/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/status", get(daemon_status))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ctx)
@@ -301,18 +302,34 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 #[serde(rename_all = "camelCase")]
 pub struct Version {
     pub version: String,
-    /// The commit built, when the build set `BERTH_GIT_COMMIT`
-    /// (`BERTH_GIT_COMMIT=$(git rev-parse HEAD) cargo build`).
+    /// The commit built (short), as build.rs found it; None when the build had
+    /// no git repository (a source tarball).
     pub git_commit: Option<String>,
     pub api_version: String,
 }
 
 async fn version() -> Json<Version> {
-    Json(Version {
+    Json(version_now())
+}
+
+pub fn version_now() -> Version {
+    Version {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        git_commit: option_env!("BERTH_GIT_COMMIT").map(str::to_owned),
+        git_commit: Some(env!("BERTH_GIT_COMMIT"))
+            .filter(|commit| *commit != "unknown")
+            .map(str::to_owned),
         api_version: "v1".to_owned(),
-    })
+    }
+}
+
+/// `GET /v1/status`: the daemon's own health (status.rs).
+async fn daemon_status(
+    State(ctx): State<Context>,
+) -> Result<Json<crate::status::DaemonStatus>, ApiError> {
+    let status = tokio::task::spawn_blocking(move || crate::status::collect(&ctx))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(status))
 }
 
 /// `GET /v1/healthz`: answered as long as the daemon serves its socket.
@@ -346,6 +363,7 @@ fn openapi_document() -> serde_json::Value {
     let items = generator.subschema_for::<Vec<Item>>();
     let detail = generator.subschema_for::<Detail>();
     let version = generator.subschema_for::<Version>();
+    let daemon_status = generator.subschema_for::<crate::status::DaemonStatus>();
     let error = generator.subschema_for::<ErrorBody>();
     let json_answer = |description: &str, schema: &schemars::Schema| {
         json!({ "200": { "description": description,
@@ -399,6 +417,8 @@ fn openapi_document() -> serde_json::Value {
                 "parameters": [follow], "responses": text(EVENT_TYPE, "events, streamed with follow=true") } },
             "/v1/version": { "get": { "summary": "berth's version",
                 "responses": with_errors(json_answer("the version", &version)) } },
+            "/v1/status": { "get": { "summary": "the daemon's version, uptime, source, last sync and counts by phase",
+                "responses": with_errors(json_answer("the daemon's status", &daemon_status)) } },
             "/v1/healthz": { "get": { "summary": "ok while the daemon serves",
                 "responses": with_errors(json!({ "200": { "description": "serving" } })) } },
             "/v1/openapi.json": { "get": { "summary": "this document",

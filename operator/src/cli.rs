@@ -159,8 +159,15 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Print a container's status as JSON (phase, init pid, reboots, last exit).
-    Status { name: String },
+    /// Print a container's status as JSON (phase, init pid, reboots, last exit);
+    /// without NAME, the daemon's: version, uptime, source and revision, last
+    /// sync, last error and containers by phase.
+    Status {
+        name: Option<String>,
+        /// Without NAME: json for JSON instead of text.
+        #[arg(short = 'o', long = "output", default_value = "", value_parser = ["", "json"])]
+        output: String,
+    },
     /// Run a command inside a running container (its namespaces, cgroup, capabilities,
     /// seccomp and environment); exits with the command's exit code.
     Exec {

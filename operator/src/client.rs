@@ -36,7 +36,7 @@ impl Client {
 
     /// Whether a daemon accepts connections on the socket. Refused for lack of
     /// permission is neither: it is said as such, with what to do.
-    fn answers(&self) -> anyhow::Result<bool> {
+    pub(crate) fn answers(&self) -> anyhow::Result<bool> {
         match berth_runtime::SocketPath::new(&self.socket)
             .and_then(|short| std::os::unix::net::UnixStream::connect(short.as_path()))
         {
@@ -97,7 +97,10 @@ impl Client {
         Ok(())
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<T> {
         let mut bytes = Vec::new();
         self.get(path, |chunk| bytes.extend_from_slice(chunk))
             .await?;
@@ -435,7 +438,7 @@ fn with_times(item: &Item) -> anyhow::Result<serde_json::Value> {
 
 /// `2026-11-29T09:30:57Z`: seconds since the epoch as a UTC date and time
 /// (Howard Hinnant's days-to-civil; a date crate for this alone is not worth it).
-fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0) + 719_468;
     let rem = secs % 86_400;
     let era = days.div_euclid(146_097);

@@ -128,6 +128,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             },
         })),
         metrics: Arc::default(),
+        notify: Arc::new(crate::notify::Notifier::from_env()),
     };
     for (name, link) in &stale_links {
         ctx.event(
@@ -168,6 +169,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         }
     });
     let update_task = tokio::spawn(crate::updates::run(ctx.clone(), stop_rx.clone()));
+    let notify_task = tokio::spawn(crate::notify::run(ctx.clone(), stop_rx.clone()));
     let health = StoreHealth::default();
     let store_gave_up = {
         let (health, store) = (health.clone(), store.clone());
@@ -194,9 +196,10 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
                 async move {
                     let started = std::time::Instant::now();
                     let metrics = ctx.metrics.clone();
-                    let result = reconcile::reconcile(ctx, name).await;
+                    let result = reconcile::reconcile(ctx.clone(), name.clone()).await;
                     metrics.reconciled(started.elapsed(), result.is_ok());
                     health.note(&result);
+                    ctx.notify.reconciled(&name);
                     result
                 }
                 .boxed()
@@ -212,6 +215,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     }
     let _ = watch_task.await;
     let _ = update_task.await;
+    let _ = notify_task.await;
     let _ = api.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
@@ -469,6 +473,7 @@ fn schedule_everything(ctx: &Context) {
             .into_iter()
             .map(|r| r.name),
     );
+    ctx.notify.first_listing(&names);
     for name in names {
         ctx.scheduler.schedule(&name);
     }

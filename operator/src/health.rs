@@ -56,7 +56,6 @@ pub struct Source {
 /// The daemon's own state, shared by its tasks.
 #[derive(Debug)]
 pub struct Health {
-    #[allow(dead_code)] // read by `berth status` (issue 14, in progress)
     pub started: SystemTime,
     source: Mutex<Source>,
 }
@@ -69,7 +68,6 @@ impl Health {
         }
     }
 
-    #[allow(dead_code)] // read by `berth status` (issue 14, in progress)
     pub fn source(&self) -> Source {
         match self.source.lock() {
             Ok(source) => source.clone(),

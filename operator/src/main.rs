@@ -11,9 +11,11 @@ mod health;
 mod images;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod reconcile;
 mod scheduler;
 mod selector;
+mod status;
 mod updates;
 mod validate;
 mod watcher;
@@ -161,7 +163,10 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Reboot { names } => Ok(lifecycle::each(&names, |name| {
             lifecycle::reboot(&runtime, name)
         })),
-        cli::Command::Status { name } => lifecycle::status(&runtime, &name),
+        cli::Command::Status { name, output } => match name {
+            Some(name) => lifecycle::status(&runtime, &name),
+            None => status::print(&cli.state_dir, &output).map(|()| ExitCode::SUCCESS),
+        },
         cli::Command::Exec {
             name,
             env,

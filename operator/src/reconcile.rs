@@ -47,6 +47,9 @@ pub struct Context {
     pub health: Arc<crate::health::Health>,
     /// The counters `--metrics-addr` serves (metrics.rs).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// systemd's notify protocol (notify.rs): told of the first listing and of
+    /// each finished reconcile.
+    pub notify: Arc<crate::notify::Notifier>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,15 @@ impl Daemon {
 
     /// A daemon with short crash-loop and prune delays, plus `extra` flags.
     pub(crate) fn start_with(state: &StateDir, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(state, extra, &[])
+    }
+
+    /// Same, with environment variables set (`None`: removed) for the daemon.
+    pub(crate) fn start_with_env(
+        state: &StateDir,
+        extra: &[&str],
+        env: &[(&str, Option<&std::ffi::OsStr>)],
+    ) -> Daemon {
         // Defaults a test's own `extra` may replace (clap takes each flag once).
         let mut args: Vec<&str> = Vec::new();
         for (flag, value) in [("--prune-grace", "1s"), ("--resync", "3s")] {
@@ -45,6 +54,12 @@ impl Daemon {
             vec!["--labels-file".as_ref(), labels.as_os_str()]
         };
         let mut command = state.berth(&["daemon"]);
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
         // A Git source replaces the directory (tests/e2e/git.rs).
         if !extra.contains(&"--git") {
             command.arg("--manifests").arg(&manifests);
@@ -1522,7 +1537,7 @@ fn every_route_the_openapi_document_names_answers() {
     let doc = answer_json(&state, "GET", "/v1/openapi.json", 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 11, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 12, "{:?}", paths.keys());
     for (path, operations) in paths {
         for (method, operation) in operations.as_object().unwrap() {
             assert!(operation["responses"]["200"].is_object(), "{method} {path}");

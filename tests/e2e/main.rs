@@ -18,6 +18,7 @@ mod pid1;
 mod pull;
 mod registry;
 mod security;
+mod service;
 mod start;
 mod validate;
 
