@@ -571,7 +571,22 @@ impl Monitor {
     }
 
     fn begin_stop(&mut self, payload: &Payload, reboot: bool, timeout: Duration) {
-        if self.stopping.is_some() {
+        if let Some(pending) = &mut self.stopping {
+            // A stop asked for while a reboot is under way turns it into a stop:
+            // the command goes down either way, and must then stay down, with the
+            // stop's caller answered, rather than start again and leave that
+            // caller waiting for an exit that never comes.
+            if pending.reboot && !reboot {
+                pending.reboot = false;
+                let kill_at = Instant::now() + timeout;
+                if !pending.killed && kill_at < pending.kill_at {
+                    pending.kill_at = kill_at;
+                    if timeout.is_zero() {
+                        let _ = pidfd_signal(&payload.pidfd, Signal::SIGKILL);
+                        pending.killed = true;
+                    }
+                }
+            }
             return;
         }
         self.status.phase = Phase::Stopping;

@@ -254,6 +254,52 @@ fn start_stop_reboot_and_destroy_take_several_names_and_go_on_past_a_failure() {
 }
 
 #[test]
+fn a_stop_during_a_reboot_stops_the_container_instead_of_waiting_for_ever() {
+    let state = StateDir::new();
+    let name = unique("reboot-stop");
+    // PID 1 of its own namespace ignores SIGTERM: the reboot waits out its
+    // stopTimeout before its SIGKILL, and the stop comes in meanwhile.
+    let manifest = state.manifest(
+        &name,
+        "  command: [/bin/sleep, infinity]\n  stopTimeout: 20s\n",
+    );
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["start", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = state.run(&["reboot", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut stop = state
+        .berth(&["stop", "--timeout", "0s", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a speed check: before the fix the reboot swallowed the stop, the
+    // container started again and `berth stop` waited for ever.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = stop.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = stop.kill();
+            let _ = stop.wait();
+            panic!(
+                "`berth stop` during a reboot had not returned after 60 s; phase {}",
+                phase(&state, &name)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "berth stop failed");
+    assert_eq!(phase(&state, &name), "Stopped");
+    let out = state.run(&["destroy", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn destroy_force_stops_a_running_container_first_without_waiting_for_its_timeout() {
     let state = StateDir::new();
     let name = unique("force");
