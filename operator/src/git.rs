@@ -757,6 +757,8 @@ async fn follow(
         }
         if outcome_applied && let Some(first) = first.take() {
             let _ = first.send(());
+        } else if !outcome_applied && first.is_some() {
+            ctx.notify.up_without_source();
         }
         let wait = match failures {
             0 => interval,

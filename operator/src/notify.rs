@@ -67,6 +67,21 @@ impl Notifier {
         self.recount.notify_one();
     }
 
+    /// The source has nothing to apply yet (a Git repository that cannot be
+    /// fetched, or whose first commit is refused, on a device's first start):
+    /// the daemon is up and says why in `berth status`, so `READY=1` now rather
+    /// than a start timeout and a restart loop. A later first listing changes
+    /// nothing.
+    pub fn up_without_source(&self) {
+        if !self.enabled {
+            return;
+        }
+        if let Ok(mut starting) = self.starting.lock() {
+            *starting = Some(HashSet::new());
+        }
+        self.check_ready();
+    }
+
     fn check_ready(&self) {
         let Ok(mut starting) = self.starting.lock() else {
             return;
