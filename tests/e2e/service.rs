@@ -304,3 +304,29 @@ fn the_install_script_installs_completions_the_man_page_and_a_unit_systemd_accep
         "systemd-analyze verify: {said}"
     );
 }
+
+#[test]
+fn a_device_whose_repository_cannot_be_reached_on_its_first_start_is_ready_and_says_why() {
+    let state = StateDir::new();
+    // A repository that does not exist: the first fetch fails, and there is no
+    // applied commit to serve. Without READY=1 systemd would kill the daemon
+    // at its start timeout, again and again.
+    let gone = state.path().join("no-such-repository.git");
+    let mut systemd = FakeSystemd::new(&state, "notify-git.sock");
+    let daemon = Daemon::start_with_env(
+        &state,
+        &["--git", gone.to_str().unwrap(), "--git-interval", "1s"],
+        &[("NOTIFY_SOCKET", Some(systemd.path.as_os_str()))],
+    );
+    systemd.wait_for("READY=1", Some(&daemon));
+    let out = state.run(&["status", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)));
+    assert_eq!(json["source"]["kind"], "git", "{json}");
+    assert_eq!(json["source"]["lastSync"]["ok"], false, "{json}");
+    let message = json["source"]["lastError"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("cannot fetch"), "{json}");
+}
