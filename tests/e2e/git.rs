@@ -243,6 +243,14 @@ fn commits_add_change_and_remove_containers_and_a_bad_commit_or_a_lost_remote_ch
     );
     assert_eq!(pid(&get(&state, &a).unwrap()), a_pid);
     assert_eq!(get(&state, &c).unwrap()["phase"], "Running");
+    // `berth status` tells it too, with the commit still applied.
+    let out = state.run(&["status"]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let text = crate::stdout(&out);
+    assert!(
+        text.contains("cannot fetch main") && text.contains(&fourth[..12]),
+        "{text}"
+    );
     std::fs::rename(&moved, &repo.origin).unwrap();
     repo.remove(&format!("apps/{c}.yaml"));
     repo.commit("c removed", Sign::No);
