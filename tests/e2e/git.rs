@@ -1,10 +1,10 @@
 //! `berth daemon --git`: a local bare repository the test makes, a work clone
 //! that commits and pushes, and a daemon following it (as root).
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::daemon::{Daemon, events, get, manifest, wait_for, wait_phase};
 use crate::{StateDir, stderr, stdout, unique};
@@ -402,6 +402,245 @@ fn commits_signed_with_an_openpgp_key_of_the_keyring_pass_and_unsigned_ones_do_n
     let signed = repo.commit("b, signed", Sign::OpenPgp);
     let item = wait_phase(&state, &daemon, &b, "Running");
     assert_eq!(item["revision"]["commit"], signed.as_str());
+}
+
+/// A new ed25519 key pair without a passphrase at `path` (and `path.pub`).
+fn ssh_keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "berth-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
+    assert!(out.status.success(), "ssh-keygen: {}", stderr(&out));
+}
+
+/// sshd's privilege-separation directory, compiled in (Debian's path): sshd will
+/// not start without it. Made if missing, and then removed again on drop.
+struct PrivsepDir {
+    made: bool,
+}
+
+impl PrivsepDir {
+    const PATH: &str = "/run/sshd";
+
+    fn ensure() -> PrivsepDir {
+        match std::fs::DirBuilder::new().mode(0o755).create(Self::PATH) {
+            Ok(()) => PrivsepDir { made: true },
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => PrivsepDir { made: false },
+            Err(e) => panic!("cannot create sshd's {}: {e}", Self::PATH),
+        }
+    }
+}
+
+impl Drop for PrivsepDir {
+    fn drop(&mut self) {
+        if self.made {
+            // Only while empty: an sshd started meanwhile keeps it.
+            let _ = std::fs::remove_dir(Self::PATH);
+        }
+    }
+}
+
+/// A private sshd on 127.0.0.1 that lets root in with one key only, everything it
+/// reads and writes in the test's dir; ended by its pid on drop, also when the
+/// test fails. Declare it before the daemons that fetch from it.
+struct Sshd {
+    child: Child,
+    port: u16,
+    /// The client key its authorized_keys holds.
+    key: PathBuf,
+    log: PathBuf,
+    /// Dropped after `child` is ended.
+    _privsep: PrivsepDir,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Sshd {
+        // An absolute path: sshd re-executes itself for every connection.
+        let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "this test needs sshd (it fetches an ssh:// URL from a private one on \
+                     127.0.0.1), which is not installed: apt-get install openssh-server"
+                )
+            });
+        std::fs::create_dir_all(dir).unwrap();
+        let host_key = dir.join("host_key");
+        let key = dir.join("client_key");
+        ssh_keygen(&host_key);
+        ssh_keygen(&key);
+        let authorized = dir.join("authorized_keys");
+        std::fs::copy(key.with_extension("pub"), &authorized).unwrap();
+        let privsep = PrivsepDir::ensure();
+        let config = dir.join("sshd_config");
+        let log = dir.join("sshd.log");
+        // A port found free may be taken before sshd binds it: try a few.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            // StrictModes no: sshd refuses an authorized_keys file below a directory
+            // others can write, and the test's dir is below /tmp (mode 1777). The
+            // file itself is root's, in a directory only root can enter.
+            std::fs::write(
+                &config,
+                format!(
+                    "ListenAddress 127.0.0.1:{port}\n\
+                     HostKey {host_key}\n\
+                     PidFile {pid}\n\
+                     AuthorizedKeysFile {authorized}\n\
+                     AuthenticationMethods publickey\n\
+                     PasswordAuthentication no\n\
+                     KbdInteractiveAuthentication no\n\
+                     PermitRootLogin prohibit-password\n\
+                     AllowUsers root\n\
+                     UsePAM no\n\
+                     StrictModes no\n",
+                    host_key = host_key.display(),
+                    pid = dir.join("sshd.pid").display(),
+                    authorized = authorized.display(),
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new(&sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{}: {e}", sshd.display()));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Sshd {
+                        child,
+                        port,
+                        key,
+                        log,
+                        _privsep: privsep,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Our own child, by its pid.
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = read(&log);
+            assert!(
+                text.contains("Address already in use"),
+                "sshd did not start:\n{text}"
+            );
+        }
+        panic!("sshd found no free port:\n{}", read(&log))
+    }
+
+    fn log(&self) -> String {
+        read(&self.log)
+    }
+}
+
+fn read(file: &Path) -> String {
+    std::fs::read_to_string(file).unwrap_or_default()
+}
+
+impl Drop for Sshd {
+    /// Our sshd, by its pid: SIGTERM, then SIGKILL.
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if std::thread::panicking() {
+            eprintln!("sshd log:\n{}", self.log());
+        }
+    }
+}
+
+#[test]
+fn an_ssh_url_is_followed_with_the_key_given_and_an_unauthorized_key_runs_nothing() {
+    let state = StateDir::new();
+    let repo = Repo::new(&state);
+    let sshd = Sshd::start(&state.dir.path().join("sshd"));
+    let (a, b) = (unique("ssh-a"), unique("ssh-b"));
+    repo.write(&format!("{a}.yaml"), &sleeper(&a));
+    let first = repo.commit("a", Sign::No);
+    let url = format!(
+        "ssh://root@127.0.0.1:{}{}",
+        sshd.port,
+        repo.origin.display()
+    );
+    let key = sshd.key.display().to_string();
+    let daemon = Daemon::start_with(
+        &state,
+        &["--git", &url, "--git-ssh-key", &key, "--git-interval", "1s"],
+    );
+    let item = wait_phase(&state, &daemon, &a, "Running");
+    assert_eq!(item["revision"]["commit"], first.as_str(), "{item}");
+    // The next fetch meets the host key learnt on the first.
+    repo.write(&format!("{b}.yaml"), &sleeper(&b));
+    let second = repo.commit("b", Sign::No);
+    let item = wait_phase(&state, &daemon, &b, "Running");
+    assert_eq!(item["revision"]["commit"], second.as_str(), "{item}");
+    let out = state.run(&["get", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commit_of = |name: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .map(|i| i["revision"]["commit"].clone())
+    };
+    assert_eq!(commit_of(&a), Some(first.as_str().into()), "{list}");
+    assert_eq!(commit_of(&b), Some(second.as_str().into()), "{list}");
+
+    // Another device, whose key the server does not know: told, and nothing runs.
+    let other = StateDir::new();
+    let stranger = other.dir.path().join("stranger_key");
+    ssh_keygen(&stranger);
+    let stranger = stranger.display().to_string();
+    let refused = Daemon::start_with(
+        &other,
+        &[
+            "--git",
+            &url,
+            "--git-ssh-key",
+            &stranger,
+            "--git-interval",
+            "1s",
+        ],
+    );
+    let event = wait_event(&other, &refused, "FetchFailed", &url);
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("cannot fetch HEAD from {url}"))
+            && message.contains("Permission denied (publickey)"),
+        "{message}"
+    );
+    let out = other.run(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&url) && text.contains("Permission denied (publickey)"),
+        "{text}"
+    );
+    let out = other.run(&["get", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"], serde_json::json!([]), "{list}");
 }
 
 #[test]
