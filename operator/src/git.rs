@@ -742,8 +742,12 @@ async fn follow(
             }
             Outcome::Failed(message) => {
                 failures = failures.saturating_add(1);
+                let meanwhile = match ctx.health.source().revision {
+                    Some(_) => "the last good commit keeps running",
+                    None => "nothing is applied until a fetch succeeds",
+                };
                 let message = format!(
-                    "cannot fetch {} from {}: {message}; the last good commit keeps running",
+                    "cannot fetch {} from {}: {message}; {meanwhile}",
                     git.options.reference.as_deref().unwrap_or("HEAD"),
                     redact(&git.options.url)
                 );

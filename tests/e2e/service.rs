@@ -328,5 +328,9 @@ fn a_device_whose_repository_cannot_be_reached_on_its_first_start_is_ready_and_s
     let message = json["source"]["lastError"]["message"]
         .as_str()
         .unwrap_or_default();
-    assert!(message.contains("cannot fetch"), "{json}");
+    assert!(
+        message.contains("cannot fetch")
+            && message.contains("nothing is applied until a fetch succeeds"),
+        "{json}"
+    );
 }
