@@ -50,6 +50,10 @@ pub struct Item {
     /// Git source: the commit its spec came from (Flux's lastAppliedRevision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<berth_state::Revision>,
+    /// For a `NotSelected` item, which has no config to read them from: its
+    /// manifest's `metadata.labels` (for `get -l` and `--show-labels`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `berth describe`: the item, its spec, recent events and cgroup usage.
@@ -189,6 +193,7 @@ impl Item {
             address: None,
             ports: Vec::new(),
             revision: record.and_then(|r| r.revision.clone()),
+            labels: std::collections::BTreeMap::new(),
         }
     }
 
@@ -596,6 +601,7 @@ fn not_selected_items(ctx: &Context, items: &mut Vec<Item>) {
             ports: Vec::new(),
             // The commit this definition was read from (Git source).
             revision: set.revision().cloned(),
+            labels: c.labels.clone(),
         });
     }
     items.sort_by(|a, b| a.name.cmp(&b.name));

@@ -299,6 +299,16 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
         Some(name) => {
             let one: Vec<Item> = items.into_iter().filter(|i| i.name == name).collect();
             if one.is_empty() {
+                // A manifest for other devices is not a typo: say so.
+                let elsewhere = !options.all
+                    && self::items(runtime, true)
+                        .is_ok_and(|all| all.iter().any(|i| i.name == name));
+                if elsewhere {
+                    bail!(
+                        "{name} is not selected on this device: its manifest's metadata.selector \
+                         does not match this device's labels (`berth get --all` lists it)"
+                    );
+                }
                 bail!("no container {name}");
             }
             one
@@ -308,7 +318,12 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
     let items: Vec<(Item, BTreeMap<String, String>)> = items
         .into_iter()
         .map(|item| {
-            let labels = labels(runtime, &item.name);
+            // A NotSelected item carries its manifest's labels; the others' are
+            // in their config.
+            let labels = match item.labels.is_empty() {
+                true => labels(runtime, &item.name),
+                false => item.labels.clone(),
+            };
             (item, labels)
         })
         .filter(|(_, labels)| selector.as_ref().is_none_or(|s| s.selects(labels)))

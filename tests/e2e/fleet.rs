@@ -151,6 +151,30 @@ fn two_devices_with_different_labels_run_different_parts_of_one_fleet_tree() {
         "{}",
         stdout(&out)
     );
+    // Its manifest's labels select and show it too.
+    let out = gate.run(&[
+        "get",
+        "--all",
+        "-l",
+        "fleet.example/layer=group",
+        "--show-labels",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l.starts_with("recorder")
+            && l.contains("NotSelected")
+            && l.contains("fleet.example/layer=group")),
+        "{text}"
+    );
+    assert!(!text.contains("heartbeat"), "{text}");
+    // Asked for by name, it is not a typo.
+    let out = gate.run(&["get", "recorder"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::stderr(&out).contains("recorder is not selected on this device"),
+        "{}",
+        crate::stderr(&out)
+    );
 
     // The recorder moves to the gates: the camera removes its container.
     let recorder = manifests_dir(&camera).join("groups/cameras/recorder.yaml");
