@@ -11,7 +11,10 @@ fn main() {
     // Linked at a fixed address (the objects stay position-independent): a PIE
     // binary's half MiB of relocated read-only data would be a private copy in
     // every monitor. The README's Security section says what that trades.
-    println!("cargo:rustc-link-arg-bins=-no-pie");
+    // glibc targets only: a musl build links statically (static-pie) its own way.
+    if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
     // Build again when HEAD moves: a checkout changes HEAD, a commit the branch's ref.
     let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
     watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));

@@ -421,9 +421,9 @@ impl Monitor {
                 self.forward_console();
             }
             if client && let Ok((stream, _)) = self.listener.accept() {
+                // No settle after a request: `berth get` asks every monitor for
+                // its state, and what that touches is the same few pages each time.
                 self.serve(stream, &payload);
-                // A request (an adoption's state query, a stop) touched code too.
-                settle();
             }
             if let Some(s) = self.stopping
                 && !s.killed
@@ -436,7 +436,11 @@ impl Monitor {
                 let status = waitpid(Pid::from_raw(payload.pid), None);
                 self.forward_console();
                 match self.on_exit(status) {
-                    Some(next) => payload = next,
+                    Some(next) => {
+                        payload = next;
+                        // The reboot ran the start's code again.
+                        settle();
+                    }
                     None => return,
                 }
             }
@@ -801,11 +805,11 @@ impl Console {
     }
 }
 
-/// Before a monitor sleeps: what the start (or a request) touched and no longer
-/// needs goes back. A monitor lives as long as its container.
+/// Before a monitor sleeps after a start or a reboot: what that touched and no
+/// longer needs goes back. A monitor lives as long as its container.
 fn settle() {
     release_start_up_code();
-    // What was allocated and freed (the smaps text just read, a request's JSON)
+    // What was allocated and freed (the smaps text just read, the start's JSON)
     // goes back to the kernel.
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory of this process's heap.
