@@ -544,6 +544,17 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
 }
 
 pub(crate) fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
+    let mut items = merged_items(ctx)?;
+    for item in &mut items {
+        item.add_config(&ctx.runtime);
+    }
+    Ok(items)
+}
+
+/// Every container the daemon knows of or finds in the state dir, its record
+/// merged with its monitor's status (what decides the phase), without what its
+/// config adds. Asks every monitor: call it off the async threads.
+pub(crate) fn merged_items(ctx: &Context) -> Result<Vec<Item>, berth_state::Error> {
     let records = ctx.store.list()?;
     let mut names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
     // Containers made by hand are shown too, from their status alone.
@@ -556,9 +567,7 @@ pub(crate) fn all_items(ctx: &Context) -> Result<Vec<Item>, ApiError> {
         .map(|name| {
             let record = records.iter().find(|r| &r.name == name);
             let status = ctx.runtime.status(name).ok().flatten();
-            let mut item = Item::merge(name, record, status.as_ref(), now);
-            item.add_config(&ctx.runtime);
-            item
+            Item::merge(name, record, status.as_ref(), now)
         })
         .collect())
 }

@@ -9,7 +9,7 @@ use anyhow::bail;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Item, Version};
+use crate::api::Version;
 use crate::health::{Source, SourceKind, Sync};
 use crate::reconcile::Context;
 
@@ -34,17 +34,8 @@ pub struct DaemonStatus {
 /// daemon's record merged with the monitor's status). Reads every status file:
 /// call it off the async threads.
 pub fn phase_counts(ctx: &Context) -> Result<BTreeMap<String, usize>, berth_state::Error> {
-    let records = ctx.store.list()?;
-    let mut names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
-    names.extend(ctx.runtime.list().unwrap_or_default());
-    names.sort();
-    names.dedup();
-    let now = crate::reconcile::now();
     let mut counts = BTreeMap::new();
-    for name in &names {
-        let record = records.iter().find(|r| &r.name == name);
-        let status = ctx.runtime.status(name).ok().flatten();
-        let item = Item::merge(name, record, status.as_ref(), now);
+    for item in crate::api::merged_items(ctx)? {
         *counts.entry(item.phase).or_insert(0) += 1;
     }
     Ok(counts)

@@ -242,20 +242,7 @@ fn a_bad_labels_file_stops_the_daemon_at_start_naming_its_line() {
 
 /// git in `dir` with no user or system configuration.
 fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args([
-            "-c",
-            "user.name=berth test",
-            "-c",
-            "user.email=test@berth.invalid",
-        ])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("git {args:?}: {e}"));
-    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    crate::git::git_in(dir, args, None);
 }
 
 #[test]

@@ -49,24 +49,9 @@ impl Repo {
         repo
     }
 
-    /// git with no user or system configuration (root's ~/.gitconfig does not count).
+    /// git in `dir`, as [`git_in`], with the repository's own GnuPG home.
     fn git(&self, dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GNUPGHOME", &self.gnupg)
-            .args([
-                "-c",
-                "user.name=berth test",
-                "-c",
-                "user.email=test@berth.invalid",
-            ])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("git {args:?}: {e}"));
-        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
-        stdout(&out)
+        git_in(dir, args, Some(&self.gnupg))
     }
 
     fn write(&self, file: &str, text: &str) {
@@ -664,4 +649,29 @@ fn a_daemon_without_git_says_what_to_install() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--manifests"), "{}", stderr(&out));
+}
+
+/// git in `dir` with no user or system configuration (root's ~/.gitconfig does
+/// not count), a test identity, and `gnupg` as GNUPGHOME when given; its stdout.
+pub(crate) fn git_in(dir: &Path, args: &[&str], gnupg: Option<&Path>) -> String {
+    let mut command = Command::new("git");
+    command
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "-c",
+            "user.name=berth test",
+            "-c",
+            "user.email=test@berth.invalid",
+        ])
+        .args(args);
+    if let Some(gnupg) = gnupg {
+        command.env("GNUPGHOME", gnupg);
+    }
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("git {args:?}: {e}"));
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    stdout(&out)
 }
