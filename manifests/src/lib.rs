@@ -30,6 +30,7 @@ pub use spec::{
     Container, ContainerSpec, Mount, NetworkMode, PortMapping, Protocol, PullPolicy, Resources,
     RestartPolicy, RootfsSource, RunState, SeccompPolicy, Security, Source,
 };
+pub use spec::{Healthcheck, Probe, UpdateStrategy};
 pub use spec::{IdMap, UsernsSpec};
 pub use units::parse_duration;
 pub use user::{Id, User};
@@ -155,4 +156,82 @@ pub fn reject_duplicate_names(files: &mut [ParsedFile]) {
         }
         file.containers = kept;
     }
+}
+
+/// `spec.dependsOn` across all files: every name must be defined somewhere, and
+/// no chain of dependencies may come back to where it started. A container with
+/// an unknown dependency, and every container in a cycle, is reported (the cycle
+/// as `a -> b -> c -> a`) and dropped from its file. Run after
+/// `reject_duplicate_names`, so each name is defined once.
+pub fn check_dependencies(files: &mut [ParsedFile]) {
+    let deps: HashMap<String, Vec<String>> = files
+        .iter()
+        .flat_map(|f| &f.containers)
+        .map(|c| (c.name.clone(), c.depends_on.clone()))
+        .collect();
+    let mut bad: HashMap<String, String> = HashMap::new();
+    for (name, list) in &deps {
+        if let Some(missing) = list.iter().find(|d| !deps.contains_key(*d)) {
+            bad.insert(
+                name.clone(),
+                format!(
+                    "spec.dependsOn: {name:?} depends on {missing:?}, which no manifest defines"
+                ),
+            );
+        }
+    }
+    // Depth-first from every name in sorted order, so the cycle reported is stable.
+    let mut names: Vec<&String> = deps.keys().collect();
+    names.sort();
+    let mut done: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for start in names {
+        let mut path: Vec<&str> = Vec::new();
+        find_cycles(start, &deps, &mut path, &mut done, &mut bad);
+    }
+    for file in files.iter_mut() {
+        let mut kept = Vec::with_capacity(file.containers.len());
+        for container in std::mem::take(&mut file.containers) {
+            match bad.get(&container.name) {
+                Some(message) => file.diagnostics.push(Diagnostic::new(
+                    &container.source.file,
+                    Position {
+                        line: container.source.line,
+                        column: container.source.column,
+                    },
+                    message.clone(),
+                )),
+                None => kept.push(container),
+            }
+        }
+        file.containers = kept;
+    }
+}
+
+fn find_cycles<'a>(
+    name: &'a str,
+    deps: &'a HashMap<String, Vec<String>>,
+    path: &mut Vec<&'a str>,
+    done: &mut std::collections::HashSet<&'a str>,
+    bad: &mut HashMap<String, String>,
+) {
+    if done.contains(name) {
+        return;
+    }
+    if let Some(at) = path.iter().position(|p| *p == name) {
+        let cycle: Vec<&str> = path[at..].iter().copied().chain([name]).collect();
+        let text = cycle.join(" -> ");
+        for member in &path[at..] {
+            bad.entry((*member).to_owned())
+                .or_insert_with(|| format!("spec.dependsOn: dependency cycle {text}"));
+        }
+        return;
+    }
+    path.push(name);
+    for dep in deps.get(name).into_iter().flatten() {
+        if deps.contains_key(dep) {
+            find_cycles(dep, deps, path, done, bad);
+        }
+    }
+    path.pop();
+    done.insert(name);
 }

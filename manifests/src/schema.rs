@@ -227,6 +227,87 @@ pub struct Spec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("items" = {"type": "integer", "minimum": 0, "maximum": 4294967294_u64}))]
     pub supplemental_groups: Vec<u32>,
+    /// How the container's monitor tells whether it works: one of `exec`, `tcp` or
+    /// `http`, and/or `notify`. Default: none (Running means the process exists).
+    pub healthcheck: Option<Healthcheck>,
+    /// Containers (by name, in any file) that must be Running, and Healthy when they
+    /// have a health check, before this one starts. A cycle is an error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 63}))]
+    pub depends_on: Vec<String>,
+    /// Restart this container when one it depends on restarts. Default: `false`.
+    pub restart_with_dependency: Option<bool>,
+    /// How a changed spec is rolled out. Default: no rollback.
+    pub update_strategy: Option<UpdateStrategy>,
+}
+
+/// A health check, run by the container's monitor (so it goes on while the daemon
+/// is down): `exec` in the container's namespaces and confinement, as `berth exec`
+/// runs it; `tcp` and `http` from inside its network namespace.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [
+    {"required": ["exec"]}, {"required": ["tcp"]}, {"required": ["http"]},
+    {"required": ["notify"], "properties": {"notify": {"const": true}}}
+]))]
+pub struct Healthcheck {
+    /// A command run inside the container; healthy when it exits 0.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "command_schema")]
+    pub exec: Option<Vec<String>>,
+    /// A TCP port of the container; healthy when a connection is accepted.
+    #[schemars(range(min = 1, max = 65535))]
+    pub tcp: Option<u16>,
+    /// An HTTP GET; healthy on a 2xx or 3xx answer.
+    pub http: Option<HttpCheck>,
+    /// Time between checks. Default: `10s`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "interval_schema")]
+    pub interval: Option<Seconds>,
+    /// How long one check may take. Default: `2s`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "interval_schema")]
+    pub timeout: Option<Seconds>,
+    /// Failures in a row that make the container Unhealthy. Default: `3`.
+    #[schemars(range(min = 1, max = 1000))]
+    pub retries: Option<u32>,
+    /// Failures during this time after a start do not count. Default: `0`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "duration_schema")]
+    pub start_period: Option<Seconds>,
+    /// Give the container a `NOTIFY_SOCKET` (the sd_notify protocol): it stays
+    /// Starting until it sends `READY=1`. Default: `false`.
+    pub notify: Option<bool>,
+}
+
+/// `spec.healthcheck.http`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+pub struct HttpCheck {
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Default: `/`.
+    #[schemars(extend("pattern" = "^/"))]
+    pub path: Option<String>,
+    /// `HTTP` only. Default: `HTTP`.
+    #[schemars(extend("enum" = ["HTTP", "http"]))]
+    pub scheme: Option<String>,
+}
+
+/// `spec.updateStrategy`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+pub struct UpdateStrategy {
+    /// Put the previous spec back when a changed one does not stay Running (and
+    /// Healthy, when checked) for `healthyFor`. Default: `false`.
+    pub rollback: Option<bool>,
+    /// How long a new spec must stay Running (and Healthy) to be kept. Default: `60s`.
+    #[serde(default)] // Optional in the schema too, despite schema_with.
+    #[schemars(schema_with = "interval_schema")]
+    pub healthy_for: Option<Seconds>,
 }
 
 /// Set exactly one of `template`, `path`, `tarball`, `oci` or `image`;

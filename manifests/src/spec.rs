@@ -27,6 +27,17 @@ pub struct Container {
     /// The desired run state. Not part of the spec hash: stopping a container is
     /// not a change of what it is.
     pub state: RunState,
+    /// `spec.dependsOn`: not part of the spec hash (the order things start in is
+    /// not what a container is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// `spec.restartWithDependency`. Not part of the spec hash.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub restart_with_dependency: bool,
+    /// `spec.updateStrategy`. Not part of the spec hash: how a change is rolled out
+    /// is not a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<UpdateStrategy>,
     pub spec: ContainerSpec,
     /// `sha256:` of the canonical serialization of `spec`.
     pub hash: String,
@@ -80,6 +91,45 @@ pub struct ContainerSpec {
     /// `spec.network.ports`, defaults filled in; absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortMapping>,
+    /// `spec.healthcheck`, defaults filled in. Part of the hash: the monitor runs
+    /// the check it was started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// A resolved `spec.healthcheck`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Healthcheck {
+    /// Absent when only `notify` tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub notify: bool,
+}
+
+/// What one health check does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Probe {
+    /// Run in the container; healthy when it exits 0.
+    Exec(Vec<String>),
+    /// Connect to this port inside the container's network namespace.
+    Tcp(u16),
+    /// GET `path` on this port inside the container's network namespace; healthy on 2xx/3xx.
+    Http { port: u16, path: String },
+}
+
+/// A resolved `spec.updateStrategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    pub rollback: bool,
+    pub healthy_for_ms: u64,
 }
 
 /// A host port published to the container (`spec.network.ports[]`).

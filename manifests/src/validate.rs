@@ -11,8 +11,8 @@ use crate::image_ref::ImageRef;
 use crate::locate::{DocumentIndex, Position};
 use crate::schema::{self, Manifest, NetworkMode, Protocol, PullPolicy, RestartPolicy, RunState};
 use crate::spec::{
-    Container, ContainerSpec, IdMap, Mount, PortMapping, Resources, RootfsSource, SeccompPolicy,
-    Security, Source, UsernsSpec,
+    Container, ContainerSpec, Healthcheck, IdMap, Mount, PortMapping, Probe, Resources,
+    RootfsSource, SeccompPolicy, Security, Source, UpdateStrategy, UsernsSpec,
 };
 use crate::units;
 
@@ -178,6 +178,11 @@ pub fn container(
         }
     }
 
+    let healthcheck = spec.healthcheck.map(|h| healthcheck(&mut c, h));
+    let depends_on = depends_on(&mut c, &name, spec.depends_on);
+    let update_strategy = spec.update_strategy.map(|u| update_strategy(&mut c, u));
+    let restart_with_dependency = spec.restart_with_dependency.unwrap_or(false);
+
     let (Some(stop_signal), Some(stop_timeout_ms), true) =
         (stop_signal, stop_timeout_ms, c.problems.is_empty())
     else {
@@ -201,16 +206,180 @@ pub fn container(
         supplemental_groups: spec.supplemental_groups,
         address,
         ports,
+        healthcheck,
     };
     Ok(Container {
         name,
         labels: manifest.metadata.labels,
         selector: manifest.metadata.selector,
         state,
+        depends_on,
+        restart_with_dependency,
+        update_strategy,
         hash: spec.hash(),
         spec,
         source,
     })
+}
+
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 10_000;
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_HEALTH_RETRIES: u32 = 3;
+pub const DEFAULT_HEALTHY_FOR_MS: u64 = 60_000;
+
+/// A duration field in milliseconds; `None` (reported) when it does not parse.
+fn millis(
+    c: &mut Checker,
+    path: &str,
+    value: Option<schema::Seconds>,
+    default: u64,
+) -> Option<u64> {
+    match value {
+        None => Some(default),
+        Some(schema::Seconds::Whole(secs)) => Some(secs.saturating_mul(1000)),
+        Some(schema::Seconds::Text(text)) => c
+            .parse(path, units::parse_duration(&text))
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// A duration that must not be zero (an interval, a timeout).
+fn nonzero_millis(
+    c: &mut Checker,
+    path: &str,
+    value: Option<schema::Seconds>,
+    default: u64,
+) -> u64 {
+    match millis(c, path, value, default) {
+        Some(0) => {
+            c.value(path, "must be longer than 0");
+            default
+        }
+        Some(ms) => ms,
+        None => default,
+    }
+}
+
+fn healthcheck(c: &mut Checker, h: schema::Healthcheck) -> Healthcheck {
+    let given = [h.exec.is_some(), h.tcp.is_some(), h.http.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        c.key(
+            "spec.healthcheck",
+            "set one of exec, tcp or http, not several",
+        );
+    }
+    let notify = h.notify.unwrap_or(false);
+    let probe = if let Some(command) = h.exec {
+        if command.is_empty() || command[0].is_empty() {
+            c.value(
+                "spec.healthcheck.exec",
+                "needs a command: [PROGRAM, ARGS...]",
+            );
+        }
+        for (i, arg) in command.iter().enumerate() {
+            c.no_nul(&format!("spec.healthcheck.exec[{i}]"), arg);
+        }
+        Some(Probe::Exec(command))
+    } else if let Some(port) = h.tcp {
+        if port == 0 {
+            c.value(
+                "spec.healthcheck.tcp",
+                "port 0 cannot be connected to; use 1 to 65535",
+            );
+        }
+        Some(Probe::Tcp(port))
+    } else if let Some(http) = h.http {
+        if http.port == 0 {
+            c.value(
+                "spec.healthcheck.http.port",
+                "port 0 cannot be connected to; use 1 to 65535",
+            );
+        }
+        if let Some(scheme) = &http.scheme
+            && !scheme.eq_ignore_ascii_case("http")
+        {
+            c.value(
+                "spec.healthcheck.http.scheme",
+                format!("{scheme:?} is not supported; use HTTP (or a tcp check for a TLS port)"),
+            );
+        }
+        let path = http.path.unwrap_or_else(|| "/".to_owned());
+        if !path.starts_with('/') || path.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            c.value(
+                "spec.healthcheck.http.path",
+                format!("{path:?} must start with / and have no spaces or control characters"),
+            );
+        }
+        Some(Probe::Http {
+            port: http.port,
+            path,
+        })
+    } else {
+        if !notify {
+            c.key(
+                "spec.healthcheck",
+                "set one of exec, tcp or http, or notify: true",
+            );
+        }
+        None
+    };
+    Healthcheck {
+        probe,
+        interval_ms: nonzero_millis(
+            c,
+            "spec.healthcheck.interval",
+            h.interval,
+            DEFAULT_HEALTH_INTERVAL_MS,
+        ),
+        timeout_ms: nonzero_millis(
+            c,
+            "spec.healthcheck.timeout",
+            h.timeout,
+            DEFAULT_HEALTH_TIMEOUT_MS,
+        ),
+        retries: match h.retries {
+            Some(0) => {
+                c.value("spec.healthcheck.retries", "must be at least 1");
+                DEFAULT_HEALTH_RETRIES
+            }
+            Some(n) => n,
+            None => DEFAULT_HEALTH_RETRIES,
+        },
+        start_period_ms: millis(c, "spec.healthcheck.startPeriod", h.start_period, 0).unwrap_or(0),
+        notify,
+    }
+}
+
+/// `spec.dependsOn`: names, not this container's own, each once. Whether they
+/// exist, and cycles, are checked across files (`check_dependencies`).
+fn depends_on(c: &mut Checker, name: &str, names: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    for (i, dep) in names.iter().enumerate() {
+        let path = format!("spec.dependsOn[{i}]");
+        if let Err(message) = check_name(dep) {
+            c.value(&path, message);
+        } else if dep == name {
+            c.value(
+                &path,
+                format!("{dep:?} is this container; a container cannot depend on itself"),
+            );
+        } else if !seen.insert(dep.as_str()) {
+            c.value(&path, format!("{dep:?} is listed twice"));
+        }
+    }
+    names
+}
+
+fn update_strategy(c: &mut Checker, u: schema::UpdateStrategy) -> UpdateStrategy {
+    UpdateStrategy {
+        rollback: u.rollback.unwrap_or(false),
+        healthy_for_ms: nonzero_millis(
+            c,
+            "spec.updateStrategy.healthyFor",
+            u.healthy_for,
+            DEFAULT_HEALTHY_FOR_MS,
+        ),
+    }
 }
 
 /// The mode, a pinned address and published ports, which need `bridge`. Whether

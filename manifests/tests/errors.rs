@@ -97,9 +97,10 @@ fn an_unknown_field_does_not_hide_the_documents_other_problems() {
     assert_eq!(
         errors(&text),
         [
-            "m.yaml:7:3: spec: unknown field `restartPolcy`, expected one of `command`, `env`, `hostname`, `init`, \
-             `mounts`, `network`, `resources`, `restartPolicy`, `rootfs`, `security`, `state`, `stopSignal`, \
-             `stopTimeout`, `supplementalGroups`, `user`, `workingDir`; did you mean `restartPolicy`?",
+            "m.yaml:7:3: spec: unknown field `restartPolcy`, expected one of `command`, `dependsOn`, `env`, `healthcheck`, `hostname`, \
+             `init`, `mounts`, `network`, `resources`, `restartPolicy`, `restartWithDependency`, `rootfs`, \
+             `security`, `state`, `stopSignal`, `stopTimeout`, `supplementalGroups`, `updateStrategy`, \
+             `user`, `workingDir`; did you mean `restartPolicy`?",
             "m.yaml:8:23: spec.resources.memory: \"64MB\" is not a quantity; use e.g. 64Mi or 67108864",
             "m.yaml:9:21: spec.mounts[0].source: \"srv\" is not absolute; a mount source must start with /",
             "m.yaml:9:41: spec.mounts[0]: unknown field `ro`, expected one of `readOnly`, `source`, `target`",
@@ -112,9 +113,10 @@ fn a_misspelt_required_field_is_reported_once_as_a_typo() {
     let text = with_spec("web", "").replace("command", "comand");
     assert_one(
         &text,
-        "m.yaml:6:3: spec: unknown field `comand`, expected one of `command`, `env`, `hostname`, `init`, \
-         `mounts`, `network`, `resources`, `restartPolicy`, `rootfs`, `security`, `state`, `stopSignal`, \
-         `stopTimeout`, `supplementalGroups`, `user`, `workingDir`; did you mean `command`?",
+        "m.yaml:6:3: spec: unknown field `comand`, expected one of `command`, `dependsOn`, `env`, `healthcheck`, `hostname`, \
+         `init`, `mounts`, `network`, `resources`, `restartPolicy`, `restartWithDependency`, `rootfs`, \
+         `security`, `state`, `stopSignal`, `stopTimeout`, `supplementalGroups`, `updateStrategy`, \
+         `user`, `workingDir`; did you mean `command`?",
     );
     let text = with_spec("web", "").replace("  name: web", "  nmae: web");
     let found = errors(&text);
@@ -136,9 +138,10 @@ fn a_document_with_only_an_unknown_field_yields_no_container() {
 fn unknown_fields_are_errors_with_a_suggestion() {
     assert_one(
         &with_spec("web", "  restartPolcy: Always\n"),
-        "m.yaml:7:3: spec: unknown field `restartPolcy`, expected one of `command`, `env`, `hostname`, `init`, \
-         `mounts`, `network`, `resources`, `restartPolicy`, `rootfs`, `security`, `state`, `stopSignal`, \
-         `stopTimeout`, `supplementalGroups`, `user`, `workingDir`; did you mean `restartPolicy`?",
+        "m.yaml:7:3: spec: unknown field `restartPolcy`, expected one of `command`, `dependsOn`, `env`, `healthcheck`, `hostname`, \
+         `init`, `mounts`, `network`, `resources`, `restartPolicy`, `restartWithDependency`, `rootfs`, \
+         `security`, `state`, `stopSignal`, `stopTimeout`, `supplementalGroups`, `updateStrategy`, \
+         `user`, `workingDir`; did you mean `restartPolicy`?",
     );
     let nested = errors(&with_spec("web", "  resources: {memroy: 64Mi}\n"));
     assert!(

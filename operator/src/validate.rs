@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use berth_manifests::{
-    Diagnostic, ParsedFile, Position, manifest_files, parse_file, reject_duplicate_names,
+    Diagnostic, ParsedFile, Position, check_dependencies, manifest_files, parse_file,
+    reject_duplicate_names,
 };
 
 pub fn run(paths: &[PathBuf]) -> ExitCode {
@@ -55,6 +56,7 @@ pub fn parse_paths(paths: &[PathBuf]) -> (Vec<Diagnostic>, Vec<ParsedFile>) {
     }
     let mut parsed: Vec<ParsedFile> = files.iter().map(|f| parse_file(f)).collect();
     reject_duplicate_names(&mut parsed);
+    check_dependencies(&mut parsed);
     (unreadable, parsed)
 }
 
