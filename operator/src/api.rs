@@ -980,6 +980,7 @@ mod tests {
             error: None,
             hash: "sha256:run".to_owned(),
             cgroups: None,
+            health: None,
         }
     }
 

@@ -865,6 +865,7 @@ mod tests {
             error: None,
             hash: hash.to_owned(),
             cgroups: None,
+            health: None,
         }
     }
 

@@ -42,7 +42,7 @@ pub use layout::ContainerDir;
 pub use lifecycle::StagedConfig;
 pub use sealed::reexec_from_sealed_copy;
 pub use socket::SocketPath;
-pub use status::{ExitReason, LastExit, Phase, Status};
+pub use status::{ExitReason, Health, HealthState, LastExit, Phase, Status};
 pub use trace::{StartTrace, TracedStep};
 
 use partial::{PartialLock, Probe};

@@ -325,6 +325,7 @@ impl Monitor {
             error: None,
             hash: config.container.hash.clone(),
             cgroups: Some(cgroups.clone()),
+            health: None,
         };
         Ok(Monitor {
             dir,

@@ -170,6 +170,7 @@ impl Runtime {
                 .map(|c| c.container.hash)
                 .unwrap_or_default(),
             cgroups: None,
+            health: None,
         })
     }
 }

@@ -56,6 +56,35 @@ pub struct LastExit {
     pub at: u64,
 }
 
+/// What the container's health check says (`spec.healthcheck`), kept by its
+/// monitor, which runs the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthState {
+    /// No verdict yet: within `startPeriod`, before the first check passes, or
+    /// (with `notify`) before `READY=1`.
+    Starting,
+    Healthy,
+    /// `retries` checks in a row failed.
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub state: HealthState,
+    /// Failed checks in a row.
+    pub failing_streak: u32,
+    /// The last check's output (exec: stdout and stderr; tcp/http: what
+    /// happened), cut to a few KiB.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_output: String,
+    /// Unix seconds of the last check, and of the last change of `state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
@@ -83,6 +112,9 @@ pub struct Status {
     /// Where its cgroups are, so they can be found without the monitor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroups: Option<crate::cgroup::Cgroups>,
+    /// Absent when the spec has no `healthcheck` (or it is not running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 impl Status {
