@@ -25,14 +25,10 @@ pub struct Cli {
     pub state_dir: PathBuf,
 
     /// The cgroup under which containers get `<name>/monitor` and `<name>/payload`,
-    /// in every hierarchy berth uses.
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_CGROUP_PARENT",
-        default_value = "berth"
-    )]
-    pub cgroup_parent: String,
+    /// in every hierarchy berth uses. Default: the one a `daemon --cgroup-delegate`
+    /// recorded in <state-dir>/cgroup-parent, else `berth`.
+    #[arg(long, global = true, env = "BERTH_CGROUP_PARENT")]
+    pub cgroup_parent: Option<String>,
 
     /// The bridge of `network.mode: bridge` containers (default: berth0). The
     /// first bridged start records it in <state-dir>/network/config.json; a later
@@ -244,6 +240,13 @@ pub enum Command {
         /// warned about (see README, Metrics).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Use the cgroup this daemon was started in (a systemd unit with
+        /// Delegate=yes) as the containers' cgroup parent: the daemon moves itself
+        /// into its leaf `daemon` and the containers go beside it, so on a cgroup v2
+        /// host they belong to the unit. Recorded in <state-dir>/cgroup-parent for
+        /// the CLI and for a restarted daemon.
+        #[arg(long, conflicts_with = "cgroup_parent")]
+        cgroup_delegate: bool,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     #[command(visible_aliases = ["ps", "ls"])]

@@ -34,6 +34,8 @@ pub struct Options {
     pub git: Option<crate::git::Options>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--cgroup-delegate`: the daemon's own (delegated) cgroup is the parent.
+    pub cgroup_delegate: bool,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -68,6 +70,16 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
             )
         })?;
     let store = Store::open(runtime.state_dir()).context("cannot open the state database")?;
+    // After the store's lock: one daemon per state dir decides the parent.
+    let runtime = if options.cgroup_delegate {
+        let parent = berth_runtime::cgroup::delegate_self(runtime.state_dir())
+            .context("cannot take over the delegated cgroup")?;
+        tracing::info!(cgroup_parent = %parent, "moved into {parent}/daemon; containers go beside it");
+        runtime.with_cgroup_parent(parent)
+    } else {
+        berth_runtime::cgroup::forget_delegation(runtime.state_dir())?;
+        runtime
+    };
     let recovered = {
         let runtime = runtime.clone();
         tokio::task::spawn_blocking(move || runtime.recover()).await??

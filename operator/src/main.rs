@@ -89,8 +89,24 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
     // Absolute: the monitors run elsewhere (cwd /), and config.json names paths in it.
     cli.state_dir = std::path::absolute(&cli.state_dir)
         .with_context(|| format!("state directory {}", cli.state_dir.display()))?;
+    // A delegated daemon's choice, recorded, is every command's default.
+    // Commands that never touch the state dir do not read it (a user who may
+    // not read /var/lib/berth can still validate).
+    let offline = matches!(
+        cli.command,
+        cli::Command::Validate { .. }
+            | cli::Command::Schema
+            | cli::Command::Completions { .. }
+            | cli::Command::Man
+    );
+    let cgroup_parent = match &cli.cgroup_parent {
+        Some(parent) => parent.clone(),
+        None if offline => "berth".to_owned(),
+        None => berth_runtime::cgroup::recorded_parent(&cli.state_dir)?
+            .unwrap_or_else(|| "berth".to_owned()),
+    };
     let runtime = berth_runtime::Runtime::new(&cli.state_dir)
-        .with_cgroup_parent(&cli.cgroup_parent)
+        .with_cgroup_parent(&cgroup_parent)
         .with_network(cli.bridge.clone(), cli.subnet.clone(), cli.subnet6.clone());
     match cli.command {
         cli::Command::Validate { paths } => Ok(validate::run(&paths)),
@@ -203,6 +219,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             metrics_addr,
             labels,
             labels_file,
+            cgroup_delegate,
         } => {
             // Before anything starts: a bad labels file is the operator's to fix.
             let labels = device::labels(&labels, &labels_file).map_err(anyhow::Error::msg)?;
@@ -241,6 +258,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
                     git,
                     metrics_addr,
                     labels,
+                    cgroup_delegate,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

@@ -87,6 +87,34 @@ impl Daemon {
         daemon
     }
 
+    /// A daemon the test spawned itself (`command`, its stderr to `log`), once it
+    /// serves its socket.
+    pub(crate) fn adopt(state: &StateDir, mut command: Command, log: PathBuf) -> Daemon {
+        let socket = state.path().join("berth.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon { child, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            let exited = daemon.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "the daemon never served its socket ({exited:?}):\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub(crate) fn kill_hard(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

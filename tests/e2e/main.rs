@@ -5,6 +5,7 @@
 mod cli;
 mod create;
 mod daemon;
+mod delegate;
 mod exec;
 mod exec_isolation;
 mod fleet;

@@ -253,7 +253,9 @@ fn the_install_script_installs_completions_the_man_page_and_a_unit_systemd_accep
     assert!(root.path().join("usr/bin/berth").is_file());
     let unit = read("etc/systemd/system/berth.service");
     assert!(
-        unit.contains("ExecStart=/usr/bin/berth daemon --manifests /etc/berth/manifests\n"),
+        unit.contains(
+            "ExecStart=/usr/bin/berth daemon --manifests /etc/berth/manifests --cgroup-delegate\n"
+        ),
         "{unit}"
     );
     for line in [

@@ -9,6 +9,7 @@
 //! the hierarchies from what `mountinfo.rs` finds.
 
 mod choose;
+mod delegate;
 mod mountinfo;
 mod v1;
 mod v2;
@@ -25,6 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, io};
 use choose::{choose, required};
+pub use delegate::{
+    RECORD as DELEGATE_RECORD, delegate_self, forget as forget_delegation, recorded_parent,
+};
 
 /// How long `kill_payload` keeps killing before it reports what is left.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
