@@ -162,6 +162,45 @@ fn a_delegated_daemon_moves_into_its_leaf_and_keeps_its_containers_beside_it_acr
     assert_eq!(again["pid"], item["pid"], "the container was restarted");
     assert_eq!(again["restarts"], 0);
 
+    // A container made by hand from a shell goes beside the daemon's too.
+    let by_hand = unique("deleg-hand");
+    let file = state.path().join("hand.yaml");
+    std::fs::write(
+        &file,
+        manifest(
+            &by_hand,
+            "  rootfs: {template: busybox}\n  command: [sleep, '1000']\n",
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = berth()
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    cli(&["create", "-f", file.to_str().unwrap()]);
+    cli(&["start", &by_hand]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&cli(&["status", &by_hand]).stdout).unwrap();
+    for dir in crate::cgroup_dirs(&status) {
+        assert!(
+            dir.ends_with(Path::new(&unit_rel).join(&by_hand)),
+            "{}",
+            dir.display()
+        );
+    }
+    cli(&["stop", &by_hand, "--timeout", "0s"]);
+    cli(&["destroy", &by_hand]);
+
     // Removal still finds and removes the container's cgroups under the unit.
     std::fs::remove_file(manifests_dir(&state).join("c.yaml")).unwrap();
     wait_for("the container's removal", || {
