@@ -212,3 +212,115 @@ pub fn metric(
     }
     family
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::{Created, Observed, Step, decide};
+    use berth_runtime::{ExitReason, Health, LastExit, Origin, Phase as Run};
+    use berth_state::Record;
+
+    const NOW: u64 = 1_000_000;
+
+    fn checked(policy: &str) -> Container {
+        let text = format!(
+            "apiVersion: berth.dev/v1\nkind: Container\nmetadata:\n  name: web\nspec:\n  \
+             command: [/bin/web]\n  restartPolicy: {policy}\n  healthcheck: {{tcp: 80}}\n"
+        );
+        let parsed = berth_manifests::parse_str("/m/web.yaml".as_ref(), &text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        parsed.containers.into_iter().next().unwrap()
+    }
+
+    fn observed(c: &Container, phase: Run, state: HealthState, stopped: bool) -> Observed {
+        Observed {
+            created: Some(Created {
+                origin: Origin::Manifest,
+                container: c.clone(),
+                image: None,
+            }),
+            running: !stopped,
+            stopping: false,
+            status: Some(Status {
+                phase,
+                monitor_pid: None,
+                init_pid: None,
+                init_start_time: None,
+                started_at: Some(NOW - 5),
+                reboots: 0,
+                last_exit: stopped.then_some(LastExit {
+                    reason: ExitReason::StopRequested,
+                    code: None,
+                    signal: Some("SIGTERM".to_owned()),
+                    at: NOW - 1,
+                }),
+                error: None,
+                hash: c.hash.clone(),
+                cgroups: None,
+                health: Some(Health {
+                    state,
+                    failing_streak: 3,
+                    last_output: "connection refused".to_owned(),
+                    checked_at: Some(NOW - 1),
+                    since: Some(NOW - 1),
+                }),
+            }),
+            stored_image: None,
+        }
+    }
+
+    fn managed() -> Record {
+        let mut record = Record::new("web");
+        record.managed = true;
+        record
+    }
+
+    #[test]
+    fn an_unhealthy_container_is_restarted_unless_its_policy_is_never() {
+        for policy in ["Always", "OnFailure"] {
+            let c = checked(policy);
+            let seen = observed(&c, Run::Running, HealthState::Unhealthy, false);
+            assert_eq!(
+                decide(Some(&c), &seen, &managed(), NOW),
+                Step::RestartUnhealthy,
+                "{policy}"
+            );
+            // Stopped for it: not a success, so started again (with the back-off).
+            let seen = observed(&c, Run::Stopped, HealthState::Unhealthy, true);
+            assert_eq!(
+                decide(Some(&c), &seen, &managed(), NOW),
+                Step::Start { restart: true },
+                "{policy}"
+            );
+            let mut backing_off = managed();
+            backing_off.backoff_until = Some(NOW + 10);
+            assert_eq!(
+                decide(Some(&c), &seen, &backing_off, NOW),
+                Step::BackOff { until: NOW + 10 },
+                "{policy}"
+            );
+        }
+        let never = checked("Never");
+        let seen = observed(&never, Run::Running, HealthState::Unhealthy, false);
+        assert_eq!(decide(Some(&never), &seen, &managed(), NOW), Step::Adopt);
+        for state in [HealthState::Starting, HealthState::Healthy] {
+            let c = checked("Always");
+            let seen = observed(&c, Run::Running, state, false);
+            assert_eq!(decide(Some(&c), &seen, &managed(), NOW), Step::Adopt);
+        }
+    }
+
+    #[test]
+    fn the_table_shows_health_beside_a_running_phase_only() {
+        let health = ItemHealth {
+            state: "Unhealthy".to_owned(),
+            failing_streak: 3,
+            last_output: String::new(),
+            checked_at: None,
+            since: None,
+        };
+        assert_eq!(phase_text("Running", Some(&health)), "Running (unhealthy)");
+        assert_eq!(phase_text("Stopping", Some(&health)), "Stopping");
+        assert_eq!(phase_text("Running", None), "Running");
+    }
+}

@@ -396,9 +396,9 @@ fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
 }
 
-/// In the check's child: join the container as `berth exec` does, run the
-/// command in a grandchild (its own process group, so that a timeout kills what
-/// it started too), and exit with its code.
+/// In the check's child: join the container as `berth exec` does, then a
+/// grandchild inside its PID namespace (the check's keeper) runs the command and
+/// enforces the timeout. Exits with the command's code.
 fn exec_check(target: &Target, command: &[String], timeout: Duration) -> i32 {
     let deadline = Instant::now() + timeout;
     if let Err(message) = crate::exec::join(target.pidfd, Some(target.cgroups), target.plan) {
@@ -412,15 +412,39 @@ fn exec_check(target: &Target, command: &[String], timeout: Duration) -> i32 {
             126
         }
         Ok(ForkResult::Child) => {
+            let code = keep(target.plan, command, timeout, deadline);
+            // SAFETY: _exit ends only this grandchild.
+            unsafe { nix::libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => crate::exec::exit_code(waitpid(child, None)),
+    }
+}
+
+/// The keeper, in the container's PID namespace: a subreaper, so that what the
+/// command leaves behind comes back to it rather than to the container's init
+/// (which may never reap: a `sleep` as PID 1 would collect a zombie per timed-out
+/// check). Runs the command in its own process group; on timeout kills the group
+/// and the command; then reaps every process that came back to it.
+fn keep(plan: &Plan, command: &[String], timeout: Duration, deadline: Instant) -> i32 {
+    // Nothing of the monitor's stays open in a process the container can see.
+    let _ = crate::init::above_stdio(crate::init::FdsAbove::Close);
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) changes only this process's flags.
+    unsafe { nix::libc::prctl(nix::libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // SAFETY: this process is single-threaded.
+    let child = match unsafe { fork() } {
+        Err(e) => {
+            eprintln!("berth: health check: fork: {e}");
+            return 126;
+        }
+        Ok(ForkResult::Child) => {
             let _ = nix::unistd::setsid();
             let io = crate::exec::Io {
                 stdin: false,
                 terminal: None,
             };
-            let plan = target.plan;
             let message = crate::exec::run_command(plan, &plan.working_dir, command, &io);
             eprintln!("berth: health check: {message}");
-            // SAFETY: _exit ends only this grandchild.
+            // SAFETY: _exit ends only this process.
             unsafe {
                 nix::libc::_exit(if message.contains("No such file") {
                     127
@@ -429,18 +453,30 @@ fn exec_check(target: &Target, command: &[String], timeout: Duration) -> i32 {
                 })
             }
         }
-        Ok(ForkResult::Parent { child }) => match wait_until(child, deadline) {
-            Some(status) => crate::exec::exit_code(Ok(status)),
-            None => {
-                // The group, then the command itself (it may have left it).
-                let _ = nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
-                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                eprintln!("berth: health check: timed out after {timeout:?}: killed");
-                TIMED_OUT
-            }
-        },
+        Ok(ForkResult::Parent { child }) => child,
+    };
+    let code = match wait_until(child, deadline) {
+        Some(status) => crate::exec::exit_code(Ok(status)),
+        None => {
+            // The group, then the command itself (it may have left it).
+            let _ = nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            eprintln!("berth: health check: timed out after {timeout:?}: killed");
+            TIMED_OUT
+        }
+    };
+    // What came back to this subreaper, for a moment: a process still running
+    // (it left the group) goes on to the container's init.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
     }
+    code
 }
 
 /// Wait for `child` until `deadline`; `None`: it still runs.

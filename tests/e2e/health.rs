@@ -139,6 +139,24 @@ fn a_tcp_check_connects_inside_the_containers_network_namespace() {
         &silent,
         "  rootfs: {template: busybox}\n  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n  healthcheck: {tcp: 8080, interval: 1s, retries: 1}\n",
     );
+    // busybox httpd: a 200 for a file there, a 404 for one that is not.
+    let http_spec = |path: &str| {
+        format!(
+            "  rootfs: {{template: busybox}}\n  command: [/bin/sh, -c, 'mkdir -p /tmp/www && echo hi > /tmp/www/ok && exec httpd -f -p 8081 -h /tmp/www']\n  stopTimeout: 0s\n  healthcheck: {{http: {{port: 8081, path: {path}}}, interval: 1s, retries: 1}}\n"
+        )
+    };
+    let served = unique("served");
+    run_by_hand(&state, &served, &http_spec("/ok"));
+    let missing = unique("missing");
+    run_by_hand(&state, &missing, &http_spec("/missing"));
+    // A check that outlives its timeout is killed, with what it started.
+    let slow = unique("slow");
+    run_by_hand(
+        &state,
+        &slow,
+        "  rootfs: {template: busybox}\n  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n  healthcheck: {exec: [/bin/sh, -c, 'sleep 77; true'], timeout: 1s, interval: 1s, retries: 1}\n",
+    );
+
     let healthy = wait_health(&state, &listening, "Healthy");
     assert_eq!(healthy["health"]["lastOutput"], "connected to port 8080");
     let unhealthy = wait_health(&state, &silent, "Unhealthy");
@@ -149,10 +167,54 @@ fn a_tcp_check_connects_inside_the_containers_network_namespace() {
             .contains("refused"),
         "{unhealthy}"
     );
-    // The host's own port 8080 was never what was checked.
     let status: serde_json::Value =
         serde_json::from_slice(&state.run(&["status", &listening]).stdout).unwrap();
     assert_eq!(status["health"]["state"], "Healthy");
+
+    let ok = wait_health(&state, &served, "Healthy");
+    assert!(
+        ok["health"]["lastOutput"]
+            .as_str()
+            .unwrap()
+            .contains(" 200"),
+        "{ok}"
+    );
+    let not_found = wait_health(&state, &missing, "Unhealthy");
+    assert!(
+        not_found["health"]["lastOutput"]
+            .as_str()
+            .unwrap()
+            .contains(" 404"),
+        "{not_found}"
+    );
+
+    let late = wait_health(&state, &slow, "Unhealthy");
+    assert!(
+        late["health"]["lastOutput"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{late}"
+    );
+    // Time for a few more checks: were they not killed, their sleeps would pile up.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = state.run(&["exec", &slow, "--", "ps"]);
+    let processes = stdout(&out);
+    // Nor zombies (busybox ps shows one as `[sleep]`): the container's init, a
+    // plain `sleep`, never reaps.
+    assert!(
+        !processes.contains("[sleep]"),
+        "timed-out checks left zombies:\n{processes}"
+    );
+    // Between two checks there may be one under way; never several.
+    assert!(
+        processes
+            .lines()
+            .filter(|l| l.trim_end().ends_with("sleep 77"))
+            .count()
+            <= 1,
+        "checks that timed out left their processes:\n{processes}"
+    );
 }
 
 #[test]
