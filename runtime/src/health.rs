@@ -804,9 +804,29 @@ mod tests {
         assert!(!checker.service(&mut health, None));
         assert_eq!(health.state, HealthState::Starting);
         assert_eq!(health.last_output, "warming up");
-        sender.send_to(b"MAINPID=1\nREADY=1\n", &socket).unwrap();
+        // READY=1 with an fd passed along: the message counts, the fd is never
+        // installed in the monitor.
+        let passed = tmp.join("passed-fd");
+        let file = std::fs::File::create(&passed).unwrap();
+        let address = nix::sys::socket::UnixAddr::new(&socket).unwrap();
+        let fds = [file.as_raw_fd()];
+        nix::sys::socket::sendmsg(
+            sender.as_raw_fd(),
+            &[std::io::IoSlice::new(b"MAINPID=1\nREADY=1\n")],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            Some(&address),
+        )
+        .unwrap();
+        drop(file);
         assert!(checker.service(&mut health, None));
         assert_eq!(health.state, HealthState::Healthy);
+        let open: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .collect();
+        assert!(!open.contains(&passed), "the passed fd was installed");
         // A restart forgets it.
         assert_eq!(checker.reset().state, HealthState::Starting);
         checker.close();
