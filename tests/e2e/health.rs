@@ -272,11 +272,6 @@ fn notify_ready_makes_it_healthy_and_one_that_never_says_so_stays_starting() {
     );
     let started = Instant::now();
     let healthy = wait_health(&state, &ready, "Healthy");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "READY=1 took {:?}",
-        started.elapsed()
-    );
     assert_eq!(healthy["health"]["lastOutput"], "serving");
     // The socket is the container's own: in its directory, not the host's /run.
     let socket = state.container_dir(&ready).join("notify/notify.sock");
