@@ -295,6 +295,18 @@ fn notify_ready_makes_it_healthy_and_one_that_never_says_so_stays_starting() {
         stdout(&out)
     );
 
+    // A reboot starts again from Starting: the verdict is the new run's own.
+    let out = state.run(&["reboot", &ready]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rebooted = wait_for("the reboot's READY=1", || {
+        get(&state, &ready).filter(|i| {
+            i["reboots"] == 1
+                && i["health"]["state"] == "Healthy"
+                && i["health"]["since"].as_u64() > healthy["health"]["since"].as_u64()
+        })
+    });
+    assert_ne!(rebooted["pid"], healthy["pid"]);
+
     // Gone with the monitor.
     let out = state.run(&["stop", &ready]);
     assert!(out.status.success(), "{}", stderr(&out));
