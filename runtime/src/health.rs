@@ -200,6 +200,11 @@ impl Checker {
             }
         }
         let due = self.next.is_some_and(|at| Instant::now() >= at);
+        if due && target.is_none() {
+            // Not now (a stop or a reboot under way): never a due time in the
+            // past, which would have the monitor's poll loop spin.
+            self.next = Some(Instant::now() + Duration::from_millis(self.check.interval_ms));
+        }
         if due
             && self.running.is_none()
             && let (Some(target), Some(probe)) = (target, &self.check.probe)

@@ -329,6 +329,8 @@ impl Monitor {
                 Ok(checker) => {
                     if let Some(notify_dir) = checker.notify_dir() {
                         plan.notify_dir = Some(notify_dir.to_owned());
+                        // berth's socket, whatever spec.env said.
+                        plan.env.retain(|e| !e.starts_with("NOTIFY_SOCKET="));
                         plan.env.push(crate::health::notify_socket_env());
                     }
                     Some(checker)
