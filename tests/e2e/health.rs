@@ -44,7 +44,8 @@ const FILE_CHECK: &str = "  healthcheck:\n    exec: [/bin/cat, /tmp/ok]\n    int
 #[test]
 fn an_exec_check_that_starts_failing_restarts_the_container_and_shows_unhealthy_then_healthy() {
     let state = StateDir::new();
-    let daemon = Daemon::start_with(&state, &[]);
+    let port = crate::metrics::free_port();
+    let daemon = Daemon::start_with(&state, &["--metrics-addr", &format!("127.0.0.1:{port}")]);
     // Its command makes the file the check reads, at every start.
     let spec = format!(
         "  rootfs: {{template: busybox}}\n  command: [/bin/sh, -c, 'echo fine > /tmp/ok; exec sleep 1000']\n  stopTimeout: 0s\n{FILE_CHECK}"
@@ -93,6 +94,19 @@ fn an_exec_check_that_starts_failing_restarts_the_container_and_shows_unhealthy_
     );
     let row = table_row(&state, &kept);
     assert!(row.contains("Running (unhealthy)"), "{row}");
+    // The metric says so too, parsed by Prometheus' own Python parser.
+    let families = crate::metrics::scrape(port);
+    let metric = |state: &str| {
+        crate::metrics::value(
+            &families,
+            "berth_container_health",
+            &[("container", &kept), ("state", state)],
+        )
+    };
+    assert_eq!(
+        (metric("Unhealthy"), metric("Healthy"), metric("Starting")),
+        (Some(1.0), Some(0.0), Some(0.0))
+    );
     let out = state.run(&["describe", &kept]);
     let text = stdout(&out);
     assert!(text.contains("Health:    Unhealthy"), "{text}");
