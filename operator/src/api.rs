@@ -54,6 +54,9 @@ pub struct Item {
     /// manifest's `metadata.labels` (for `get -l` and `--show-labels`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// With `spec.healthcheck`, while it runs: what its checks say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::container_health::ItemHealth>,
 }
 
 /// `berth describe`: the item, its spec, recent events and cgroup usage.
@@ -185,7 +188,10 @@ impl Item {
                 .map(|s| s.hash.clone())
                 .or_else(|| desired.map(|c| c.hash.clone())),
             created_at: record.map_or(0, |r| r.created_at),
-            conditions: record.map(|r| r.conditions.clone()).unwrap_or_default(),
+            conditions: crate::container_health::with_condition(
+                record.map(|r| r.conditions.clone()).unwrap_or_default(),
+                live,
+            ),
             last_exit: status
                 .and_then(|s| s.last_exit.as_ref())
                 .and_then(|e| serde_json::to_value(e).ok()),
@@ -194,6 +200,7 @@ impl Item {
             ports: Vec::new(),
             revision: record.and_then(|r| r.revision.clone()),
             labels: std::collections::BTreeMap::new(),
+            health: live.and_then(crate::container_health::ItemHealth::of),
         }
     }
 
@@ -611,6 +618,7 @@ fn not_selected_items(ctx: &Context, items: &mut Vec<Item>) {
             // The commit this definition was read from (Git source).
             revision: set.revision().cloned(),
             labels: c.labels.clone(),
+            health: None,
         });
     }
     items.sort_by(|a, b| a.name.cmp(&b.name));

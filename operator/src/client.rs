@@ -376,7 +376,7 @@ pub fn get(runtime: &Runtime, options: &GetOptions<'_>, output: &str) -> anyhow:
             for (item, labels) in items.iter().zip(&labels) {
                 let mut row = vec![
                     item.name.clone(),
-                    item.phase.clone(),
+                    crate::container_health::phase_text(&item.phase, item.health.as_ref()),
                     item.pid.map_or("-".to_owned(), |p| p.to_string()),
                     item.restarts.to_string(),
                     age(item.created_at),
@@ -537,6 +537,9 @@ pub fn describe(runtime: &Runtime, name: &str) -> anyhow::Result<()> {
     let item = &detail.item;
     println!("Name:      {}", item.name);
     println!("Phase:     {}", item.phase);
+    if let Some(health) = &item.health {
+        crate::container_health::describe(health);
+    }
     if let Some(message) = &item.message {
         println!("Message:   {message}");
     }

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod client;
+mod container_health;
 mod daemon;
 mod desired;
 mod device;

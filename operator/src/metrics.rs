@@ -220,6 +220,12 @@ fn render(ctx: &Context, openmetrics: bool) -> Result<String, ApiError> {
         pids,
     );
 
+    registry.register(
+        "container_health",
+        "Health of a running container with spec.healthcheck: 1 for its state (Starting, Healthy or Unhealthy), 0 for the others",
+        crate::container_health::metric(&items),
+    );
+
     let metrics = &ctx.metrics;
     registry.register("reconciles", "Reconciles run", metrics.reconciles.clone());
     registry.register(

@@ -149,6 +149,9 @@ pub enum Step {
     BackOff {
         until: u64,
     },
+    /// Running, Unhealthy, and its restart policy restarts it: stop it (the
+    /// start follows, with the crash back-off).
+    RestartUnhealthy,
 }
 
 /// The step from what is desired of a name, what is, and what the daemon
@@ -219,6 +222,9 @@ pub fn decide(desired: Option<&Container>, observed: &Observed, record: &Record,
         return match status.map(|s| s.phase) {
             Some(berth_runtime::Phase::Orphaned) => Step::ReplaceOrphan,
             Some(berth_runtime::Phase::Stopped | berth_runtime::Phase::Failed) => Step::WaitMonitor,
+            _ if crate::container_health::restart_for_health(desired, status) => {
+                Step::RestartUnhealthy
+            }
             _ => Step::Adopt,
         };
     }
@@ -228,7 +234,8 @@ pub fn decide(desired: Option<&Container>, observed: &Observed, record: &Record,
     // Not running. Did it run to an end that its policy accepts?
     let ran = status.filter(|s| s.hash == desired.hash && s.last_exit.is_some());
     if let Some(status) = ran {
-        let succeeded = status.phase == berth_runtime::Phase::Stopped;
+        let succeeded = status.phase == berth_runtime::Phase::Stopped
+            && !crate::container_health::is_unhealthy(status);
         let finished = match desired.spec.restart_policy {
             RestartPolicy::Never => true,
             RestartPolicy::OnFailure => succeeded,
@@ -275,6 +282,7 @@ impl Context {
         if !watched.insert(name.to_owned()) {
             return;
         }
+        crate::container_health::follow(self, name);
         let ctx = self.clone();
         let name = name.to_owned();
         // An async wait, not a blocking thread per container: a device may run
@@ -535,6 +543,14 @@ async fn apply(
             Ok(Action::AwaitChange)
         }
         (Step::WaitMonitor, _) => Ok(Action::RequeueAfter(MONITOR_EXIT_POLL)),
+        (Step::RestartUnhealthy, Some(_)) => {
+            let message = crate::container_health::unhealthy_message(status);
+            ctx.event(name, "Unhealthy", &format!("{message}; restarting it"));
+            ctx.save(record, Phase::Stopping, Some(message))?;
+            // Once stopped, the next reconcile starts it (see `decide`).
+            ctx.stop_in_background(name, |_| Ok(()));
+            Ok(Action::AwaitChange)
+        }
         (Step::Stop(why @ (StopFor::NewRootfs | StopFor::NewImage)), Some(desired))
             if matches!(desired.spec.rootfs, RootfsSource::Image { .. }) =>
         {
@@ -808,14 +824,15 @@ fn adopt(ctx: &Context, record: &mut Record, status: Option<&Status>) -> Result<
 }
 
 pub fn describe_exit(status: &Status) -> String {
-    match &status.last_exit {
+    let text = match &status.last_exit {
         Some(exit) => match (exit.reason, exit.code, &exit.signal) {
             (ExitReason::Exited, Some(code), _) => format!("exited with code {code}"),
             (_, _, Some(signal)) => format!("{:?} ({signal})", exit.reason),
             (reason, _, _) => format!("{reason:?}"),
         },
         None => status.error.clone().unwrap_or_default(),
-    }
+    };
+    crate::container_health::with_verdict(status, text)
 }
 
 /// Used for status output: what a container's manifest would make of it.

@@ -116,13 +116,13 @@ impl Runtime {
 }
 
 /// How the command's stdio is set up.
-struct Io<'a> {
-    stdin: bool,
+pub(crate) struct Io<'a> {
+    pub(crate) stdin: bool,
     /// `-t`: where to send the pty master.
-    terminal: Option<&'a UnixStream>,
+    pub(crate) terminal: Option<&'a UnixStream>,
 }
 
-fn exit_code(status: nix::Result<WaitStatus>) -> i32 {
+pub(crate) fn exit_code(status: nix::Result<WaitStatus>) -> i32 {
     match status {
         Ok(WaitStatus::Exited(_, code)) => code,
         Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
@@ -140,6 +140,34 @@ fn attach(
     command: &[String],
     io: &Io,
 ) -> std::result::Result<i32, String> {
+    join(pidfd, cgroups, plan)?;
+    // SAFETY: still a single thread.
+    match unsafe { fork() } {
+        Err(e) => Err(format!("fork: {e}")),
+        Ok(ForkResult::Parent { child }) => Ok(exit_code(waitpid(child, None))),
+        Ok(ForkResult::Child) => {
+            let message = run_command(plan, working_dir, command, io);
+            eprintln!("berth: exec: {message}");
+            // SAFETY: _exit ends only this grandchild.
+            unsafe {
+                nix::libc::_exit(if message.contains("No such file") {
+                    127
+                } else {
+                    126
+                })
+            }
+        }
+    }
+}
+
+/// In a forked child of a single-threaded process: non-dumpable, into the
+/// payload cgroup, into the container's namespaces (its PID namespace for the
+/// children only). Shared by `berth exec` and the monitor's exec health checks.
+pub(crate) fn join(
+    pidfd: &OwnedFd,
+    cgroups: Option<&crate::cgroup::Cgroups>,
+    plan: &crate::init::Plan,
+) -> std::result::Result<(), String> {
     // Until the command is exec'd, the container must not open this process's
     // /proc/PID/{exe,fd,mem,environ}; the grandchild inherits this.
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("make berth non-dumpable: {e}"))?;
@@ -169,27 +197,16 @@ fn attach(
         crate::userns::become_root()
             .map_err(|e| format!("become root of the user namespace: {e}"))?;
     }
-    // SAFETY: still a single thread.
-    match unsafe { fork() } {
-        Err(e) => Err(format!("fork: {e}")),
-        Ok(ForkResult::Parent { child }) => Ok(exit_code(waitpid(child, None))),
-        Ok(ForkResult::Child) => {
-            let message = run_command(plan, working_dir, command, io);
-            eprintln!("berth: exec: {message}");
-            // SAFETY: _exit ends only this grandchild.
-            unsafe {
-                nix::libc::_exit(if message.contains("No such file") {
-                    127
-                } else {
-                    126
-                })
-            }
-        }
-    }
+    Ok(())
 }
 
 /// In the grandchild, inside the container: returns only on failure.
-fn run_command(plan: &crate::init::Plan, working_dir: &str, command: &[String], io: &Io) -> String {
+pub(crate) fn run_command(
+    plan: &crate::init::Plan,
+    working_dir: &str,
+    command: &[String],
+    io: &Io,
+) -> String {
     if let Some(terminal) = io.terminal {
         if let Err(e) = crate::pty::attach_inside(terminal) {
             return e;

@@ -53,6 +53,9 @@ pub struct Plan {
     /// `None`: root.
     pub user: Option<berth_manifests::User>,
     pub supplemental_groups: Vec<u32>,
+    /// `spec.healthcheck.notify`: the host directory of the notify socket (the
+    /// container's own), bound read-only at `/run/notify`.
+    pub notify_dir: Option<PathBuf>,
 }
 
 type Step<T = ()> = Result<T, SetupError>;
@@ -124,6 +127,11 @@ fn setup_and_exec(plan: &Plan, sync: &UnixStream, console: OwnedFd) -> Step {
     })
     .map_err(|e| fail("make / private", e, shown(Path::new("/"))))?;
     build_root(plan)?;
+    // Taken while the host's path is reachable, put in place once /run is final
+    // (a read-only root gets a tmpfs /run after the pivot).
+    let notify = step("mount: clone the notify socket's directory", || {
+        plan.notify_dir.as_deref().map(clone_tree).transpose()
+    })?;
     step("pivot_root", || enter_root(&plan.rootfs))?;
     step("mount: mask /proc and /sys", || {
         crate::security::protect_proc_and_sys()?;
@@ -132,6 +140,11 @@ fn setup_and_exec(plan: &Plan, sync: &UnixStream, console: OwnedFd) -> Step {
         }
         Ok(())
     })?;
+    if let Some(tree) = notify {
+        step("mount: the notify socket's directory", || {
+            attach_read_only(&tree, Path::new(crate::health::NOTIFY_DIR_IN_CONTAINER))
+        })?;
+    }
     step("hostname, loopback, stdio, setsid, workingDir", || {
         nix::unistd::sethostname(&plan.hostname)
             .map_err(|e| fail("set the hostname", e, Some(plan.hostname.clone())))?;
@@ -308,6 +321,57 @@ fn bind(source: &Path, rootfs: &Path, target: &Path, read_only: bool) -> Step {
         .map_err(|e| fail("remount read-only", e, shown_target))?;
     }
     Ok(())
+}
+
+/// A detached copy of the host directory `dir` (open_tree), to be attached
+/// after the pivot, when no host path is reachable any more.
+fn clone_tree(dir: &Path) -> Step<OwnedFd> {
+    rustix::mount::open_tree(
+        rustix::fs::CWD,
+        dir,
+        rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+            | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | rustix::mount::OpenTreeFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| fail("open_tree", Errno::from_raw(e.raw_os_error()), shown(dir)))
+}
+
+/// After the pivot: the detached mount `tree` at `target` of the container's
+/// root, resolved inside it as `bind` resolves, then made read-only.
+fn attach_read_only(tree: &OwnedFd, target: &Path) -> Step {
+    let root = Path::new("/");
+    let fd = open_in_root(root, target, true)?;
+    if on_kernel_filesystem(&fd) {
+        return Err(fail(
+            "mount over /proc or /sys (a symlink led there)",
+            Errno::EPERM,
+            shown(target),
+        ));
+    }
+    rustix::mount::move_mount(
+        tree,
+        "",
+        &fd,
+        "",
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+            | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| {
+        fail(
+            "move_mount",
+            Errno::from_raw(e.raw_os_error()),
+            shown(target),
+        )
+    })?;
+    drop(fd);
+    // The new mount is on top: resolve the target again.
+    let fd = open_in_root(root, target, true)?;
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    remount_read_only(
+        Path::new(&proc_path),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    )
+    .map_err(|e| fail("remount read-only", e, shown(target)))
 }
 
 fn on_kernel_filesystem(fd: &OwnedFd) -> bool {

@@ -17,6 +17,9 @@ pub const CONSOLE_LOG: &str = "console.log";
 /// A bridged container's /etc/hosts and /etc/resolv.conf, bound by its init.
 pub const HOSTS: &str = "hosts";
 pub const RESOLV_CONF: &str = "resolv.conf";
+/// `spec.healthcheck.notify`: the directory of the container's notify socket,
+/// bound read-only into the container (see health.rs).
+pub const NOTIFY_DIR: &str = "notify";
 /// The steps of a traced start (`berth start --trace`), while it runs.
 pub const TRACE: &str = "trace";
 
@@ -88,5 +91,9 @@ impl ContainerDir {
 
     pub fn trace(&self) -> PathBuf {
         self.path.join(TRACE)
+    }
+
+    pub fn notify_dir(&self) -> PathBuf {
+        self.path.join(NOTIFY_DIR)
     }
 }

@@ -7,6 +7,7 @@ mod config;
 mod create;
 mod error;
 mod exec;
+mod health;
 pub mod image;
 mod init;
 mod layers;

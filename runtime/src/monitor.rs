@@ -32,6 +32,12 @@ pub const REPORT_FD_ENV: &str = "BERTH_REPORT_FD";
 pub const CGROUP_PARENT_ENV: &str = "BERTH_CGROUP_PARENT";
 /// console.log is rotated to console.log.1 past this size.
 const CONSOLE_MAX: u64 = 1 << 20;
+/// Health watchers kept at once (`Request::Watch`): the daemon holds one.
+const MAX_WATCHERS: usize = 8;
+/// What a client sends on `monitor.sock` to be told of each change of the
+/// container's health: one `Status` line at once and one at each change, until
+/// the stream closes with the monitor.
+pub const WATCH_REQUEST: &str = "{\"op\":\"watch\"}\n";
 
 /// Entry point when the binary runs as a monitor (argv[0] starts with `TITLE`).
 /// Returns the exit code of the first process; the monitor itself runs on in a
@@ -167,6 +173,10 @@ struct Monitor {
     /// `network.mode: bridge`: its bridge, address and veth, the same for every
     /// start of this monitor (reboots included).
     wiring: Option<Wiring>,
+    /// `spec.healthcheck`: its checks and notify socket (health.rs).
+    checker: Option<crate::health::Checker>,
+    /// Clients told of each change of its health (`Request::Watch`).
+    watchers: Vec<UnixStream>,
 }
 
 /// Why a start failed, for `berth start` (and the daemon) to tell apart.
@@ -314,6 +324,25 @@ impl Monitor {
             let _ = std::fs::remove_file(dir.monitor_socket());
             return Err(e.to_string());
         }
+        let checker = match &config.container.spec.healthcheck {
+            Some(check) => match crate::health::Checker::new(check, &dir.notify_dir()) {
+                Ok(checker) => {
+                    if let Some(notify_dir) = checker.notify_dir() {
+                        plan.notify_dir = Some(notify_dir.to_owned());
+                        // berth's socket, whatever spec.env said.
+                        plan.env.retain(|e| !e.starts_with("NOTIFY_SOCKET="));
+                        plan.env.push(crate::health::notify_socket_env());
+                    }
+                    Some(checker)
+                }
+                Err(e) => {
+                    let _ = cgroups.remove();
+                    let _ = std::fs::remove_file(dir.monitor_socket());
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         let status = Status {
             phase: Phase::Starting,
             monitor_pid: Some(std::process::id() as i32),
@@ -340,6 +369,8 @@ impl Monitor {
             waiting: Vec::new(),
             stopping: None,
             wiring,
+            checker,
+            watchers: Vec::new(),
         })
     }
 
@@ -387,6 +418,8 @@ impl Monitor {
         self.status.init_start_time = payload.start_time;
         self.status.started_at = Some(now());
         self.status.error = None;
+        // Every run starts with no verdict.
+        self.status.health = self.checker.as_mut().map(crate::health::Checker::reset);
         // Saved by the caller: after telling `berth start`, which need not wait for
         // the disk (anyone asking meanwhile gets the status from this monitor).
         Ok(payload)
@@ -396,19 +429,32 @@ impl Monitor {
     fn watch(&mut self, mut payload: Payload) {
         settle();
         loop {
-            let timeout = match self.stopping {
-                Some(s) if !s.killed => {
-                    let left = s.kill_at.saturating_duration_since(Instant::now());
-                    PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+            let stop_left = match self.stopping {
+                Some(s) if !s.killed => Some(s.kill_at.saturating_duration_since(Instant::now())),
+                _ => None,
+            };
+            let check_left = self.checker.as_ref().and_then(|c| c.timeout());
+            let timeout = match stop_left.into_iter().chain(check_left).min() {
+                // Rounded up: woken a little early, the loop would spin until due.
+                Some(left) => {
+                    PollTimeout::try_from((left.as_micros().div_ceil(1000)).min(60_000) as i32)
                         .unwrap_or(PollTimeout::MAX)
                 }
-                _ => PollTimeout::NONE,
+                None => PollTimeout::NONE,
             };
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(payload.pidfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.console_in.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(checker) = &self.checker {
+                fds.extend(
+                    checker
+                        .poll_fds()
+                        .into_iter()
+                        .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+                );
+            }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
@@ -418,6 +464,10 @@ impl Monitor {
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
             let (exited, client, console) = (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]));
+            drop(fds);
+            if !exited {
+                self.check_health(&payload);
+            }
             if console {
                 self.forward_console();
             }
@@ -448,8 +498,39 @@ impl Monitor {
         }
     }
 
+    /// The health checks' due work (never blocking); a change is saved and told.
+    fn check_health(&mut self, payload: &Payload) {
+        let Some(checker) = &mut self.checker else {
+            return;
+        };
+        let Some(health) = &mut self.status.health else {
+            return;
+        };
+        let runs = self.stopping.is_none() && self.status.phase == Phase::Running;
+        let target = crate::health::Target {
+            pidfd: &payload.pidfd,
+            cgroups: &self.cgroups,
+            plan: &self.plan,
+        };
+        if checker.service(health, runs.then_some(&target)) {
+            self.save();
+            self.tell_watchers();
+        }
+    }
+
+    /// Each watcher gets the status; one that cannot take it (gone, or not
+    /// reading) is dropped.
+    fn tell_watchers(&mut self) {
+        let status = &self.status;
+        self.watchers
+            .retain(|watcher| sync::send(watcher, status).is_ok());
+    }
+
     /// LXC's reading of the wait status. Returns the new payload after a reboot.
     fn on_exit(&mut self, status: nix::Result<WaitStatus>) -> Option<Payload> {
+        if let Some(checker) = &mut self.checker {
+            checker.pause();
+        }
         let stop = self.stopping.take();
         let sigsys = crate::pid1::status_of_signal(Signal::SIGSYS as i32);
         let (reason, code, signal) = match status {
@@ -537,6 +618,11 @@ impl Monitor {
             }
         }
         let _ = std::fs::remove_file(self.dir.monitor_socket());
+        if let Some(checker) = &mut self.checker {
+            checker.close();
+        }
+        // Closed: the watchers' end of the stream tells them it is over.
+        self.watchers.clear();
         self.status.monitor_pid = None;
         // Recorded only once they are gone: a status without cgroups says nothing
         // of this run can be left (see `Runtime::orphan`), so one whose processes
@@ -562,6 +648,18 @@ impl Monitor {
                 let _ = sync::send(&stream, &self.status);
             }
             Request::Wait => self.waiting.push(stream),
+            Request::Watch => {
+                // Never blocking the monitor on a watcher that does not read.
+                if stream.set_nonblocking(true).is_ok() && sync::send(&stream, &self.status).is_ok()
+                {
+                    // A daemon restarted many times leaves dead watchers: the
+                    // oldest go first.
+                    if self.watchers.len() >= MAX_WATCHERS {
+                        self.watchers.remove(0);
+                    }
+                    self.watchers.push(stream);
+                }
+            }
             Request::Stop { timeout_ms } => {
                 let timeout = timeout_ms.unwrap_or(self.config.container.spec.stop_timeout_ms);
                 self.begin_stop(payload, false, Duration::from_millis(timeout));
@@ -595,6 +693,9 @@ impl Monitor {
             return;
         }
         self.status.phase = Phase::Stopping;
+        if let Some(checker) = &mut self.checker {
+            checker.pause();
+        }
         self.save();
         let signal = self
             .config
@@ -764,6 +865,8 @@ pub(crate) fn plan(config: &SavedConfig, seccomp_cache: Option<&Path>) -> Result
             .transpose()
             .map_err(|e| format!("user: {e}"))?,
         supplemental_groups: spec.supplemental_groups.clone(),
+        // Filled in by the monitor, which binds the socket.
+        notify_dir: None,
     })
 }
 

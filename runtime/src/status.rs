@@ -112,7 +112,9 @@ pub struct Status {
     /// Where its cgroups are, so they can be found without the monitor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroups: Option<crate::cgroup::Cgroups>,
-    /// Absent when the spec has no `healthcheck` (or it is not running).
+    /// Absent when the spec has no `healthcheck`. Reset to Starting at each start
+    /// and reboot; after an exit, the last verdict of that run (the daemon reads
+    /// a run it stopped as Unhealthy as a failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
 }

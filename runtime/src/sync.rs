@@ -82,6 +82,9 @@ pub enum Request {
     Reboot,
     /// Answered when the container has stopped for good (not on reboot).
     Wait,
+    /// Answered with the status at once and again at each change of its health
+    /// (state or failing streak), until the container stops for good.
+    Watch,
 }
 
 pub fn send<T: Serialize>(mut to: impl Write, message: &T) -> std::io::Result<()> {

@@ -10,6 +10,7 @@ mod exec;
 mod exec_isolation;
 mod fleet;
 mod git;
+mod health;
 mod images;
 mod layers;
 mod metrics;

@@ -10,7 +10,7 @@ use crate::daemon::{Daemon, manifest, save, wait_phase};
 use crate::{StateDir, stderr, stdout, unique};
 
 /// A port nobody listens on now (the kernel's choice, let go at once).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -53,7 +53,7 @@ struct Sample {
 
 /// One metric family as the parser read it.
 #[derive(Debug, Clone)]
-struct Family {
+pub(crate) struct Family {
     kind: String,
     samples: Vec<Sample>,
 }
@@ -116,7 +116,7 @@ fn parse(text: &str, format: &str) -> BTreeMap<String, Family> {
 }
 
 /// Scrape as Prometheus does (OpenMetrics) and parse.
-fn scrape(port: u16) -> BTreeMap<String, Family> {
+pub(crate) fn scrape(port: u16) -> BTreeMap<String, Family> {
     let (status, body) = http_get(
         port,
         "/metrics",
@@ -127,7 +127,11 @@ fn scrape(port: u16) -> BTreeMap<String, Family> {
 }
 
 /// The value of the sample `name` whose labels include `labels`.
-fn value(families: &BTreeMap<String, Family>, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(
+    families: &BTreeMap<String, Family>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     families
         .values()
         .flat_map(|f| &f.samples)
