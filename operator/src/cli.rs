@@ -244,6 +244,10 @@ pub enum Command {
         /// warned about (see README, Metrics).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// On SIGTERM or SIGINT, stop every container the daemon manages before
+        /// exiting, each before those it depends on (default: they keep running).
+        #[arg(long)]
+        stop_on_exit: bool,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     #[command(visible_aliases = ["ps", "ls"])]

@@ -34,6 +34,9 @@ pub struct Options {
     pub git: Option<crate::git::Options>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--stop-on-exit`: stop the managed containers at shutdown, in reverse
+    /// start order.
+    pub stop_on_exit: bool,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -129,6 +132,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         })),
         metrics: Arc::default(),
         notify: Arc::new(crate::notify::Notifier::from_env()),
+        held: Arc::default(),
     };
     for (name, link) in &stale_links {
         ctx.event(
@@ -219,6 +223,9 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let _ = api.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
+    }
+    if options.stop_on_exit {
+        crate::order::stop_all(&ctx).await;
     }
     let _ = std::fs::remove_file(&socket);
     if gave_up.await.unwrap_or(false) {

@@ -12,7 +12,9 @@ mod images;
 mod lifecycle;
 mod metrics;
 mod notify;
+mod order;
 mod reconcile;
+mod rollout;
 mod scheduler;
 mod selector;
 mod status;
@@ -203,6 +205,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             metrics_addr,
             labels,
             labels_file,
+            stop_on_exit,
         } => {
             // Before anything starts: a bad labels file is the operator's to fix.
             let labels = device::labels(&labels, &labels_file).map_err(anyhow::Error::msg)?;
@@ -241,6 +244,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
                     git,
                     metrics_addr,
                     labels,
+                    stop_on_exit,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

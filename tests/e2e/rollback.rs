@@ -1,0 +1,151 @@
+//! `spec.updateStrategy: {rollback: true, healthyFor}`: an update that does not
+//! stay Running is rolled back, once, also across a daemon killed meanwhile.
+
+use std::time::Duration;
+
+use crate::daemon::{Daemon, count_events, get, manifest, save, wait_for, wait_phase};
+use crate::{StateDir, console_until, stdout, unique};
+
+fn spec(script: &str, healthy_for: &str) -> String {
+    format!(
+        "  command: [/bin/sh, -c, '{script}']\n  stopTimeout: 0s\n  \
+         updateStrategy: {{rollback: true, healthyFor: {healthy_for}}}\n"
+    )
+}
+
+fn rolled_back(item: &serde_json::Value) -> Option<String> {
+    item["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["kind"] == "RolledBack")
+        .map(|c| c["message"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Waits until `name` runs spec `hash` again, rolled back; returns the item.
+fn wait_rolled_back(
+    state: &StateDir,
+    daemon: &Daemon,
+    name: &str,
+    hash: &str,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let item = get(state, name);
+        if let Some(item) = item.as_ref().filter(|i| {
+            i["phase"] == "Running" && i["specHash"] == hash && rolled_back(i).is_some()
+        }) {
+            return item.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never ran {hash} again, rolled back; last: {item:?}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_update_that_exits_at_once_is_rolled_back_once_and_a_fixed_one_applies() {
+    let state = StateDir::new();
+    let daemon = Daemon::start_with(&state, &[]);
+    let name = unique("rollback");
+    let file = format!("{name}.yaml");
+    save(
+        &state,
+        &file,
+        &manifest(&name, &spec("echo good-v1; exec sleep infinity", "3s")),
+    );
+    let v1 = wait_phase(&state, &daemon, &name, "Running");
+    let good = v1["specHash"].as_str().unwrap().to_owned();
+
+    save(
+        &state,
+        &file,
+        &manifest(&name, &spec("echo bad-v2; exit 3", "3s")),
+    );
+    let item = wait_rolled_back(&state, &daemon, &name, &good);
+    let message = rolled_back(&item).unwrap();
+    assert!(
+        message.contains("exited with code 3") && message.contains("sha256:"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("rolled back to {good}")),
+        "{message}"
+    );
+    assert_eq!(count_events(&state, &name, "RolledBack"), 1);
+    let pid = item["pid"].as_i64().unwrap();
+    // The old command runs again, and stays: no restart loop, no second try.
+    std::thread::sleep(Duration::from_secs(4));
+    let later = get(&state, &name).unwrap();
+    assert_eq!(later["phase"], "Running", "{later}");
+    assert_eq!(later["pid"].as_i64(), Some(pid), "{later}");
+    assert_eq!(later["restarts"], item["restarts"], "{later}");
+    assert_eq!(later["specHash"], good.as_str());
+    assert_eq!(count_events(&state, &name, "RolledBack"), 1);
+    let out = state.run(&["describe", &name]);
+    assert!(
+        stdout(&out).contains("RolledBack: spec sha256:"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A fixed manifest applies as any update, and proves itself.
+    save(
+        &state,
+        &file,
+        &manifest(&name, &spec("echo fixed-v3; exec sleep infinity", "1s")),
+    );
+    let fixed = wait_for("the fixed spec to run", || {
+        get(&state, &name).filter(|i| {
+            i["phase"] == "Running" && i["specHash"] != good.as_str() && rolled_back(i).is_none()
+        })
+    });
+    console_until(&state, &name, "fixed-v3");
+    wait_for("the fixed spec to be kept", || {
+        (count_events(&state, &name, "UpdateKept") >= 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let kept = get(&state, &name).unwrap();
+    assert_eq!(kept["pid"], fixed["pid"], "{kept}");
+    assert_eq!(count_events(&state, &name, "RolledBack"), 1);
+}
+
+#[test]
+fn a_daemon_killed_during_healthy_for_still_ends_rolled_back() {
+    let state = StateDir::new();
+    let mut daemon = Daemon::start_with(&state, &[]);
+    let name = unique("rollback-kill");
+    let file = format!("{name}.yaml");
+    save(
+        &state,
+        &file,
+        &manifest(&name, &spec("echo good-v1; exec sleep infinity", "20s")),
+    );
+    let good = wait_phase(&state, &daemon, &name, "Running")["specHash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Runs a little, then fails: while no daemon is there to see it.
+    save(
+        &state,
+        &file,
+        &manifest(&name, &spec("echo bad-v2; sleep 2; exit 4", "20s")),
+    );
+    wait_for("the new spec to run", || {
+        get(&state, &name).filter(|i| i["phase"] == "Running" && i["specHash"] != good.as_str())
+    });
+    daemon.kill_hard();
+    drop(daemon);
+    std::thread::sleep(Duration::from_secs(3));
+    let daemon = Daemon::start_with(&state, &[]);
+    let item = wait_rolled_back(&state, &daemon, &name, &good);
+    let message = rolled_back(&item).unwrap();
+    assert!(message.contains("exited with code 4"), "{message}");
+    std::thread::sleep(Duration::from_secs(3));
+    let later = get(&state, &name).unwrap();
+    assert_eq!(later["pid"], item["pid"], "{later}");
+    assert_eq!(later["specHash"], good.as_str());
+    assert_eq!(count_events(&state, &name, "RolledBack"), 1);
+}
