@@ -401,6 +401,11 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
     }
     let manifest = desired.as_ref().map(|d| &d.container);
     crate::rollout::begin(&ctx, manifest, container, &step, &observed, &mut record)?;
+    if let Some(action) =
+        crate::rollout::recreate(&ctx, &name, &step, container, &mut record).await?
+    {
+        return Ok(action);
+    }
     let action = apply(&ctx, &name, step, container, &observed, &mut record).await?;
     crate::order::after(&ctx, &name).await;
     crate::rollout::after(&ctx, &name, container, &mut record, action).await

@@ -196,6 +196,61 @@ pub fn begin(
     Ok(())
 }
 
+/// Before a Recreate (a new rootfs source): under a trial, the container that
+/// ran is set aside rather than destroyed; back to the spec that is aside (a
+/// rollback), it is taken back rather than made again.
+pub async fn recreate(
+    ctx: &Context,
+    name: &str,
+    step: &Step,
+    effective: Option<&Container>,
+    record: &mut Record,
+) -> Result<Option<Action>, Error> {
+    let (Step::Recreate, Some(effective)) = (step, effective) else {
+        return Ok(None);
+    };
+    let previous = record
+        .rollout
+        .as_ref()
+        .filter(|trial| trial.hash == effective.hash)
+        .map(|trial| trial.previous.hash.clone());
+    let runtime = ctx.runtime.clone();
+    let n = name.to_owned();
+    let want = effective.hash.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<_, berth_runtime::Error> {
+        if runtime
+            .aside_config(&n)?
+            .is_some_and(|aside| aside.container.hash == want)
+        {
+            runtime.destroy(&n)?;
+            runtime.take_back(&n)?;
+            return Ok(Some(
+                "rootfs source changed back: the container kept aside is in place again",
+            ));
+        }
+        let ran = runtime.config(&n)?.container.hash;
+        if previous.is_some_and(|previous| previous == ran) {
+            runtime.set_aside(&n)?;
+            return Ok(Some(
+                "rootfs source changed: the old container is kept aside until the new one \
+                 has proved itself",
+            ));
+        }
+        Ok(None)
+    })
+    .await??;
+    let Some(message) = done else {
+        return Ok(None);
+    };
+    ctx.event(name, "Recreating", message);
+    record.completed = false;
+    record.restarts = 0;
+    record.backoff_delay_secs = None;
+    record.backoff_until = None;
+    ctx.store.put(record)?;
+    Ok(Some(Action::RequeueAfter(Duration::ZERO)))
+}
+
 fn roll_back(
     ctx: &Context,
     name: &str,
@@ -292,6 +347,15 @@ pub async fn after(
     record.last_good = Some(effective.clone());
     record.rollout = None;
     ctx.store.put(record)?;
+    // What was kept aside for a rollback is not needed any more.
+    let runtime = ctx.runtime.clone();
+    let n = name.to_owned();
+    if let Err(e) = tokio::task::spawn_blocking(move || runtime.drop_aside(&n)).await? {
+        tracing::warn!(
+            container = name,
+            "cannot remove the container kept aside: {e}"
+        );
+    }
     ctx.event(
         name,
         "UpdateKept",

@@ -149,3 +149,71 @@ fn a_daemon_killed_during_healthy_for_still_ends_rolled_back() {
     assert_eq!(later["specHash"], good.as_str());
     assert_eq!(count_events(&state, &name, "RolledBack"), 1);
 }
+
+#[test]
+fn a_rollback_across_a_new_rootfs_source_takes_back_the_old_container_whole() {
+    let state = StateDir::new();
+    let daemon = Daemon::start_with(&state, &[]);
+    let name = unique("rollback-rootfs");
+    let file = format!("{name}.yaml");
+    let with_rootfs = |template: &str, script: &str, healthy_for: &str| {
+        format!(
+            "{}  rootfs: {{template: {template}}}\n",
+            spec(script, healthy_for)
+        )
+    };
+    save(
+        &state,
+        &file,
+        &manifest(
+            &name,
+            &with_rootfs("busybox", "echo v1; exec sleep infinity", "2s"),
+        ),
+    );
+    let good = wait_phase(&state, &daemon, &name, "Running")["specHash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Something only this rootfs has: a container made again would not.
+    let marker = state.container_dir(&name).join("rootfs/etc/berth-marker");
+    std::fs::write(&marker, "v1").unwrap();
+    let aside = state.path().join("aside").join(&name);
+
+    save(
+        &state,
+        &file,
+        &manifest(&name, &with_rootfs("host", "exit 5", "2s")),
+    );
+    let item = wait_rolled_back(&state, &daemon, &name, &good);
+    assert!(
+        rolled_back(&item).unwrap().contains("exited with code 5"),
+        "{item}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).ok().as_deref(),
+        Some("v1"),
+        "the old rootfs was not taken back\n{}",
+        daemon.log()
+    );
+    assert!(!aside.exists());
+
+    // An update that proves itself lets go of what was kept aside.
+    save(
+        &state,
+        &file,
+        &manifest(
+            &name,
+            &with_rootfs("host", "echo v3; exec sleep infinity", "2s"),
+        ),
+    );
+    wait_for("the new rootfs to run", || {
+        get(&state, &name).filter(|i| i["phase"] == "Running" && i["specHash"] != good.as_str())
+    });
+    assert!(aside.join("rootfs/etc/berth-marker").exists());
+    wait_for("the update to be kept", || {
+        (count_events(&state, &name, "UpdateKept") >= 1).then_some(())
+    });
+    wait_for("the old container to be let go", || {
+        (!aside.exists()).then_some(())
+    });
+}
