@@ -460,6 +460,24 @@ mod tests {
         assert_eq!(failure(&trial, &exited("sha256:old", 1_001), &record), None);
         // An exit of an earlier run of this spec, before the trial began.
         assert_eq!(failure(&trial, &exited("sha256:new", 900), &record), None);
+        // A failing health check of the spec on trial, while it runs.
+        let mut unhealthy = exited("sha256:new", 1_001);
+        if let Some(status) = &mut unhealthy.status {
+            status.phase = berth_runtime::Phase::Running;
+            status.last_exit = None;
+            status.health = Some(berth_runtime::Health {
+                state: berth_runtime::HealthState::Unhealthy,
+                failing_streak: 3,
+                last_output: "connection refused\n".to_owned(),
+                checked_at: None,
+                since: None,
+            });
+        }
+        unhealthy.running = true;
+        assert_eq!(
+            failure(&trial, &unhealthy, &record).as_deref(),
+            Some("its health check failed: connection refused")
+        );
         let mut failed_start = Record::new("web");
         failed_start.phase = Phase::Failed;
         failed_start.message = Some("cannot start: no /bin/bad".to_owned());

@@ -217,3 +217,47 @@ fn a_rollback_across_a_new_rootfs_source_takes_back_the_old_container_whole() {
         (!aside.exists()).then_some(())
     });
 }
+
+#[test]
+fn with_a_git_source_the_rolled_back_condition_names_the_commit_that_failed() {
+    use crate::git::git_in;
+    let state = StateDir::new();
+    let top = state.dir.path().join("repos");
+    std::fs::create_dir_all(&top).unwrap();
+    git_in(
+        &top,
+        &["init", "--quiet", "--bare", "-b", "main", "origin.git"],
+        None,
+    );
+    git_in(&top, &["init", "--quiet", "-b", "main", "work"], None);
+    let (origin, work) = (top.join("origin.git"), top.join("work"));
+    git_in(
+        &work,
+        &["remote", "add", "origin", &origin.display().to_string()],
+        None,
+    );
+    let name = unique("rollback-git");
+    let commit = |text: &str| {
+        std::fs::write(work.join(format!("{name}.yaml")), text).unwrap();
+        git_in(&work, &["add", "--all"], None);
+        git_in(&work, &["commit", "--quiet", "-m", "update"], None);
+        git_in(&work, &["push", "--quiet", "origin", "main"], None);
+        git_in(&work, &["rev-parse", "HEAD"], None)
+            .trim()
+            .to_owned()
+    };
+    commit(&manifest(&name, &spec("exec sleep infinity", "2s")));
+    let url = format!("file://{}", origin.display());
+    let daemon = Daemon::start_with(&state, &["--git", &url, "--git-interval", "1s"]);
+    let good = wait_phase(&state, &daemon, &name, "Running")["specHash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bad = commit(&manifest(&name, &spec("exit 6", "2s")));
+    let item = wait_rolled_back(&state, &daemon, &name, &good);
+    let message = rolled_back(&item).unwrap();
+    assert!(
+        message.contains(&format!("(commit {bad})")) && message.contains("exited with code 6"),
+        "{message}"
+    );
+}
