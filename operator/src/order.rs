@@ -167,7 +167,8 @@ pub async fn hold(
         }
         return Ok(None);
     }
-    if starts && !desired.container.depends_on.is_empty() {
+    let runs = desired.container.state == berth_manifests::RunState::Running;
+    if starts && runs && !desired.container.depends_on.is_empty() {
         let c = ctx.clone();
         let deps = desired.container.depends_on.clone();
         let waiting: Vec<(String, Option<Duration>)> =
@@ -290,11 +291,16 @@ async fn hold_for_dependents(
             if let Err(e) = blocking(move || runtime.stop(&d, None)).await {
                 ctx.event(dependent, "FailedStop", &e.to_string());
             } else {
-                ctx.event(
-                    dependent,
-                    "Stopped",
-                    &format!("{name} restarts (restartWithDependency): started again after it"),
-                );
+                let message =
+                    format!("{name} restarts (restartWithDependency): started again after it");
+                ctx.event(dependent, "Stopped", &message);
+                if let Ok(Some(mut record)) = ctx.store.get(dependent) {
+                    record.phase = Phase::Pending;
+                    record.message = Some(format!("waiting for {name} to restart"));
+                    if let Err(e) = ctx.store.put(&record) {
+                        tracing::warn!(container = %dependent, "cannot record its wait: {e}");
+                    }
+                }
             }
         }
         // The dependents stay marked as stopping (their reconciles do nothing)

@@ -406,6 +406,7 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
     {
         return Ok(action);
     }
+    crate::rollout::forget(&ctx, &name, &step).await?;
     let action = apply(&ctx, &name, step, container, &observed, &mut record).await?;
     crate::order::after(&ctx, &name).await;
     crate::rollout::after(&ctx, &name, container, &mut record, action).await

@@ -251,6 +251,17 @@ pub async fn recreate(
     Ok(Some(Action::RequeueAfter(Duration::ZERO)))
 }
 
+/// Before a container is pruned: what was kept aside for it goes too.
+pub async fn forget(ctx: &Context, name: &str, step: &Step) -> Result<(), Error> {
+    if !matches!(step, Step::Prune | Step::Forget) {
+        return Ok(());
+    }
+    let runtime = ctx.runtime.clone();
+    let n = name.to_owned();
+    tokio::task::spawn_blocking(move || runtime.drop_aside(&n)).await??;
+    Ok(())
+}
+
 fn roll_back(
     ctx: &Context,
     name: &str,
