@@ -247,3 +247,30 @@ fn restart_with_dependency_stops_the_dependent_first_and_starts_it_after() {
         daemon.log()
     );
 }
+
+#[test]
+fn a_running_container_whose_dependency_goes_away_keeps_running_and_says_why() {
+    let state = StateDir::new();
+    let daemon = Daemon::start_with(&state, &[]);
+    let [app, db] = ["keep-app", "keep-db"].map(unique);
+    save(&state, "db.yaml", &manifest(&db, SLEEP));
+    save(&state, "app.yaml", &manifest(&app, &depends(&[&db])));
+    let pid = wait_phase(&state, &daemon, &app, "Running")["pid"].clone();
+    std::fs::remove_file(crate::daemon::manifests_dir(&state).join("db.yaml")).unwrap();
+    wait_for("db to be removed", || {
+        get(&state, &db).is_none().then_some(())
+    });
+    let item = wait_for("app to show the unknown dependency", || {
+        get(&state, &app).filter(|i| {
+            i["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("which no manifest defines"))
+                })
+            })
+        })
+    });
+    assert_eq!(item["phase"], "Running", "{item}");
+    assert_eq!(item["pid"], pid, "{item}");
+}
