@@ -142,6 +142,16 @@ pub async fn hold(
     desired: Option<&crate::desired::Desired>,
     record: &mut Record,
 ) -> Result<Option<Action>, Error> {
+    let held_for = ctx.held.lock().ok().and_then(|held| {
+        held.iter()
+            .find(|(_, dependents)| dependents.iter().any(|d| d == name))
+            .map(|(dependency, _)| dependency.clone())
+    });
+    if let Some(dependency) = held_for {
+        let message = format!("waiting for {dependency} to restart (restartWithDependency)");
+        save(ctx, record, Phase::Pending, message)?;
+        return Ok(Some(Action::AwaitChange));
+    }
     if let Step::Stop(StopFor::Prune | StopFor::StateStopped) = step {
         return hold_stop(ctx, name, record).await;
     }
@@ -294,14 +304,9 @@ async fn hold_for_dependents(
                 let message =
                     format!("{name} restarts (restartWithDependency): started again after it");
                 ctx.event(dependent, "Stopped", &message);
-                if let Ok(Some(mut record)) = ctx.store.get(dependent) {
-                    record.phase = Phase::Pending;
-                    record.message = Some(format!("waiting for {name} to restart"));
-                    if let Err(e) = ctx.store.put(&record) {
-                        tracing::warn!(container = %dependent, "cannot record its wait: {e}");
-                    }
-                }
             }
+            // Its own reconcile (its monitor's exit) says it waits: see `hold`.
+            ctx.scheduler.schedule(dependent);
         }
         // The dependents stay marked as stopping (their reconciles do nothing)
         // until `name` runs again: see `after`.

@@ -274,3 +274,39 @@ fn a_running_container_whose_dependency_goes_away_keeps_running_and_says_why() {
     assert_eq!(item["phase"], "Running", "{item}");
     assert_eq!(item["pid"], pid, "{item}");
 }
+
+#[test]
+fn restart_with_dependency_follows_a_changed_spec_of_the_dependency() {
+    let state = StateDir::new();
+    let daemon = Daemon::start_with(&state, &[]);
+    let [dep, app] = ["rwd2-dep", "rwd2-app"].map(unique);
+    let dep_spec = |word: &str| {
+        format!("  command: [/bin/sh, -c, 'echo {word}; exec sleep infinity']\n  stopTimeout: 0s\n")
+    };
+    save(&state, "dep.yaml", &manifest(&dep, &dep_spec("one")));
+    save(
+        &state,
+        "app.yaml",
+        &manifest(
+            &app,
+            &format!("{SLEEP}  dependsOn: [{dep}]\n  restartWithDependency: true\n"),
+        ),
+    );
+    let before = wait_phase(&state, &daemon, &app, "Running")["pid"].clone();
+    save(&state, "dep.yaml", &manifest(&dep, &dep_spec("two")));
+    let after = wait_for("app to run again after dep's update", || {
+        get(&state, &app)
+            .filter(|i| i["phase"] == "Running" && i["pid"].is_i64() && i["pid"] != before)
+    });
+    assert!(after["pid"].is_i64(), "{after}");
+    let (stopped, updated, again) = (
+        first_seq(&state, &app, "Stopped"),
+        first_seq(&state, &dep, "Updated"),
+        first_seq(&state, &app, "Restarted"),
+    );
+    assert!(
+        stopped < updated && updated < again,
+        "app stopped {stopped}, dep updated {updated}, app restarted {again}\n{}",
+        daemon.log()
+    );
+}

@@ -261,3 +261,27 @@ fn with_a_git_source_the_rolled_back_condition_names_the_commit_that_failed() {
         "{message}"
     );
 }
+
+#[test]
+fn an_update_that_cannot_even_start_is_rolled_back() {
+    let state = StateDir::new();
+    let daemon = Daemon::start_with(&state, &[]);
+    let name = unique("rollback-start");
+    let file = format!("{name}.yaml");
+    save(
+        &state,
+        &file,
+        &manifest(&name, &spec("exec sleep infinity", "3s")),
+    );
+    let good = wait_phase(&state, &daemon, &name, "Running")["specHash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let broken = "  command: [/no/such/program]\n  stopTimeout: 0s\n  \
+                  updateStrategy: {rollback: true, healthyFor: 3s}\n";
+    save(&state, &file, &manifest(&name, broken));
+    let item = wait_rolled_back(&state, &daemon, &name, &good);
+    let message = rolled_back(&item).unwrap();
+    assert!(message.contains("could not be started"), "{message}");
+    assert_eq!(count_events(&state, &name, "FailedStart"), 1);
+}
