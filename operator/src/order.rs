@@ -62,7 +62,7 @@ pub fn dependency_problems<'a>(
         .collect()
 }
 
-/// Names of `set`'s desired containers that depend on `name`.
+/// The desired containers that depend on `name`.
 fn dependents_of(ctx: &Context, name: &str) -> Vec<Container> {
     ctx.desired
         .lock()
