@@ -247,6 +247,10 @@ pub enum Command {
         /// the CLI and for a restarted daemon.
         #[arg(long, conflicts_with = "cgroup_parent")]
         cgroup_delegate: bool,
+        /// On SIGTERM or SIGINT, stop every container the daemon manages before
+        /// exiting, each before those it depends on (default: they keep running).
+        #[arg(long)]
+        stop_on_exit: bool,
     },
     /// List containers as the daemon sees them: NAME PHASE PID RESTARTS AGE MESSAGE.
     #[command(visible_aliases = ["ps", "ls"])]

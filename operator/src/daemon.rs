@@ -36,6 +36,9 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `--cgroup-delegate`: the daemon's own (delegated) cgroup is the parent.
     pub cgroup_delegate: bool,
+    /// `--stop-on-exit`: stop the managed containers at shutdown, in reverse
+    /// start order.
+    pub stop_on_exit: bool,
 }
 
 /// How long after the last event of a burst the directory is read.
@@ -141,6 +144,7 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
         })),
         metrics: Arc::default(),
         notify: Arc::new(crate::notify::Notifier::from_env()),
+        held: Arc::default(),
     };
     for (name, link) in &stale_links {
         ctx.event(
@@ -231,6 +235,9 @@ async fn serve(runtime: Runtime, options: Options) -> anyhow::Result<()> {
     let _ = api.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
+    }
+    if options.stop_on_exit {
+        crate::order::stop_all(&ctx).await;
     }
     let _ = std::fs::remove_file(&socket);
     if gave_up.await.unwrap_or(false) {

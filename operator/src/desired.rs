@@ -20,6 +20,9 @@ pub struct Desired {
     pub container: Container,
     /// The current problems of its file or definition, `FILE:LINE:COLUMN: message`.
     pub problems: Vec<String>,
+    /// Its `spec.dependsOn` names a container no manifest defines, or is part of
+    /// a cycle: it is not started (what runs keeps running). Also in `problems`.
+    pub blocked: Option<String>,
 }
 
 /// One container of a file, and whether the file's current content still says it.
@@ -114,6 +117,7 @@ impl DesiredSet {
                 Desired {
                     container: container.clone(),
                     problems: Vec::new(),
+                    blocked: None,
                 },
             );
             self.files
@@ -259,6 +263,7 @@ impl DesiredSet {
                             Desired {
                                 container: container.clone(),
                                 problems,
+                                blocked: None,
                             },
                         );
                     }
@@ -290,6 +295,7 @@ impl DesiredSet {
         resolved.retain(|name, _| !not_selected.contains_key(name));
         self.not_selected = not_selected;
         self.keep_leaving(&mut resolved);
+        check_order(&mut resolved, &self.not_selected);
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for (name, desired) in &resolved {
             if self.resolved.get(name) != Some(desired) {
@@ -332,6 +338,25 @@ impl DesiredSet {
                 self.grace
             )];
             resolved.insert(name.clone(), desired);
+        }
+    }
+}
+
+/// `spec.dependsOn` across every file, as `berth validate` checks it: a name no
+/// manifest defines (here or for other devices) and a cycle block a container's
+/// start, shown as a problem of it.
+fn check_order(resolved: &mut BTreeMap<String, Desired>, not_selected: &BTreeMap<String, Desired>) {
+    let all = resolved
+        .values()
+        .chain(not_selected.values())
+        .map(|d| &d.container);
+    let problems = crate::order::dependency_problems(all);
+    for (name, desired) in resolved.iter_mut() {
+        desired.blocked = problems.get(name).cloned();
+        if let Some(problem) = &desired.blocked
+            && !desired.problems.contains(problem)
+        {
+            desired.problems.push(problem.clone());
         }
     }
 }
@@ -864,5 +889,55 @@ mod tests {
             "{:?}",
             set.orphan_problems()
         );
+    }
+
+    #[test]
+    fn an_unknown_dependency_or_a_cycle_across_files_blocks_its_members_only() {
+        let dir = dir();
+        let with =
+            |name: &str, deps: &str| format!("{}  dependsOn: [{deps}]\n", doc(name, "/bin/true"));
+        std::fs::write(dir.path().join("a.yaml"), with("a", "b")).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), with("b", "c")).unwrap();
+        std::fs::write(dir.path().join("c.yaml"), doc("c", "/bin/true")).unwrap();
+        let mut set = DesiredSet::new(dir.path(), Duration::ZERO);
+        set.rescan().unwrap();
+        assert!(
+            set.names()
+                .iter()
+                .all(|n| set.get(n).unwrap().blocked.is_none())
+        );
+        // c now depends on a: a cycle; d names what nothing defines.
+        std::fs::write(dir.path().join("c.yaml"), with("c", "a")).unwrap();
+        std::fs::write(dir.path().join("d.yaml"), with("d", "nowhere")).unwrap();
+        let (changed, _) = set.rescan().unwrap();
+        assert_eq!(changed.len(), 4, "{changed:?}");
+        for name in ["a", "b", "c"] {
+            let desired = set
+                .get(name)
+                .expect("still desired: what runs keeps running");
+            let blocked = desired.blocked.as_deref().unwrap_or_default();
+            assert!(
+                blocked.ends_with("spec.dependsOn: dependency cycle a -> b -> c -> a"),
+                "{blocked}"
+            );
+            assert!(desired.problems.iter().any(|p| p == blocked), "{desired:?}");
+        }
+        let d = set.get("d").unwrap();
+        assert!(
+            d.blocked
+                .as_deref()
+                .is_some_and(|b| b.contains("\"nowhere\""))
+        );
+        // Fixed: nothing blocked, no problem left.
+        std::fs::write(dir.path().join("c.yaml"), doc("c", "/bin/true")).unwrap();
+        std::fs::write(dir.path().join("nowhere.yaml"), doc("nowhere", "/bin/true")).unwrap();
+        set.rescan().unwrap();
+        for name in set.names() {
+            let desired = set.get(&name).unwrap();
+            assert!(
+                desired.blocked.is_none() && desired.problems.is_empty(),
+                "{desired:?}"
+            );
+        }
     }
 }

@@ -13,7 +13,9 @@ mod images;
 mod lifecycle;
 mod metrics;
 mod notify;
+mod order;
 mod reconcile;
+mod rollout;
 mod scheduler;
 mod selector;
 mod status;
@@ -221,6 +223,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
             labels,
             labels_file,
             cgroup_delegate,
+            stop_on_exit,
         } => {
             // Before anything starts: a bad labels file is the operator's to fix.
             let labels = device::labels(&labels, &labels_file).map_err(anyhow::Error::msg)?;
@@ -260,6 +263,7 @@ fn run(mut cli: cli::Cli) -> anyhow::Result<ExitCode> {
                     metrics_addr,
                     labels,
                     cgroup_delegate,
+                    stop_on_exit,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

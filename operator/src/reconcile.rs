@@ -50,6 +50,9 @@ pub struct Context {
     /// systemd's notify protocol (notify.rs): told of the first listing and of
     /// each finished reconcile.
     pub notify: Arc<crate::notify::Notifier>,
+    /// Dependents stopped for a dependency's restart (`restartWithDependency`),
+    /// by dependency: they stay stopped until it runs again (order.rs).
+    pub held: Arc<Mutex<std::collections::HashMap<String, Vec<String>>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,10 +392,32 @@ pub async fn reconcile(ctx: Context, name: String) -> Result<Action, Error> {
             .and_then(|checks| checks.get(&name).cloned());
         remember(&mut record, desired, image_check, revision);
     }
-    let container = desired.as_ref().map(|d| &d.container);
+    // The spec to run: the manifest's, or the last good one after a rollback.
+    let effective = desired
+        .as_ref()
+        .map(|d| crate::rollout::effective(&d.container, &mut record));
+    let container = effective.as_ref();
     let step = decide(container, &observed, &record, now());
     tracing::debug!(container = %name, ?step, "decided");
-    apply(&ctx, &name, step, container, &observed, &mut record).await
+    if let Some(action) = crate::rollout::check(&ctx, &name, container, &observed, &mut record)? {
+        return Ok(action);
+    }
+    if let Some(action) =
+        crate::order::hold(&ctx, &name, &step, desired.as_ref(), &mut record).await?
+    {
+        return Ok(action);
+    }
+    let manifest = desired.as_ref().map(|d| &d.container);
+    crate::rollout::begin(&ctx, manifest, container, &step, &observed, &mut record)?;
+    if let Some(action) =
+        crate::rollout::recreate(&ctx, &name, &step, container, &mut record).await?
+    {
+        return Ok(action);
+    }
+    crate::rollout::forget(&ctx, &name, &step).await?;
+    let action = apply(&ctx, &name, step, container, &observed, &mut record).await?;
+    crate::order::after(&ctx, &name).await;
+    crate::rollout::after(&ctx, &name, container, &mut record, action).await
 }
 
 /// What is, for `name`; `image`: the desired image reference, whose stored

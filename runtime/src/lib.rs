@@ -2,6 +2,7 @@
 //! start, monitor, reboot and stop (`lxcapi_start`, `__lxc_start`, `lxc_spawn`)
 //! next. Everything of a container lives in `<state-dir>/containers/<name>/`.
 
+mod aside;
 pub mod cgroup;
 mod config;
 mod create;

@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod open;
 mod record;
+mod rollout;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use error::Error;
 pub use events::Event;
 pub use open::SCHEMA_VERSION;
 pub use record::{Condition, Phase, Record, Revision};
+pub use rollout::{RolledBack, Rollout};
 
 use record::unix_now;
 

@@ -34,6 +34,16 @@ pub struct Record {
     /// lastAppliedRevision; None for a directory source or a container made by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<Revision>,
+    /// The last spec that proved itself (ran `healthyFor` under an update
+    /// strategy with rollback): what a failed update goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good: Option<berth_manifests::Container>,
+    /// A changed spec on trial (`updateStrategy.rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::Rollout>,
+    /// The spec last rolled back, not tried again until the manifest changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<crate::RolledBack>,
 }
 
 /// A commit of a Git source.
@@ -93,6 +103,9 @@ impl Record {
             created_at: now,
             updated_at: now,
             revision: None,
+            last_good: None,
+            rollout: None,
+            rolled_back: None,
         }
     }
 }
