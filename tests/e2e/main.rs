@@ -11,6 +11,7 @@ mod exec_isolation;
 mod fleet;
 mod git;
 mod health;
+mod health_rollout;
 mod images;
 mod layers;
 mod metrics;
