@@ -95,6 +95,11 @@ impl Daemon {
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The daemon's pid, for reading its /proc files.
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
 }
 
 impl Drop for Daemon {
