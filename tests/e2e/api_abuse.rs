@@ -348,9 +348,15 @@ fn abuse_of_the_api_socket_is_refused_while_a_well_behaved_client_is_served() {
             .into_bytes(),
         )
         .chain((0..1600).map(|_| vec![0u8; 64 << 10]));
+        let (outcome, answer) = outcome_of(&socket, &mut body);
+        // Refused for its declared length, before any handler runs.
+        assert!(
+            outcome == Outcome::Status(413) && answer.contains("\"code\":\"PayloadTooLarge\""),
+            "a 100 MiB body to {method} {path}: {outcome:?}\n{answer}"
+        );
         assert_refused(
             &format!("a 100 MiB body to {method} {path}"),
-            outcome_of(&socket, &mut body),
+            (outcome, answer),
         );
     }
     let mut chunked = std::iter::once(
