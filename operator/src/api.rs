@@ -1128,3 +1128,82 @@ mod tests {
         assert_eq!(&b"x"[tail_start(b"x", 1)..], b"x");
     }
 }
+
+#[cfg(test)]
+mod serve_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    /// Reads until `want` has been seen or the stream ends; what was read.
+    async fn read_until(stream: &mut UnixStream, want: &str) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&seen).contains(want) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_cap_the_oldest_idle_connection_makes_room_and_a_busy_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        // `/follow` answers a body that never ends, as `logs --follow` does.
+        let router = Router::new().route("/", get(|| async { "ok" })).route(
+            "/follow",
+            get(|| async {
+                let first = futures::stream::once(async {
+                    Ok::<_, std::convert::Infallible>(Bytes::from_static(b"first\n"))
+                });
+                Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()))
+            }),
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve(listener, router, stopped));
+
+        let mut busy = UnixStream::connect(&path).await.unwrap();
+        busy.write_all(b"GET /follow HTTP/1.1\r\nHost: berth\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_until(&mut busy, "first").await.contains("first"));
+        // The rest of the slots: clients that never send a byte.
+        let mut idle = Vec::new();
+        for _ in 1..MAX_CONNECTIONS {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+
+        // A newcomer is served at once, not after HEADER_READ_TIMEOUT.
+        let started = std::time::Instant::now();
+        let mut newcomer = UnixStream::connect(&path).await.unwrap();
+        newcomer
+            .write_all(b"GET / HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(3), read_until(&mut newcomer, "ok"))
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 3 s at the cap"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            started.elapsed() < HEADER_READ_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+
+        // The oldest idle client made room; the one following a body did not.
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(1), idle[0].read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "{closed:?}");
+        let open = tokio::time::timeout(Duration::from_millis(300), busy.read(&mut buf)).await;
+        assert!(open.is_err(), "the busy connection was closed: {open:?}");
+
+        let _ = stop.send(true);
+        drop(idle);
+        drop(busy);
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
+}
