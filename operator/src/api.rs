@@ -244,6 +244,7 @@ impl ApiError {
             StatusCode::NOT_FOUND => "NotFound",
             StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
             StatusCode::CONFLICT => "Conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
             _ => "InternalError",
         }
     }
@@ -357,7 +358,8 @@ struct ErrorBody {
 
 #[derive(Serialize, JsonSchema)]
 struct ErrorDetail {
-    /// `BadRequest`, `NotFound`, `MethodNotAllowed`, `Conflict` or `InternalError`.
+    /// `BadRequest`, `NotFound`, `MethodNotAllowed`, `Conflict`, `PayloadTooLarge`
+    /// or `InternalError`.
     code: String,
     message: String,
 }
@@ -451,33 +453,47 @@ fn check_name(ctx: &Context, name: &str) -> Result<(), ApiError> {
 /// How long a client may take to send a request's headers before its
 /// connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; further clients wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once. At the cap a new client does not queue behind
+/// idle ones: the oldest connection with no request in progress (a stalled
+/// header, an unused keep-alive) is closed to make room for it, as nginx does
+/// when its connections run out; only when every one is busy does it wait.
+/// Each holds one fd and at most `MAX_HEAD_BYTES` of buffer.
+pub const MAX_CONNECTIONS: usize = 256;
+/// The most a request's line and headers may take (hyper's buffer; hyper's
+/// own default is ~400 KiB): berth's requests take a few hundred bytes, a
+/// label selector a few KiB. Beyond it: 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The most headers a request may have (hyper's default 100). Beyond: 431.
+pub const MAX_HEADERS: usize = 64;
+/// No route takes a body: one declared longer than this is refused with 413
+/// before any handler runs (a body is never read into memory either way).
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// How long open connections (a `logs -f`, say) may go on after the stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serve `router` on `listener` until `stop` turns true: at most
-/// `MAX_CONNECTIONS` at once, each closed if its headers take longer than
-/// `HEADER_READ_TIMEOUT` (axum::serve has neither).
+/// `MAX_CONNECTIONS` at once (the oldest idle one closed for a newcomer), each
+/// closed if its headers take longer than `HEADER_READ_TIMEOUT`, with heads of
+/// at most `MAX_HEAD_BYTES` and `MAX_HEADERS` and no body over
+/// `MAX_BODY_BYTES` (axum::serve has none of these).
 pub async fn serve(
     listener: impl Accept,
     router: Router,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
+    // Every open connection, oldest first: its requests in progress, and the
+    // sender that closes it to make room.
+    let mut open: std::collections::VecDeque<(Arc<AtomicUsize>, tokio::sync::oneshot::Sender<()>)> =
+        std::collections::VecDeque::new();
     let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };
     loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = stopped(stop.clone()) => break,
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(stream) => stream,
@@ -490,17 +506,44 @@ pub async fn serve(
             },
             () = stopped(stop.clone()) => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        open.retain(|(_, close)| !close.is_closed());
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let idle = open
+                    .iter()
+                    .position(|(busy, _)| busy.load(std::sync::atomic::Ordering::Acquire) == 0);
+                if let Some((_, close)) = idle.and_then(|at| open.remove(at)) {
+                    let _ = close.send(());
+                }
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = stopped(stop.clone()) => break,
+                }
+            }
+        };
+        let busy = Arc::new(AtomicUsize::new(0));
+        let (close, closed) = tokio::sync::oneshot::channel();
+        open.push_back((Arc::clone(&busy), close));
+        let service = counted_service(router.clone(), busy);
         let stop = stop.clone();
         connections.spawn(async move {
             let _permit = permit;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_headers(MAX_HEADERS)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
+                // Closed to make room for a newcomer: dropped, so closed.
+                Ok(()) = closed => {}
                 () = stopped(stop) => {
                     connection.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
@@ -509,6 +552,70 @@ pub async fn serve(
         });
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.join_all()).await;
+}
+
+/// One request in progress on a connection, from its head to the end of its
+/// answer's body (a followed log stays busy): a busy connection is never
+/// closed to make room.
+struct Busy(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    fn hold(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Busy {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(std::sync::Arc::clone(count))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// `router` as one connection's hyper service: its requests counted in `busy`,
+/// and a declared body over `MAX_BODY_BYTES` refused with 413.
+fn counted_service(
+    router: Router,
+    busy: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Send
++ 'static {
+    use http_body_util::BodyExt;
+    let inner = hyper_util::service::TowerToHyperService::new(router);
+    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let held = Busy::hold(&busy);
+        let declared = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let answer = match declared {
+            Some(length) if length > MAX_BODY_BYTES => Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a request body of {length} bytes: no route takes one, and at most \
+                     {MAX_BODY_BYTES} bytes are accepted"
+                ),
+            )),
+            _ => Ok(hyper::service::Service::call(&inner, request)),
+        };
+        async move {
+            let response = match answer {
+                Ok(answer) => answer.await?,
+                Err(refused) => refused.into_response(),
+            };
+            Ok(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _busy = &held;
+                    frame
+                }))
+            }))
+        }
+    })
 }
 
 /// A listener [`serve`] takes connections from: the API's Unix socket, the
@@ -1028,5 +1135,84 @@ mod tests {
         assert_eq!(&text[tail_start(text, 5)..], b"a\nb\nc\n");
         assert_eq!(&text[tail_start(text, 0)..], b"");
         assert_eq!(&b"x"[tail_start(b"x", 1)..], b"x");
+    }
+}
+
+#[cfg(test)]
+mod serve_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    /// Reads until `want` has been seen or the stream ends; what was read.
+    async fn read_until(stream: &mut UnixStream, want: &str) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&seen).contains(want) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_the_cap_the_oldest_idle_connection_makes_room_and_a_busy_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        // `/follow` answers a body that never ends, as `logs --follow` does.
+        let router = Router::new().route("/", get(|| async { "ok" })).route(
+            "/follow",
+            get(|| async {
+                let first = futures::stream::once(async {
+                    Ok::<_, std::convert::Infallible>(Bytes::from_static(b"first\n"))
+                });
+                Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()))
+            }),
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve(listener, router, stopped));
+
+        let mut busy = UnixStream::connect(&path).await.unwrap();
+        busy.write_all(b"GET /follow HTTP/1.1\r\nHost: berth\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_until(&mut busy, "first").await.contains("first"));
+        // The rest of the slots: clients that never send a byte.
+        let mut idle = Vec::new();
+        for _ in 1..MAX_CONNECTIONS {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+
+        // A newcomer is served at once, not after HEADER_READ_TIMEOUT.
+        let started = std::time::Instant::now();
+        let mut newcomer = UnixStream::connect(&path).await.unwrap();
+        newcomer
+            .write_all(b"GET / HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(3), read_until(&mut newcomer, "ok"))
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 3 s at the cap"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            started.elapsed() < HEADER_READ_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+
+        // The oldest idle client made room; the one following a body did not.
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(1), idle[0].read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0) | Err(_))), "{closed:?}");
+        let open = tokio::time::timeout(Duration::from_millis(300), busy.read(&mut buf)).await;
+        assert!(open.is_err(), "the busy connection was closed: {open:?}");
+
+        let _ = stop.send(true);
+        drop(idle);
+        drop(busy);
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     }
 }

@@ -123,6 +123,11 @@ impl Daemon {
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The daemon's pid, for reading its /proc files.
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
 }
 
 impl Drop for Daemon {
@@ -1656,9 +1661,9 @@ fn a_connection_whose_headers_never_finish_is_closed_and_others_are_served() {
     let state = StateDir::new();
     let _daemon = Daemon::start(&state);
     let socket = state.path().join("berth.sock");
-    // More stalled clients than the daemon serves at once: half a header each,
-    // and one that sends nothing at all.
-    let mut stalled: Vec<std::os::unix::net::UnixStream> = (0..70)
+    // More stalled clients than the daemon serves at once (256): half a header
+    // each, and one that sends nothing at all.
+    let mut stalled: Vec<std::os::unix::net::UnixStream> = (0..262)
         .map(|_| {
             let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
             stream

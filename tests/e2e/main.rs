@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+mod api_abuse;
 mod cli;
 mod create;
 mod daemon;
