@@ -111,10 +111,6 @@ impl Daemon {
         daemon
     }
 
-    pub(crate) fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
     pub(crate) fn kill_hard(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
