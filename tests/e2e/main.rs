@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod cli;
+mod corpus;
 mod create;
 mod daemon;
 mod exec;
