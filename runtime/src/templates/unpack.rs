@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
+use super::tar_guard::TarGuard;
 use crate::error::{Error, Result};
 use crate::remove;
 
@@ -67,12 +68,12 @@ fn open_decompressed(path: &Path, progress: &Progress) -> Result<Box<dyn Read>> 
     let file = File::open(path).map_err(|e| archive_error(path, format!("cannot open: {e}")))?;
     let counted = BufReader::new(progress.wrap(file));
     Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(counted)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(
+        [0x1f, 0x8b, ..] => Box::new(TarGuard::new(flate2::read::MultiGzDecoder::new(counted))),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(TarGuard::new(
             zstd::stream::read::Decoder::with_buffer(counted)
                 .map_err(|e| archive_error(path, format!("not a zstd stream: {e}")))?,
-        ),
-        _ => Box::new(counted),
+        )),
+        _ => Box::new(TarGuard::new(counted)),
     })
 }
 
@@ -438,6 +439,38 @@ mod tests {
         assert_eq!(
             checked_path(Path::new("/etc/passwd")),
             Err("it is an absolute path")
+        );
+    }
+
+    /// Found by the fuzz seeds (runtime/tests/fuzz.rs, "huge headers"): the tar
+    /// crate read a declared long name whole, 256 MiB for a 1.2 MB layer.
+    #[test]
+    fn a_layer_declaring_a_huge_long_name_is_refused_unread() {
+        use std::io::Write;
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(64 << 20);
+        header.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(header.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..64 {
+            gz.write_all(&[b'a'; 1 << 20])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let layer = gz.finish().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let archive = dir.path().join("layer.tar.gz");
+        std::fs::write(&archive, layer).unwrap_or_else(|e| panic!("{e}"));
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap_or_else(|e| panic!("{e}"));
+        let err = match tarball(&archive, &rootfs) {
+            Ok(()) => panic!("a 64 MiB long name was unpacked"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("a GNU long name of 67108864 bytes; berth reads at most 1048576"),
+            "{err}"
         );
     }
 }
