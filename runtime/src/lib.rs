@@ -7,6 +7,9 @@ mod config;
 mod create;
 mod error;
 mod exec;
+/// Entry points for the fuzz targets (`fuzz/`) and their stable twins; not an API.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod image;
 mod init;
 mod layers;
