@@ -16,8 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 fn main() {
+    // A debug build (cargo test --benches) gets the e2e test's loose bound.
     let limit = if cfg!(debug_assertions) {
-        Duration::from_secs(1)
+        Duration::from_secs(5)
     } else {
         Duration::from_millis(100)
     };
@@ -30,7 +31,7 @@ fn main() {
         .max()
         .unwrap_or_default();
     println!(
-        "{} inputs: slowest {:.1} ms (limit {} ms), largest peak RSS {} KiB (limit {} KiB)",
+        "{} inputs: slowest {:.1} ms (limit {} ms), largest peak RSS {} KiB (limit {} KiB but for KNOWN_OVER)",
         runs.len(),
         slowest.as_secs_f64() * 1000.0,
         limit.as_millis(),
