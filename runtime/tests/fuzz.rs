@@ -156,6 +156,11 @@ fn unpack_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 (b"abs/tmp/.wh..wh..opq", Regular, b"", b""),
             ]),
         ),
+        // Applied, this emptied the rootfs's parent before it was refused.
+        (
+            "whiteout-dot-dot",
+            archive(&[(b".wh...", Regular, b"", b"")]),
+        ),
         (
             "gnu-long-name",
             archive(&[

@@ -306,6 +306,15 @@ fn apply_whiteouts(archive: &Path, rootfs: &Path) -> Result<()> {
                 format!("whiteout {} escapes the rootfs: {why}", raw.display()),
             )
         })?;
+        let hidden = &name[WHITEOUT.len()..];
+        if name != OPAQUE && matches!(hidden, "" | "." | "..") {
+            // `.wh...` would remove the rootfs's parent's contents: the container's
+            // own directory, outside its root.
+            return Err(archive_error(
+                archive,
+                format!("whiteout {} names no entry", raw.display()),
+            ));
+        }
         let parent = path.parent().unwrap_or(Path::new(""));
         let Some(dir) = open_in_root(rootfs, parent)? else {
             continue; // nothing below to hide
@@ -314,7 +323,7 @@ fn apply_whiteouts(archive: &Path, rootfs: &Path) -> Result<()> {
         if name == OPAQUE {
             remove::remove_contents_of(&dir, &shown)?;
         } else {
-            remove::remove_entry(&dir, &shown, OsStr::new(&name[WHITEOUT.len()..]))?;
+            remove::remove_entry(&dir, &shown, OsStr::new(hidden))?;
         }
     }
     Ok(())
@@ -440,6 +449,41 @@ mod tests {
             checked_path(Path::new("/etc/passwd")),
             Err("it is an absolute path")
         );
+    }
+
+    /// Found by the unpack fuzz target: `.wh...` in a layer applied onto a rootfs
+    /// emptied the rootfs's parent (a container's directory: its config, its status).
+    #[test]
+    fn a_whiteout_of_dot_dot_is_refused_and_the_rootfs_parent_survives() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let container = dir.path().join("container");
+        let rootfs = container.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(container.join("config.json"), b"{}").unwrap_or_else(|e| panic!("{e}"));
+        for whiteout in [".wh...", ".wh..", "etc/.wh...", ".wh."] {
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_ustar();
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(1_700_000_000);
+            header.as_old_mut().name[..whiteout.len()].copy_from_slice(whiteout.as_bytes());
+            header.set_cksum();
+            builder
+                .append(&header, &[][..])
+                .unwrap_or_else(|e| panic!("{e}"));
+            let archive = dir.path().join("layer.tar");
+            let bytes = builder.into_inner().unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&archive, bytes).unwrap_or_else(|e| panic!("{e}"));
+            let err = match layer(&archive, &rootfs, &Progress::hidden()) {
+                Ok(()) => panic!("{whiteout} was applied"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("names no entry"), "{whiteout}: {err}");
+            assert!(container.join("config.json").exists(), "{whiteout}");
+            assert!(rootfs.join("etc").exists(), "{whiteout}");
+        }
     }
 
     /// Found by the fuzz seeds (runtime/tests/fuzz.rs, "huge headers"): the tar
