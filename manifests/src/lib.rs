@@ -3,6 +3,9 @@
 //! every problem reported as `FILE:LINE:COLUMN: field: message`.
 
 mod discover;
+/// Entry points for the fuzz targets (`fuzz/`) and their stable twins; not an API.
+#[doc(hidden)]
+pub mod fuzz;
 mod image_ref;
 mod locate;
 mod parse;

@@ -21,11 +21,30 @@ impl Position {
     pub const START: Position = Position { line: 1, column: 1 };
 }
 
+/// Aliases may add this many nodes to a document, no more. Reading an alias
+/// bomb ("billion laughs") as values costs serde_yaml its repetition limit: a
+/// third of a second and 15 MiB for a 300-byte file. A manifest has no use for
+/// more than a few reused values.
+pub const MAX_ALIASED_NODES: u64 = 10_000;
+
+/// Documents nested deeper than this are refused unread: libyaml's scanner takes
+/// time quadratic in the depth of flow collections (`[[[[...`: 6 s for 10,000
+/// levels), and a manifest's fields go 6 deep.
+pub const MAX_NESTING: usize = 64;
+
+/// Fields deeper than this are not indexed (a manifest's go 6 deep): a path per
+/// node of 10,000 nested sequences, `[0][0]...`, would take 300 MB.
+const MAX_INDEXED_DEPTH: usize = 32;
+
 /// Positions in one YAML document.
 #[derive(Debug, Default)]
 pub struct DocumentIndex {
     keys: HashMap<String, Position>,
     values: HashMap<String, Position>,
+    /// The alias at which the nodes aliases add pass `MAX_ALIASED_NODES`.
+    pub alias_bomb: Option<Position>,
+    /// The collection that opens level `MAX_NESTING + 1`.
+    pub too_deep: Option<Position>,
 }
 
 impl DocumentIndex {
@@ -58,24 +77,119 @@ enum Frame {
     Seq { path: String, next: usize },
 }
 
+/// How many nodes each anchor stands for, and how many aliases added so far.
+#[derive(Default)]
+struct AliasCount {
+    anchors: HashMap<usize, u64>,
+    /// The open collections: nodes so far (the collection itself included), anchor.
+    open: Vec<(u64, usize)>,
+    added: u64,
+}
+
+impl AliasCount {
+    /// Count one event; true when the aliases now add too many nodes.
+    fn event(&mut self, event: &Event) -> bool {
+        let (nodes, anchor) = match event {
+            Event::Scalar(_, _, anchor, _) => (1, *anchor),
+            Event::Alias(anchor) => {
+                let nodes = self.anchors.get(anchor).copied().unwrap_or(1);
+                self.added = self.added.saturating_add(nodes);
+                (nodes, 0)
+            }
+            Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
+                self.open.push((1, *anchor));
+                return false;
+            }
+            Event::MappingEnd | Event::SequenceEnd => self.open.pop().unwrap_or((1, 0)),
+            _ => return false,
+        };
+        if anchor != 0 {
+            self.anchors.insert(anchor, nodes);
+        }
+        if let Some((parent, _)) = self.open.last_mut() {
+            *parent = parent.saturating_add(nodes);
+        }
+        self.added > MAX_ALIASED_NODES
+    }
+}
+
 /// Index every document of `text`. Documents past a syntax error get no entry.
 pub fn index(text: &str) -> Vec<DocumentIndex> {
     let mut docs: Vec<DocumentIndex> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
+    let mut aliases = AliasCount::default();
+    let mut too_deep = 0usize;
+    // yaml-rust2 refuses a tab after `key:` (`stopSignal:\tNOPE`), which libyaml
+    // and YAML allow, and would index nothing after it. A tab where YAML forbids
+    // one is libyaml's error to report; here a space, one byte and one column
+    // like the tab, keeps every position.
+    let untabbed;
+    let text = if text.contains('\t') {
+        untabbed = text.replace('\t', " ");
+        untabbed.as_str()
+    } else {
+        text
+    };
     let mut parser = Parser::new_from_str(text);
     // A parser bug must not hang validation: no document has more events than chars.
     for _ in 0..=text.len() + 16 {
-        let Ok((event, mark)) = parser.next_token() else {
-            break;
+        let (event, mark) = match parser.next_token() {
+            Ok(next) => next,
+            Err(e) => {
+                // yaml-rust2 stops at 255 levels of flow collections, before its
+                // parser has told of the first 64 if a key might still follow.
+                if e.info().contains("recursion limit") {
+                    if docs.is_empty() {
+                        docs.push(DocumentIndex::default());
+                    }
+                    if let Some(doc) = docs.last_mut() {
+                        doc.too_deep = Some(Position {
+                            line: e.marker().line(),
+                            column: e.marker().col() + 1,
+                        });
+                    }
+                }
+                break;
+            }
         };
         let pos = Position {
             line: mark.line(),
             column: mark.col() + 1,
         };
+        if aliases.event(&event)
+            && let Some(doc) = docs.last_mut()
+        {
+            doc.alias_bomb.get_or_insert(pos);
+        }
+        if matches!(event, Event::MappingStart(..) | Event::SequenceStart(..))
+            && stack.len() + too_deep >= MAX_NESTING
+            && let Some(doc) = docs.last_mut()
+        {
+            // Nothing after it is read: stop here, before yaml-rust2 goes down too.
+            doc.too_deep = Some(pos);
+            break;
+        }
+        // Below MAX_INDEXED_DEPTH nothing is indexed, only counted to find the way up.
+        if too_deep > 0 || stack.len() >= MAX_INDEXED_DEPTH {
+            match event {
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    too_deep += 1;
+                    continue;
+                }
+                Event::MappingEnd | Event::SequenceEnd if too_deep > 0 => {
+                    too_deep -= 1;
+                    continue;
+                }
+                Event::Scalar(..) | Event::Alias(_) if too_deep > 0 => continue,
+                _ => {}
+            }
+        }
         match event {
             Event::StreamEnd => break,
             Event::DocumentStart => {
                 stack.clear();
+                too_deep = 0;
+                aliases = AliasCount::default();
                 docs.push(DocumentIndex::default());
             }
             Event::Scalar(..)

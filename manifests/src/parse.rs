@@ -84,13 +84,23 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
         path: path.to_owned(),
         ..ParsedFile::default()
     };
+    // A UTF-8 byte order mark (Windows editors write one) is not part of the text:
+    // libyaml would otherwise read the first line as garbage, and an editor does
+    // not count it as a column.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // First the YAML alone. After a syntax error or an unknown alias libyaml cannot
     // resynchronise: serde_yaml's document iterator then repeats the error forever
     // or, for an unknown alias, hands on the rest of the broken document, on which
     // it panics. So the documents before the first YAML error are all that is read.
+    let index = locate::index(text);
+    // A document nested too deep is not given to libyaml, nor any after it.
+    let too_deep = index
+        .iter()
+        .enumerate()
+        .find_map(|(document, doc)| doc.too_deep.map(|at| (document, at)));
     let mut readable = 0;
     let mut yaml_error = None;
-    for de in serde_yaml::Deserializer::from_str(text) {
+    for de in serde_yaml::Deserializer::from_str(text).take(too_deep.map_or(usize::MAX, |d| d.0)) {
         match serde::de::IgnoredAny::deserialize(de) {
             Ok(_) => readable += 1,
             Err(err) => {
@@ -99,24 +109,60 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
             }
         }
     }
-    let index = locate::index(text);
     let empty = DocumentIndex::default();
-    // A third reading, as plain values, for the unknown fields. A document that
-    // does not read as a value (e.g. a key given twice) is left to serde's error.
-    let values: Vec<Option<serde_yaml::Value>> = serde_yaml::Deserializer::from_str(text)
-        .take(readable)
-        .map(|de| serde_yaml::Value::deserialize(de).ok())
+    // An alias bomb is not read further: expanding it is the attack.
+    let bombs: Vec<Option<Position>> = (0..readable)
+        .map(|document| index.get(document).and_then(|doc| doc.alias_bomb))
         .collect();
+    // A third reading, as plain values: for the unknown fields, and for a key given
+    // twice in a map (`env: {A: "1", A: "2"}`), which reads as a struct as its
+    // last value (only the reading as a value notices; YAML forbids it). A document
+    // that does not read as a value otherwise is left to serde's error. Each value
+    // is dropped once looked at: a 1 MiB file's would hold 10 MiB till the end.
+    let mut early = serde_yaml::Deserializer::from_str(text)
+        .take(readable)
+        .zip(&bombs)
+        .enumerate()
+        .map(|(document, (de, bomb))| {
+            let doc_index = index.get(document).unwrap_or(&empty);
+            if bomb.is_some() {
+                return Default::default();
+            }
+            match serde_yaml::Value::deserialize(de) {
+                Ok(value) => {
+                    let (problems, meant) = unknown_fields(path, &value, doc_index);
+                    (problems, meant, false)
+                }
+                Err(err) if err.to_string().contains("duplicate entry") => {
+                    let twice = yaml_diagnostic(path, text, &err, doc_index);
+                    (vec![twice], Vec::new(), true)
+                }
+                Err(_) => Default::default(),
+            }
+        })
+        .collect::<Vec<(Vec<Diagnostic>, Vec<unknown::Unknown>, bool)>>()
+        .into_iter();
     for (document, de) in serde_yaml::Deserializer::from_str(text)
         .take(readable)
         .enumerate()
     {
         let doc_index = index.get(document).unwrap_or(&empty);
-        let (mut problems, meant) = values
-            .get(document)
-            .and_then(Option::as_ref)
-            .map(|value| unknown_fields(path, value, doc_index))
-            .unwrap_or_default();
+        let (mut problems, meant, twice) = early.next().unwrap_or_default();
+        if let Some(Some(at)) = bombs.get(document) {
+            parsed.diagnostics.push(
+                Diagnostic::new(
+                    path,
+                    *at,
+                    format!(
+                        "aliases expand this document by more than {} values (an alias bomb?); \
+                         write the values out instead",
+                        locate::MAX_ALIASED_NODES
+                    ),
+                )
+                .in_document(document),
+            );
+            continue;
+        }
         match Option::<Manifest>::deserialize(de) {
             Ok(Some(manifest)) => {
                 let name_at = doc_index.value("metadata.name");
@@ -133,7 +179,9 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
                 }
             }
             Ok(None) => {} // an empty document desires nothing
-            Err(err) => problems.push(yaml_diagnostic(path, &err, doc_index)),
+            // Said already, with the key, by the reading as a value.
+            Err(err) if twice && err.to_string().contains("duplicate field") => {}
+            Err(err) => problems.push(yaml_diagnostic(path, text, &err, doc_index)),
         }
         // `comand` is reported as a typo of `command`; that `command` is then
         // missing says nothing more.
@@ -147,9 +195,37 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
         let doc_index = index.get(readable).unwrap_or(&empty);
         parsed
             .diagnostics
-            .push(yaml_diagnostic(path, &err, doc_index).in_document(readable));
+            .push(yaml_diagnostic(path, text, &err, doc_index).in_document(readable));
+    } else if let Some((document, at)) = too_deep {
+        parsed.diagnostics.push(
+            Diagnostic::new(
+                path,
+                at,
+                format!(
+                    "the document is nested more than {} levels deep; a manifest needs fewer than 10",
+                    locate::MAX_NESTING
+                ),
+            )
+            .in_document(document),
+        );
+    }
+    for diagnostic in &mut parsed.diagnostics {
+        shorten(&mut diagnostic.message);
     }
     parsed
+}
+
+/// Messages quote the values they refuse; a value of a megabyte is shown by its
+/// ends, so that the message (and its advice, at the end) still fits a terminal.
+fn shorten(message: &mut String) {
+    const KEEP: usize = 200;
+    let chars = message.chars().count();
+    if chars <= 3 * KEEP {
+        return;
+    }
+    let head: String = message.chars().take(KEEP).collect();
+    let tail: String = message.chars().skip(chars - KEEP).collect();
+    *message = format!("{head} … ({} characters) … {tail}", chars - 2 * KEEP);
 }
 
 /// The unknown fields of a document meant for berth, each at its key, and the
@@ -218,9 +294,27 @@ fn unknown_field_message(field: &unknown::Unknown) -> String {
     format!("{prefix}unknown field `{}`, {expected}", field.key)
 }
 
-fn yaml_diagnostic(path: &Path, err: &serde_yaml::Error, doc_index: &DocumentIndex) -> Diagnostic {
+fn yaml_diagnostic(
+    path: &Path,
+    text: &str,
+    err: &serde_yaml::Error,
+    doc_index: &DocumentIndex,
+) -> Diagnostic {
     let mut message = err.to_string();
-    let pos = match err.location() {
+    // libyaml's reader errors ("control characters are not allowed") give a byte
+    // offset, and a mark at the start of the file.
+    if let Some((before, offset)) = message.rsplit_once(" at position ")
+        && let Ok(offset) = offset.parse::<usize>()
+    {
+        let at = position_of(text, offset);
+        let hint = if before.contains("control characters") {
+            " (is it a text file?); write one as an escape in double quotes, e.g. \"\\t\""
+        } else {
+            ""
+        };
+        return Diagnostic::new(path, at, format!("{before}{hint}"));
+    }
+    let mut pos = match err.location() {
         Some(loc) => {
             // serde_yaml appends " at line L column C"; the position goes in front instead.
             let suffix = format!(" at line {} column {}", loc.line(), loc.column());
@@ -234,10 +328,57 @@ fn yaml_diagnostic(path: &Path, err: &serde_yaml::Error, doc_index: &DocumentInd
         }
         None => doc_index.value(""),
     };
+    // serde's "spec: duplicate field `x`" comes at the mapping's start; the key
+    // given twice is where the index saw it last.
+    if let Some(key) = duplicate_field(&message) {
+        pos = doc_index.key(&key);
+        message.push_str("; give each key once");
+    }
     if let Some(hint) = did_you_mean(&message) {
         message.push_str(&hint);
     }
+    // libyaml ends a text that lacks its last newline with one of its own, and
+    // reports "unexpected end" on the line after it, which an editor does not have.
+    let end = position_of(text, text.len());
+    if (pos.line, pos.column) > (end.line, end.column) && !text.ends_with(['\n', '\r']) {
+        pos = end;
+    }
     Diagnostic::new(path, pos, message)
+}
+
+/// For serde's "spec.env: duplicate entry with key \"A\"" (or "duplicate field
+/// `A`"): the key's path, "spec.env.A".
+fn duplicate_field(message: &str) -> Option<String> {
+    let (parent, rest) = ["duplicate field `", "duplicate entry with key \""]
+        .into_iter()
+        .find_map(|said| match message.split_once(&format!(": {said}")) {
+            Some(split) => Some(split),
+            None => Some(("", message.strip_prefix(said)?)),
+        })?;
+    let key = rest.split_once(['`', '"'])?.0;
+    Some(if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    })
+}
+
+/// The line and column of byte `offset` of `text` (past its end: the end), with
+/// lines ended as libyaml ends them: by \n, \r\n or a lone \r.
+fn position_of(text: &str, offset: usize) -> Position {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let bytes = before.as_bytes();
+    let lone_cr = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    let breaks = (0..bytes.len()).filter(|&i| bytes[i] == b'\n' || lone_cr(i));
+    let line_start = breaks.clone().next_back().map_or(0, |i| i + 1);
+    Position {
+        line: breaks.count() + 1,
+        column: before[line_start..].chars().count() + 1,
+    }
 }
 
 /// For serde's "unknown field `restartPolcy`, expected one of `rootfs`, ...":

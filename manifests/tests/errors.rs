@@ -807,3 +807,131 @@ fn the_selector_is_not_part_of_the_spec_hash() {
     assert_eq!(plain.containers[0].hash, selected.containers[0].hash);
     assert!(selected.containers[0].selector.is_some());
 }
+
+// Found by the bad corpus (tests/corpus/bad/EXPECTED.tsv) and the fuzz target.
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_text() {
+    let text = format!("\u{feff}{}", with_spec("web", "  stopTimeout: ten\n"));
+    assert_one(
+        &text,
+        "m.yaml:7:16: spec.stopTimeout: \"ten\" is not a duration; use e.g. 10s, 1m30s or 500ms",
+    );
+    assert!(check(&format!("\u{feff}{}", with_spec("web", ""))).is_valid());
+}
+
+#[test]
+fn control_characters_are_reported_where_they_are() {
+    let text = with_spec("web", "  hostname: we\u{1}b\n");
+    let found = errors(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("m.yaml:7:15: control characters are not allowed"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_tab_after_a_colon_keeps_the_positions_of_what_follows() {
+    assert_one(
+        &with_spec("web", "  stopSignal:\tNOPE\n"),
+        "m.yaml:7:15: spec.stopSignal: \"NOPE\" is not a signal; use a name such as SIGTERM or SIGINT",
+    );
+    assert_one(
+        &with_spec("web", "  resources: {memory:\t64MB}\n"),
+        "m.yaml:7:23: spec.resources.memory: \"64MB\" is not a quantity; use e.g. 64Mi or 67108864",
+    );
+}
+
+#[test]
+fn a_key_given_twice_is_an_error_at_its_second_place() {
+    assert_one(
+        &with_spec("web", "  env: {A: \"1\", A: \"2\"}\n"),
+        "m.yaml:7:17: spec.env: duplicate entry with key \"A\"; give each key once",
+    );
+    assert_one(
+        &with_spec("web", "  hostname: a\n  hostname: b\n"),
+        "m.yaml:8:3: spec: duplicate entry with key \"hostname\"; give each key once",
+    );
+}
+
+#[test]
+fn alias_bombs_are_refused_before_they_are_expanded() {
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..=6 {
+        let refs = vec![format!("*a{}", level - 1); 10].join(", ");
+        bomb.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+    }
+    let found = errors(&bomb);
+    assert_eq!(
+        found,
+        [
+            "m.yaml:4:45: aliases expand this document by more than 10000 values (an alias bomb?); write the values out instead"
+        ]
+    );
+    // A few reused values are fine.
+    let reuse = with_spec("web", "  env: {A: &v x, B: *v}\n");
+    assert!(check(&reuse).is_valid());
+}
+
+#[test]
+fn deep_nesting_is_refused_unread() {
+    for (text, at) in [
+        (format!("{}x\n", "- ".repeat(10_000)), "m.yaml:1:129: "),
+        (
+            format!("{}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+            "m.yaml:1:256: ",
+        ),
+        (
+            with_spec("web", &format!("  env: {{A: {}}}\n", "[".repeat(10_000))),
+            "m.yaml:7:266: ",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let found = errors(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(at), "{found:?}");
+        assert!(
+            found[0].ends_with("nested more than 64 levels deep; a manifest needs fewer than 10")
+        );
+        // libyaml's scanner is quadratic in flow depth: seconds for 10,000 levels.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // 64 levels are still read.
+    let deep = format!("{}x{}\n", "[".repeat(63), "]".repeat(63));
+    assert!(!errors(&deep)[0].contains("nested"));
+}
+
+#[test]
+fn an_error_at_the_end_of_a_text_without_a_last_newline_points_into_the_text() {
+    for text in [
+        "apiVersion: berth.dev/v1\nkind: Container\nmet",
+        "apiVersion: berth.dev/v1\rkind: Container\rmet",
+        "apiVersion: berth.dev/v1\r\nkind: Container\r\nmet",
+    ] {
+        let found = errors(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("m.yaml:3:4: could not find expected ':'"),
+            "{found:?}"
+        );
+    }
+}
+
+#[test]
+fn a_huge_value_is_quoted_by_its_ends() {
+    let found = errors(&with_spec(
+        "web",
+        &format!("  hostname: {}\n", "a".repeat(100_000)),
+    ));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].len() < 1000, "{} bytes", found[0].len());
+    assert!(found[0].contains(" … (99692 characters) … "), "{found:?}");
+    assert!(found[0].ends_with(
+        "\" is not a hostname; use letters, digits, '-' and '.', at most 64 characters"
+    ));
+}

@@ -5,6 +5,9 @@
 
 mod auth;
 mod conf;
+/// Entry points for the fuzz targets (`fuzz/`) and their stable twins; not an API.
+#[doc(hidden)]
+pub mod fuzz;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,9 @@ mod config;
 mod create;
 mod error;
 mod exec;
+/// Entry points for the fuzz targets (`fuzz/`) and their stable twins; not an API.
+#[doc(hidden)]
+pub mod fuzz;
 mod health;
 pub mod image;
 mod init;

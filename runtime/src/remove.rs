@@ -137,7 +137,14 @@ pub fn remove_contents_of(dir: &OwnedFd, path: &Path) -> Result<()> {
 }
 
 /// Remove the entry `name` of the open directory `parent`, whatever it is.
+/// `name` is one entry: `..` would be the parent's parent, whose contents would go.
 pub fn remove_entry(parent: &OwnedFd, parent_path: &Path, name: &OsStr) -> Result<()> {
+    if matches!(name.as_bytes(), b"" | b"." | b"..") || name.as_bytes().contains(&b'/') {
+        return Err(refused(
+            parent_path.join(name),
+            "it is not the name of an entry of the directory",
+        ));
+    }
     let (fence, _) = fence_of(parent, c"", parent_path)?;
     remove_one(parent, parent_path, name, fence, 0)
 }

@@ -18,6 +18,9 @@
 
 mod error;
 mod events;
+/// Entry points for the fuzz targets (`fuzz/`) and their stable twins; not an API.
+#[doc(hidden)]
+pub mod fuzz;
 mod open;
 mod record;
 mod rollout;

@@ -4,6 +4,7 @@
 
 mod api_abuse;
 mod cli;
+mod corpus;
 mod create;
 mod daemon;
 mod delegate;

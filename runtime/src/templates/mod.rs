@@ -7,6 +7,7 @@ mod etc;
 mod host;
 pub(crate) mod oci;
 mod script;
+mod tar_guard;
 pub(crate) mod unpack;
 
 use std::path::{Path, PathBuf};

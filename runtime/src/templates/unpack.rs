@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
+use super::tar_guard::TarGuard;
 use crate::error::{Error, Result};
 use crate::remove;
 
@@ -67,12 +68,12 @@ fn open_decompressed(path: &Path, progress: &Progress) -> Result<Box<dyn Read>> 
     let file = File::open(path).map_err(|e| archive_error(path, format!("cannot open: {e}")))?;
     let counted = BufReader::new(progress.wrap(file));
     Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(counted)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(
+        [0x1f, 0x8b, ..] => Box::new(TarGuard::new(flate2::read::MultiGzDecoder::new(counted))),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(TarGuard::new(
             zstd::stream::read::Decoder::with_buffer(counted)
                 .map_err(|e| archive_error(path, format!("not a zstd stream: {e}")))?,
-        ),
-        _ => Box::new(counted),
+        )),
+        _ => Box::new(TarGuard::new(counted)),
     })
 }
 
@@ -305,6 +306,15 @@ fn apply_whiteouts(archive: &Path, rootfs: &Path) -> Result<()> {
                 format!("whiteout {} escapes the rootfs: {why}", raw.display()),
             )
         })?;
+        let hidden = &name[WHITEOUT.len()..];
+        if name != OPAQUE && matches!(hidden, "" | "." | "..") {
+            // `.wh...` would remove the rootfs's parent's contents: the container's
+            // own directory, outside its root.
+            return Err(archive_error(
+                archive,
+                format!("whiteout {} names no entry", raw.display()),
+            ));
+        }
         let parent = path.parent().unwrap_or(Path::new(""));
         let Some(dir) = open_in_root(rootfs, parent)? else {
             continue; // nothing below to hide
@@ -313,7 +323,7 @@ fn apply_whiteouts(archive: &Path, rootfs: &Path) -> Result<()> {
         if name == OPAQUE {
             remove::remove_contents_of(&dir, &shown)?;
         } else {
-            remove::remove_entry(&dir, &shown, OsStr::new(&name[WHITEOUT.len()..]))?;
+            remove::remove_entry(&dir, &shown, OsStr::new(hidden))?;
         }
     }
     Ok(())
@@ -438,6 +448,73 @@ mod tests {
         assert_eq!(
             checked_path(Path::new("/etc/passwd")),
             Err("it is an absolute path")
+        );
+    }
+
+    /// Found by the unpack fuzz target: `.wh...` in a layer applied onto a rootfs
+    /// emptied the rootfs's parent (a container's directory: its config, its status).
+    #[test]
+    fn a_whiteout_of_dot_dot_is_refused_and_the_rootfs_parent_survives() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let container = dir.path().join("container");
+        let rootfs = container.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(container.join("config.json"), b"{}").unwrap_or_else(|e| panic!("{e}"));
+        for whiteout in [".wh...", ".wh..", "etc/.wh...", ".wh."] {
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_ustar();
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(1_700_000_000);
+            header.as_old_mut().name[..whiteout.len()].copy_from_slice(whiteout.as_bytes());
+            header.set_cksum();
+            builder
+                .append(&header, &[][..])
+                .unwrap_or_else(|e| panic!("{e}"));
+            let archive = dir.path().join("layer.tar");
+            let bytes = builder.into_inner().unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&archive, bytes).unwrap_or_else(|e| panic!("{e}"));
+            let err = match layer(&archive, &rootfs, &Progress::hidden()) {
+                Ok(()) => panic!("{whiteout} was applied"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("names no entry"), "{whiteout}: {err}");
+            assert!(container.join("config.json").exists(), "{whiteout}");
+            assert!(rootfs.join("etc").exists(), "{whiteout}");
+        }
+    }
+
+    /// Found by the fuzz seeds (runtime/tests/fuzz.rs, "huge headers"): the tar
+    /// crate read a declared long name whole, 256 MiB for a 1.2 MB layer.
+    #[test]
+    fn a_layer_declaring_a_huge_long_name_is_refused_unread() {
+        use std::io::Write;
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(64 << 20);
+        header.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(header.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..64 {
+            gz.write_all(&[b'a'; 1 << 20])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let layer = gz.finish().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let archive = dir.path().join("layer.tar.gz");
+        std::fs::write(&archive, layer).unwrap_or_else(|e| panic!("{e}"));
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap_or_else(|e| panic!("{e}"));
+        let err = match tarball(&archive, &rootfs) {
+            Ok(()) => panic!("a 64 MiB long name was unpacked"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("a GNU long name of 67108864 bytes; berth reads at most 1048576"),
+            "{err}"
         );
     }
 }
