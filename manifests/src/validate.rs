@@ -693,6 +693,17 @@ fn mounts(c: &mut Checker, mounts: Vec<schema::Mount>, security: &Security) -> V
             &mount.source,
             "a mount source",
         );
+        // The runtime refuses a source on the kernel's filesystems by device and
+        // inode at start; `..` would hide one from the checks here by name.
+        if source.components().any(|part| part == Component::ParentDir) {
+            c.value(
+                &format!("spec.mounts[{i}].source"),
+                format!(
+                    "{:?} contains '..'; name the host path without it",
+                    mount.source
+                ),
+            );
+        }
         let path = format!("spec.mounts[{i}].target");
         let target = c.inside(&path, &mount.target, "a mount target");
         if target.components().all(|part| part == Component::RootDir) {

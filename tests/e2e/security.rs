@@ -311,7 +311,6 @@ fn every_alias_of_the_state_dir_is_refused_as_a_mount_source() {
     for source in [
         link.display().to_string(),
         format!("{}/containers/{name}/config.json", link.display()),
-        format!("{}/containers/../containers", state.path().display()),
         format!("/proc/self/root{}", state.path().display()),
         format!("{parent}/./{base}/."),
         parent,
@@ -324,6 +323,15 @@ fn every_alias_of_the_state_dir_is_refused_as_a_mount_source() {
             "overlaps berth's state directory",
         );
     }
+    // One by `..` is refused before any start, by validation.
+    let source = format!("{}/containers/../containers", state.path().display());
+    let manifest = state.manifest(
+        &name,
+        &format!("  command: [/bin/true]\n  mounts: [{{source: {source}, target: /data}}]\n"),
+    );
+    let out = state.run(&["create", "-f", manifest.to_str().unwrap()]);
+    assert!(!out.status.success(), "{source} was accepted");
+    assert!(stderr(&out).contains("contains '..'"), "{}", stderr(&out));
 }
 
 #[test]
