@@ -460,6 +460,7 @@ fn keep(plan: &Plan, command: &[String], timeout: Duration, deadline: Instant) -
         }
         Ok(ForkResult::Parent { child }) => child,
     };
+    keep_only_cap_kill();
     let code = match wait_until(child, deadline) {
         Some(status) => crate::exec::exit_code(Ok(status)),
         None => {
@@ -482,6 +483,24 @@ fn keep(plan: &Plan, command: &[String], timeout: Duration, deadline: Instant) -
         }
     }
     code
+}
+
+/// The keeper is in the container's PID namespace for as long as the check runs,
+/// where a container granted CAP_SYS_PTRACE could attach to it even though it is
+/// not dumpable. Once the command is forked it needs one capability, CAP_KILL
+/// (the command may run as another user): everything else goes, bounding set
+/// first (that needs CAP_SETPCAP), then what it holds.
+fn keep_only_cap_kill() {
+    use caps::{CapSet, Capability};
+    for cap in caps::all() {
+        if cap != Capability::CAP_KILL {
+            let _ = caps::drop(None, CapSet::Bounding, cap);
+        }
+    }
+    let kill: caps::CapsHashSet = [Capability::CAP_KILL].into_iter().collect();
+    let _ = caps::clear(None, CapSet::Inheritable);
+    let _ = caps::set(None, CapSet::Effective, &kill);
+    let _ = caps::set(None, CapSet::Permitted, &kill);
 }
 
 /// Wait for `child` until `deadline`; `None`: it still runs.

@@ -326,3 +326,33 @@ fn notify_ready_makes_it_healthy_and_one_that_never_says_so_stays_starting() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!socket.exists(), "{} is left", socket.display());
 }
+
+#[test]
+fn an_exec_checks_keeper_holds_no_capability_but_kill_while_the_container_can_see_it() {
+    let state = StateDir::new();
+    let name = unique("keeper");
+    // The check's parent is its keeper, in the container's PID namespace.
+    run_by_hand(
+        &state,
+        &name,
+        "  rootfs: {template: busybox}\n  command: [/bin/sleep, '1000']\n  stopTimeout: 0s\n  \
+         healthcheck:\n    exec: [/bin/sh, -c, 'sleep 0.3; grep -E \"^Cap(Eff|Prm|Bnd)\" /proc/$PPID/status']\n    \
+         interval: 1s\n",
+    );
+    let item = wait_for("the keeper's capabilities in the check's output", || {
+        get(&state, &name).filter(|i| {
+            i["health"]["lastOutput"]
+                .as_str()
+                .is_some_and(|o| o.contains("CapBnd"))
+        })
+    });
+    let output = item["health"]["lastOutput"].as_str().unwrap();
+    // CAP_KILL is bit 5.
+    for line in [
+        "CapPrm:\t0000000000000020",
+        "CapEff:\t0000000000000020",
+        "CapBnd:\t0000000000000020",
+    ] {
+        assert!(output.contains(line), "{line:?} not in:\n{output}");
+    }
+}
