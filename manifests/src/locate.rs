@@ -32,6 +32,11 @@ pub const MAX_ALIASED_NODES: u64 = 10_000;
 /// levels), and a manifest's fields go 6 deep.
 pub const MAX_NESTING: usize = 64;
 
+/// Documents with more values than this are refused unread: a manifest has a
+/// few hundred, and reading one of a megabyte of short entries (70,000 `env`
+/// pairs) costs libyaml, serde and this index 66 MiB and seconds.
+pub const MAX_NODES: u64 = 10_000;
+
 /// Fields deeper than this are not indexed (a manifest's go 6 deep): a path per
 /// node of 10,000 nested sequences, `[0][0]...`, would take 300 MB.
 const MAX_INDEXED_DEPTH: usize = 32;
@@ -45,6 +50,8 @@ pub struct DocumentIndex {
     pub alias_bomb: Option<Position>,
     /// The collection that opens level `MAX_NESTING + 1`.
     pub too_deep: Option<Position>,
+    /// The value that passes `MAX_NODES`.
+    pub too_big: Option<Position>,
 }
 
 impl DocumentIndex {
@@ -119,6 +126,7 @@ pub fn index(text: &str) -> Vec<DocumentIndex> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut aliases = AliasCount::default();
     let mut too_deep = 0usize;
+    let mut nodes = 0u64;
     // yaml-rust2 refuses a tab after `key:` (`stopSignal:\tNOPE`), which libyaml
     // and YAML allow, and would index nothing after it. A tab where YAML forbids
     // one is libyaml's error to report; here a space, one byte and one column
@@ -161,6 +169,22 @@ pub fn index(text: &str) -> Vec<DocumentIndex> {
         {
             doc.alias_bomb.get_or_insert(pos);
         }
+        if matches!(
+            event,
+            Event::Scalar(..)
+                | Event::Alias(_)
+                | Event::MappingStart(..)
+                | Event::SequenceStart(..)
+        ) {
+            nodes += 1;
+            if nodes > MAX_NODES
+                && let Some(doc) = docs.last_mut()
+            {
+                // Nothing after it is read, as for a document too deep.
+                doc.too_big = Some(pos);
+                break;
+            }
+        }
         if matches!(event, Event::MappingStart(..) | Event::SequenceStart(..))
             && stack.len() + too_deep >= MAX_NESTING
             && let Some(doc) = docs.last_mut()
@@ -189,6 +213,7 @@ pub fn index(text: &str) -> Vec<DocumentIndex> {
             Event::DocumentStart => {
                 stack.clear();
                 too_deep = 0;
+                nodes = 0;
                 aliases = AliasCount::default();
                 docs.push(DocumentIndex::default());
             }

@@ -94,10 +94,10 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
     // it panics. So the documents before the first YAML error are all that is read.
     let index = locate::index(text);
     // A document nested too deep is not given to libyaml, nor any after it.
-    let too_deep = index
-        .iter()
-        .enumerate()
-        .find_map(|(document, doc)| doc.too_deep.map(|at| (document, at)));
+    let too_deep = index.iter().enumerate().find_map(|(document, doc)| {
+        let deep = doc.too_deep.map(|at| (document, at, true));
+        deep.or(doc.too_big.map(|at| (document, at, false)))
+    });
     let mut readable = 0;
     let mut yaml_error = None;
     for de in serde_yaml::Deserializer::from_str(text).take(too_deep.map_or(usize::MAX, |d| d.0)) {
@@ -196,18 +196,21 @@ pub fn parse_str(path: &Path, text: &str) -> ParsedFile {
         parsed
             .diagnostics
             .push(yaml_diagnostic(path, text, &err, doc_index).in_document(readable));
-    } else if let Some((document, at)) = too_deep {
-        parsed.diagnostics.push(
-            Diagnostic::new(
-                path,
-                at,
-                format!(
-                    "the document is nested more than {} levels deep; a manifest needs fewer than 10",
-                    locate::MAX_NESTING
-                ),
+    } else if let Some((document, at, deep)) = too_deep {
+        let message = if deep {
+            format!(
+                "the document is nested more than {} levels deep; a manifest needs fewer than 10",
+                locate::MAX_NESTING
             )
-            .in_document(document),
-        );
+        } else {
+            format!(
+                "the document has more than {} values; a manifest needs a few hundred",
+                locate::MAX_NODES
+            )
+        };
+        parsed
+            .diagnostics
+            .push(Diagnostic::new(path, at, message).in_document(document));
     }
     for diagnostic in &mut parsed.diagnostics {
         shorten(&mut diagnostic.message);
