@@ -43,8 +43,6 @@ impl Daemon {
             .unwrap()
             .as_nanos();
         let log = state.path().join(format!("daemon-{stamp}.log"));
-        let socket = state.path().join("berth.sock");
-        let _ = std::fs::remove_file(&socket);
         // Never the host's /etc/berth/labels: a file of the test's own (absent
         // unless it writes one), unless it names another.
         let labels = state.path().join("labels");
@@ -64,27 +62,12 @@ impl Daemon {
         if !extra.contains(&"--git") {
             command.arg("--manifests").arg(&manifests);
         }
-        let child = command
+        command
             .args(["--crash-backoff", "1s"])
             .args(args)
             .args(labels_file)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut daemon = Daemon { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            let exited = daemon.child.try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "the daemon never served its socket ({exited:?}):\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        daemon
+            .args(extra);
+        Daemon::adopt(state, command, log)
     }
 
     /// A daemon the test spawned itself (`command`, its stderr to `log`), once it

@@ -28,7 +28,7 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -166,133 +166,9 @@ impl Rng {
 // ---------------------------------------------------------------------------
 // The harness: a state dir, a cgroup parent and a daemon of the test's own.
 
-/// A state directory and cgroup parent of the test's own; on drop (also on
-/// failure or panic) every container in it is stopped and the cgroup parent
-/// removed. Copied from tests/e2e/main.rs, whose module tree cannot be included.
-#[derive(Debug)]
-struct StateDir {
-    dir: tempfile::TempDir,
-    cgroup_parent: String,
-}
-
-impl StateDir {
-    fn new() -> Result<StateDir> {
-        if !nix::unistd::Uid::effective().is_root() {
-            return Err(
-                "this test creates containers and must run as root (sudo -E cargo test --workspace)"
-                    .to_owned(),
-            );
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("berth-faults-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
-        Ok(StateDir {
-            dir,
-            cgroup_parent: format!("berth-faults-{}", std::process::id()),
-        })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn manifests(&self) -> PathBuf {
-        self.path().join("manifests")
-    }
-
-    fn berth(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("--state-dir")
-            .arg(self.path())
-            .arg("--cgroup-parent")
-            .arg(&self.cgroup_parent)
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Result<Output> {
-        self.berth(args)
-            .output()
-            .map_err(|e| format!("berth {args:?}: {e}"))
-    }
-
-    fn container_dir(&self, name: &str) -> PathBuf {
-        self.path().join("containers").join(name)
-    }
-
-    /// Every container directory there is.
-    fn container_dirs(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.path().join("containers"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The test's cgroup parent in every hierarchy that has it.
-    fn cgroup_parents(&self) -> Vec<PathBuf> {
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
-        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-            roots.extend(entries.flatten().map(|e| e.path()));
-        }
-        roots
-            .into_iter()
-            .map(|root| root.join(&self.cgroup_parent))
-            .filter(|p| p.is_dir())
-            .collect()
-    }
-}
-
-impl Drop for StateDir {
-    /// Stop every container, kill what templates left, then remove the cgroup
-    /// parent in every hierarchy (rmdir only: the monitors removed their own).
-    fn drop(&mut self) {
-        for name in self.container_dirs() {
-            let _ = self.berth(&["stop", &name, "--timeout", "0s"]).output();
-        }
-        for parent in self.cgroup_parents() {
-            for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                for leaf in ["create", "payload", "monitor"] {
-                    let dir = child.path().join(leaf);
-                    kill_cgroup(&dir);
-                    let _ = std::fs::remove_dir(&dir);
-                }
-                let _ = std::fs::remove_dir(child.path());
-            }
-            let _ = std::fs::remove_dir(&parent);
-        }
-    }
-}
-
-/// SIGKILL every process of a cgroup and wait (up to 5 s) for it to be empty.
-fn kill_cgroup(dir: &Path) {
-    let procs = dir.join("cgroup.procs");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let pids = read_pids(&procs);
-        if pids.is_empty() {
-            return;
-        }
-        for pid in pids {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn read_pids(procs: &Path) -> Vec<i32> {
-    std::fs::read_to_string(procs)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
+#[path = "../harness/state_dir.rs"]
+mod state_dir;
+use state_dir::{StateDir, read_pids};
 
 /// A running `berth daemon`, ended (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
@@ -833,7 +709,7 @@ struct Harness {
 }
 
 fn run(options: &Options) -> std::result::Result<(), String> {
-    let state = StateDir::new()?;
+    let state = StateDir::new("berth-faults-")?;
     let manifests = state.manifests();
     std::fs::create_dir_all(&manifests).map_err(|e| e.to_string())?;
     std::fs::set_permissions(&manifests, std::fs::Permissions::from_mode(0o755))

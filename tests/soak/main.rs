@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -248,119 +248,9 @@ impl Rng {
 // ---------------------------------------------------------------------------
 // The harness: a state dir, a cgroup parent and a daemon of the soak's own.
 
-/// A state dir and cgroup parent of the soak's own. On drop (also on failure or
-/// interruption; the daemon must be gone first) every container is destroyed,
-/// what is left in the cgroups killed and the cgroup parent removed.
-struct StateDir {
-    dir: tempfile::TempDir,
-    cgroup_parent: String,
-}
-
-impl StateDir {
-    fn new() -> Result<StateDir> {
-        if !nix::unistd::Uid::effective().is_root() {
-            return Err("the soak creates containers and must run as root".to_owned());
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("berth-soak-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
-        Ok(StateDir {
-            dir,
-            cgroup_parent: format!("berth-soak-{}", std::process::id()),
-        })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn manifests(&self) -> PathBuf {
-        self.path().join("manifests")
-    }
-
-    fn berth(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("--state-dir")
-            .arg(self.path())
-            .arg("--cgroup-parent")
-            .arg(&self.cgroup_parent)
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn container_dir(&self, name: &str) -> PathBuf {
-        self.path().join("containers").join(name)
-    }
-
-    fn container_dirs(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.path().join("containers"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn cgroup_parents(&self) -> Vec<PathBuf> {
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
-        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-            roots.extend(entries.flatten().map(|e| e.path()));
-        }
-        roots
-            .into_iter()
-            .map(|root| root.join(&self.cgroup_parent))
-            .filter(|p| p.is_dir())
-            .collect()
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        for name in self.container_dirs() {
-            let _ = self.berth(&["destroy", "--force", &name]).output();
-        }
-        for parent in self.cgroup_parents() {
-            for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                for leaf in ["create", "payload", "monitor"] {
-                    let dir = child.path().join(leaf);
-                    kill_cgroup(&dir);
-                    let _ = std::fs::remove_dir(&dir);
-                }
-                kill_cgroup(&child.path());
-                let _ = std::fs::remove_dir(child.path());
-            }
-            let _ = std::fs::remove_dir(&parent);
-            if parent.exists() {
-                eprintln!("berth-soak clean-up: cannot remove {}", parent.display());
-            }
-        }
-    }
-}
-
-/// SIGKILL every process of a cgroup (by pid) and wait up to 5 s for it to be empty.
-fn kill_cgroup(dir: &Path) {
-    let procs = dir.join("cgroup.procs");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let pids: Vec<i32> = std::fs::read_to_string(&procs)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        if pids.is_empty() {
-            return;
-        }
-        for pid in pids {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+#[path = "../harness/state_dir.rs"]
+mod state_dir;
+use state_dir::StateDir;
 
 /// The running `berth daemon`, ended by its pid (SIGTERM, then SIGKILL) on drop.
 struct Daemon {
@@ -569,7 +459,7 @@ struct Soak<'a> {
 }
 
 fn run(options: &Options) -> Result<()> {
-    let state = StateDir::new()?;
+    let state = StateDir::new("berth-soak-")?;
     std::fs::create_dir_all(state.manifests()).map_err(|e| format!("manifests dir: {e}"))?;
     let daemon = Daemon::start(&state)?;
     let tag = std::process::id();
